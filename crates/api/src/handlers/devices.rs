@@ -1,0 +1,69 @@
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use onramp_core::{DeviceInfo, DeviceInput};
+use serde::Deserialize;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilter {
+    /// Only this user's devices.
+    pub username: Option<String>,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceRename {
+    pub name: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), params(DeviceFilter),
+    responses((status = 200, body = [DeviceInfo])))]
+pub async fn list(
+    State(s): State<AppState>,
+    _a: Admin,
+    ApiQuery(f): ApiQuery<DeviceFilter>,
+) -> ApiResult<Json<Vec<DeviceInfo>>> {
+    Ok(Json(s.core.list_devices(f.username.as_deref()).await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), request_body = DeviceInput,
+    responses((status = 201, body = DeviceInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiJson(input): ApiJson<DeviceInput>,
+) -> ApiResult<(StatusCode, Json<DeviceInfo>)> {
+    Ok((StatusCode::CREATED, Json(s.core.add_device(&actor, input).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody)))]
+pub async fn get(State(s): State<AppState>, _a: Admin, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<DeviceInfo>> {
+    Ok(Json(s.core.get_device(id).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
+    request_body = DeviceRename, responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn rename(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(r): ApiJson<DeviceRename>,
+) -> ApiResult<Json<DeviceInfo>> {
+    Ok(Json(s.core.rename_device(&actor, id, &r.name).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
+    s.core.delete_device(&actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

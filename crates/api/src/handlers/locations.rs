@@ -1,0 +1,50 @@
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{Admin, ApiJson, ApiPath};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use onramp_core::{LocationInfo, LocationInput};
+
+#[utoipa::path(get, path = "/api/v1/location", tag = "locations", security(("bearer" = [])), responses((status = 200, body = [LocationInfo])))]
+pub async fn list(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<Vec<LocationInfo>>> {
+    Ok(Json(s.core.list_locations().await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/location", tag = "locations", security(("bearer" = [])), request_body = LocationInput,
+    responses((status = 201, body = LocationInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiJson(input): ApiJson<LocationInput>,
+) -> ApiResult<(StatusCode, Json<LocationInfo>)> {
+    Ok((StatusCode::CREATED, Json(s.core.create_location(&actor, input).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/location/{id}", tag = "locations", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 200, body = LocationInfo), (status = 404, body = ErrorBody)))]
+pub async fn get(State(s): State<AppState>, _a: Admin, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<LocationInfo>> {
+    Ok(Json(s.core.get_location(id).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/location/{id}", tag = "locations", security(("bearer" = [])), params(("id" = i64, Path)),
+    request_body = LocationInput, responses((status = 200, body = LocationInfo), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(input): ApiJson<LocationInput>,
+) -> ApiResult<Json<LocationInfo>> {
+    Ok(Json(s.core.update_location(&actor, id, input).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/location/{id}", tag = "locations", security(("bearer" = [])), params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
+    s.core.delete_location(&actor, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,10 @@
+pub mod api_tokens;
+pub mod audit;
+pub mod devices;
+pub mod groups;
+pub mod health;
+pub mod locations;
+pub mod mail;
+pub mod settings;
+pub mod tokens;
+pub mod users;

@@ -1,0 +1,55 @@
+use crate::error::{ApiResult, ErrorBody};
+use crate::extract::{Admin, ApiJson, ApiPath};
+use crate::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use onramp_core::{UserInfo, UserInput, UserPatch};
+
+#[utoipa::path(get, path = "/api/v1/user", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = [UserInfo]), (status = 401, body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<Vec<UserInfo>>> {
+    Ok(Json(s.core.list_users().await?))
+}
+
+#[utoipa::path(post, path = "/api/v1/user", tag = "users", security(("bearer" = [])), request_body = UserInput,
+    responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn create(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiJson(input): ApiJson<UserInput>,
+) -> ApiResult<(StatusCode, Json<UserInfo>)> {
+    Ok((StatusCode::CREATED, Json(s.core.create_user(&actor, input).await?)))
+}
+
+#[utoipa::path(get, path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)), responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(s): State<AppState>,
+    _a: Admin,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<Json<UserInfo>> {
+    Ok(Json(s.core.get_user(&username).await?))
+}
+
+#[utoipa::path(put, path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])), request_body = UserPatch,
+    params(("username" = String, Path)), responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
+pub async fn update(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(username): ApiPath<String>,
+    ApiJson(patch): ApiJson<UserPatch>,
+) -> ApiResult<Json<UserInfo>> {
+    Ok(Json(s.core.update_user(&actor, &username, patch).await?))
+}
+
+#[utoipa::path(delete, path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])),
+    params(("username" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
+pub async fn remove(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(username): ApiPath<String>,
+) -> ApiResult<StatusCode> {
+    s.core.delete_user(&actor, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,114 @@
+//! Audit trail: who did what, when, from where.
+
+use crate::{Core, CoreResult};
+use onramp_store::{AuditFilter, NewAudit};
+use serde::Serialize;
+
+/// Who performs an action, with request metadata for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Actor {
+    pub user_id: Option<i64>,
+    pub name: String,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+impl Actor {
+    /// The server itself (bootstrap, background jobs) or the local CLI.
+    pub fn system(name: &str) -> Self {
+        Self { name: name.to_owned(), ..Self::default() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub actor_user_id: Option<i64>,
+    pub action: String,
+    pub subject: Option<String>,
+    #[schema(value_type = Object)]
+    pub details: serde_json::Value,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    pub since: Option<i64>,
+    pub before_id: Option<i64>,
+    pub limit: Option<i64>,
+}
+
+/// Sanitises a user agent for storage: printable ASCII only, no markup, bounded length.
+pub fn sanitize_user_agent(ua: &str) -> String {
+    ua.chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && !"<>\"'&".contains(*c)).take(256).collect()
+}
+
+impl Core {
+    pub(crate) fn audit_record(
+        &self,
+        actor: &Actor,
+        action: &str,
+        subject: Option<String>,
+        details: serde_json::Value,
+    ) -> NewAudit {
+        NewAudit {
+            at: self.now(),
+            actor_user_id: actor.user_id,
+            actor: actor.name.clone(),
+            action: action.to_owned(),
+            subject,
+            details: details.to_string(),
+            ip: actor.ip.clone(),
+            user_agent: actor.user_agent.as_deref().map(sanitize_user_agent),
+        }
+    }
+
+    /// Records an event. An audit failure is logged but does not undo the action it
+    /// describes (the action already committed).
+    pub(crate) async fn audit(&self, actor: &Actor, action: &str, subject: Option<String>, details: serde_json::Value) {
+        let rec = self.audit_record(actor, action, subject, details);
+        if let Err(e) = self.store().audit(&rec).await {
+            tracing::error!(error = %e, action, "could not write audit event");
+        }
+    }
+
+    pub async fn list_audit(&self, q: AuditQuery) -> CoreResult<Vec<AuditEntry>> {
+        let rows = self
+            .store()
+            .list_audit(&AuditFilter {
+                action: q.action,
+                actor: q.actor,
+                since: q.since,
+                before_id: q.before_id,
+                limit: q.limit.unwrap_or(100).clamp(1, 1000),
+            })
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                id: r.id,
+                at: r.at,
+                actor: r.actor,
+                actor_user_id: r.actor_user_id,
+                action: r.action,
+                subject: r.subject,
+                details: serde_json::from_str(&r.details).unwrap_or(serde_json::Value::Null),
+                ip: r.ip,
+                user_agent: r.user_agent,
+            })
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn user_agent_is_sanitised() {
+        assert_eq!(super::sanitize_user_agent("Mozilla/5.0 <script>\u{7}é"), "Mozilla/5.0 script");
+    }
+}

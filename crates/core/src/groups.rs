@@ -1,0 +1,147 @@
+use crate::error::OrNotFound;
+use crate::{Actor, Core, CoreError, CoreResult};
+use onramp_domain::validate::parse_name;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupInput {
+    pub name: String,
+    #[serde(default)]
+    pub is_admin: bool,
+    /// Initial members (usernames).
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+/// PROTOCOL.md section 4 shape: `{name, members, vpn_locations, is_admin}`.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct GroupInfo {
+    pub id: i64,
+    pub name: String,
+    pub members: Vec<String>,
+    pub vpn_locations: Vec<String>,
+    pub is_admin: bool,
+}
+
+pub const ADMIN_GROUP: &str = "admin";
+
+impl Core {
+    pub async fn create_group(&self, actor: &Actor, input: GroupInput) -> CoreResult<GroupInfo> {
+        let name = parse_name("name", &input.name, 64)?;
+        // Resolve members first so that an unknown username writes nothing.
+        let mut member_ids = Vec::new();
+        for m in &input.members {
+            member_ids.push(self.user_row(m).await?.id);
+        }
+        let g = self.store().create_group(&name, input.is_admin, self.now()).await.map_err(|e| match e {
+            onramp_store::StoreError::Conflict { .. } => {
+                CoreError::Conflict { field: "name", message: format!("group {name:?} already exists") }
+            }
+            other => other.into(),
+        })?;
+        for id in member_ids {
+            self.store().add_member(g.id, id).await?;
+        }
+        self.audit(actor, "group.created", Some(name.clone()), serde_json::json!({"is_admin": input.is_admin})).await;
+        self.get_group(&name).await
+    }
+
+    pub async fn get_group(&self, name: &str) -> CoreResult<GroupInfo> {
+        let g = self.store().group_by_name(name).await.or_not_found("group", name)?;
+        self.group_info(g).await
+    }
+
+    async fn group_info(&self, g: onramp_store::GroupRow) -> CoreResult<GroupInfo> {
+        let members = self.store().group_members(g.id).await?.into_iter().map(|u| u.username).collect();
+        let mut vpn_locations = Vec::new();
+        for l in self.store().list_locations().await? {
+            let groups = self.store().location_groups(l.id).await?;
+            if groups.is_empty() || groups.iter().any(|lg| lg.id == g.id) {
+                vpn_locations.push(l.name);
+            }
+        }
+        Ok(GroupInfo { id: g.id, name: g.name, members, vpn_locations, is_admin: g.is_admin })
+    }
+
+    pub async fn list_groups(&self) -> CoreResult<Vec<GroupInfo>> {
+        let mut out = Vec::new();
+        for g in self.store().list_groups().await? {
+            out.push(self.group_info(g).await?);
+        }
+        Ok(out)
+    }
+
+    pub async fn update_group(
+        &self,
+        actor: &Actor,
+        name: &str,
+        new_name: Option<String>,
+        is_admin: Option<bool>,
+    ) -> CoreResult<GroupInfo> {
+        let g = self.store().group_by_name(name).await.or_not_found("group", name)?;
+        let new_name = match new_name {
+            Some(n) => parse_name("name", &n, 64)?,
+            None => g.name.clone(),
+        };
+        let is_admin = is_admin.unwrap_or(g.is_admin);
+        if g.is_admin && !is_admin {
+            self.ensure_other_admin_group_exists(g.id).await?;
+        }
+        let g = self.store().update_group(g.id, &new_name, is_admin).await.map_err(|e| match e {
+            onramp_store::StoreError::Conflict { .. } => {
+                CoreError::Conflict { field: "name", message: format!("group {new_name:?} already exists") }
+            }
+            other => other.into(),
+        })?;
+        self.audit(actor, "group.updated", Some(g.name.clone()), serde_json::json!({})).await;
+        self.group_info(g).await
+    }
+
+    /// Refuses to remove the last admin group: that would lock every admin out.
+    async fn ensure_other_admin_group_exists(&self, group_id: i64) -> CoreResult<()> {
+        let others = self.store().list_groups().await?.into_iter().filter(|g| g.is_admin && g.id != group_id).count();
+        if others == 0 {
+            return Err(CoreError::refused(
+                "last_admin_group",
+                "this is the last admin group; create another admin group first",
+            ));
+        }
+        Ok(())
+    }
+
+    pub async fn delete_group(&self, actor: &Actor, name: &str) -> CoreResult<()> {
+        let g = self.store().group_by_name(name).await.or_not_found("group", name)?;
+        if g.is_admin {
+            self.ensure_other_admin_group_exists(g.id).await?;
+        }
+        self.store().delete_group(g.id).await.or_not_found("group", name)?;
+        self.audit(actor, "group.deleted", Some(g.name), serde_json::json!({})).await;
+        Ok(())
+    }
+
+    pub async fn add_group_member(&self, actor: &Actor, group: &str, username: &str) -> CoreResult<GroupInfo> {
+        let g = self.store().group_by_name(group).await.or_not_found("group", group)?;
+        let u = self.user_row(username).await?;
+        if !self.store().add_member(g.id, u.id).await? {
+            return Err(CoreError::Conflict {
+                field: "username",
+                message: format!("{username} is already a member of {group}"),
+            });
+        }
+        self.audit(actor, "group.member_added", Some(g.name.clone()), serde_json::json!({"username": username})).await;
+        self.group_info(g).await
+    }
+
+    pub async fn remove_group_member(&self, actor: &Actor, group: &str, username: &str) -> CoreResult<GroupInfo> {
+        let g = self.store().group_by_name(group).await.or_not_found("group", group)?;
+        let u = self.user_row(username).await?;
+        if g.is_admin && actor.user_id == Some(u.id) {
+            return Err(CoreError::refused("cannot_remove_self", "you cannot remove yourself from an admin group"));
+        }
+        self.store().remove_member(g.id, u.id).await.or_not_found("membership", &format!("{username} in {group}"))?;
+        self.audit(actor, "group.member_removed", Some(g.name.clone()), serde_json::json!({"username": username}))
+            .await;
+        self.group_info(g).await
+    }
+}

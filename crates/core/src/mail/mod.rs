@@ -1,0 +1,266 @@
+//! Mail: messages are rendered from the settings' templates and written to a durable
+//! outbox in the database; a worker delivers them over SMTP with retry and backoff, so a
+//! message survives an SMTP outage and a restart of core.
+
+mod qr;
+mod smtp;
+
+use crate::tokens::IssuedToken;
+use crate::{Core, CoreError, CoreResult};
+use onramp_domain::duration::humanize;
+use onramp_domain::template::{self, Vars};
+use onramp_store::{NewOutbox, OutboxRow, UserRow};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+pub use qr::qr_png;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailKind {
+    Invitation,
+    DesktopConfig,
+    Welcome,
+    AdminEnrolled,
+    NewDevice,
+    PasswordReset,
+    PasswordResetDone,
+}
+
+impl MailKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invitation => "invitation",
+            Self::DesktopConfig => "desktop_config",
+            Self::Welcome => "welcome",
+            Self::AdminEnrolled => "admin_enrolled",
+            Self::NewDevice => "new_device",
+            Self::PasswordReset => "password_reset",
+            Self::PasswordResetDone => "password_reset_done",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Attachment {
+    pub filename: String,
+    pub content_type: String,
+    /// Standard base64.
+    pub data: String,
+}
+
+/// An outbox entry as admins see it (no body: it may hold a token).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub kind: String,
+    pub to: String,
+    pub subject: String,
+    pub status: String,
+    pub attempts: i64,
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+    pub created_at: i64,
+    pub sent_at: Option<i64>,
+}
+
+impl From<OutboxRow> for OutboxEntry {
+    fn from(r: OutboxRow) -> Self {
+        Self {
+            id: r.id,
+            kind: r.kind,
+            to: r.to_addr,
+            subject: r.subject,
+            status: r.status,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at,
+            last_error: r.last_error,
+            created_at: r.created_at,
+            sent_at: r.sent_at,
+        }
+    }
+}
+
+/// `onramp://enroll?url=...&token=...`: opens the desktop client on the enrollment.
+pub fn deep_link(url: &str, token: &str) -> String {
+    let mut u = url::Url::parse("onramp://enroll").expect("static URL");
+    u.query_pairs_mut().append_pair("url", url).append_pair("token", token);
+    u.to_string()
+}
+
+impl Core {
+    /// Variables of PROTOCOL.md section 5 for `user`, with `admin` as the contact.
+    pub(crate) async fn template_vars(&self, user: &UserRow, admin: Option<&UserRow>) -> Vars {
+        let s = self.settings().await;
+        let url = self.public_url().await;
+        let mut v = Vars::new();
+        let mut put = |k: &str, val: &str| {
+            v.insert(k.to_owned(), val.to_owned());
+        };
+        put("first_name", &user.first_name);
+        put("last_name", &user.last_name);
+        put("username", &user.username);
+        put("email", &user.email);
+        put("instance_name", &s.instance_name);
+        put("onramp_url", &url);
+        put("defguard_url", &url);
+        put("onramp_version", env!("CARGO_PKG_VERSION"));
+        put("defguard_version", env!("CARGO_PKG_VERSION"));
+        put("enrollment_url", &url);
+        put("token_lifetime", &humanize(s.enrollment.token_lifetime_secs));
+        put("session_lifetime", &humanize(s.enrollment.session_lifetime_secs));
+        if let Some(a) = admin {
+            put("admin_first_name", &a.first_name);
+            put("admin_last_name", &a.last_name);
+            put("admin_email", &a.email);
+            put("admin_phone", a.phone.as_deref().unwrap_or(""));
+        }
+        v
+    }
+
+    /// Renders and queues one message. `token` fills the token, link and QR code.
+    pub(crate) async fn enqueue_mail(
+        &self,
+        kind: MailKind,
+        to: &str,
+        user: &UserRow,
+        admin: Option<&UserRow>,
+        token: Option<&IssuedToken>,
+    ) -> CoreResult<()> {
+        self.enqueue_mail_with(kind, to, user, admin, token, &[]).await
+    }
+
+    pub(crate) async fn enqueue_mail_with(
+        &self,
+        kind: MailKind,
+        to: &str,
+        user: &UserRow,
+        admin: Option<&UserRow>,
+        token: Option<&IssuedToken>,
+        extra: &[(&str, &str)],
+    ) -> CoreResult<()> {
+        let s = self.settings().await;
+        let mut vars = self.template_vars(user, admin).await;
+        for (k, v) in extra {
+            vars.insert((*k).to_owned(), (*v).to_owned());
+        }
+        let mut attachments = Vec::new();
+        if let Some(t) = token {
+            let link = deep_link(&t.enrollment_url, t.token.expose());
+            vars.insert("token".into(), t.token.expose().to_owned());
+            vars.insert("deep_link".into(), link.clone());
+            vars.insert("token_lifetime".into(), humanize(t.expires_at - self.now()));
+            if kind == MailKind::Invitation || kind == MailKind::DesktopConfig {
+                let png = qr_png(&link).map_err(CoreError::Internal)?;
+                attachments.push(Attachment {
+                    filename: "enrollment-qr.png".into(),
+                    content_type: "image/png".into(),
+                    data: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, png),
+                });
+            }
+        }
+        let t = &s.templates;
+        let e = &s.enrollment;
+        let (subject, body) = match kind {
+            MailKind::Invitation => (&t.invitation_subject, &t.invitation_body),
+            MailKind::DesktopConfig => (&t.desktop_subject, &t.desktop_body),
+            MailKind::Welcome => (
+                &e.welcome_email_subject,
+                if e.use_welcome_message_as_email { &e.welcome_message } else { &t.welcome_body },
+            ),
+            MailKind::AdminEnrolled => (&t.admin_enrolled_subject, &t.admin_enrolled_body),
+            MailKind::NewDevice => (&t.new_device_subject, &t.new_device_body),
+            MailKind::PasswordReset => (&t.password_reset_subject, &t.password_reset_body),
+            MailKind::PasswordResetDone => (&t.password_reset_done_subject, &t.password_reset_done_body),
+        };
+        // Subjects are one line: drop any newline a variable could smuggle in.
+        let subject = template::render(subject, &vars, template::plain).replace(['\r', '\n'], " ");
+        let body = template::render(body, &vars, template::plain);
+        self.store()
+            .enqueue_mail(&NewOutbox {
+                kind: kind.as_str().to_owned(),
+                to_addr: to.to_owned(),
+                subject,
+                body,
+                attachments: serde_json::to_string(&attachments).map_err(|e| CoreError::Internal(e.to_string()))?,
+                created_at: self.now(),
+            })
+            .await?;
+        metrics::counter!("onramp_mail_queued_total", "kind" => kind.as_str()).increment(1);
+        self.inner.mail_wakeup.notify_one();
+        Ok(())
+    }
+
+    pub async fn list_mail(&self, status: Option<&str>, limit: i64) -> CoreResult<Vec<OutboxEntry>> {
+        if let Some(s) = status {
+            if !matches!(s, "pending" | "sent" | "failed") {
+                return Err(CoreError::invalid("status", "must be pending, sent or failed"));
+            }
+        }
+        Ok(self.store().list_mail(status, limit.clamp(1, 1000)).await?.into_iter().map(Into::into).collect())
+    }
+
+    /// Re-queues a failed message for an immediate attempt.
+    pub async fn retry_mail(&self, actor: &crate::Actor, id: i64) -> CoreResult<()> {
+        self.store().retry_mail(id, self.now()).await.map_err(|e| match e {
+            onramp_store::StoreError::NotFound => CoreError::not_found("failed message", id),
+            other => other.into(),
+        })?;
+        self.audit(actor, "mail.retried", None, serde_json::json!({"id": id})).await;
+        self.inner.mail_wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Delivers due messages until the task is dropped. Wakes on new mail, on the next
+    /// retry time, and at least every `poll` (other processes may queue mail too).
+    pub async fn run_mail_worker(self, poll: Duration) {
+        loop {
+            if let Err(e) = self.deliver_due().await {
+                tracing::warn!(error = %e, "mail delivery round failed");
+            }
+            let wait = match self.store().next_mail_attempt().await {
+                Ok(Some(t)) => Duration::from_secs((t - self.now()).clamp(0, 3600) as u64).min(poll),
+                _ => poll,
+            };
+            tokio::select! {
+                _ = self.inner.mail_wakeup.notified() => {}
+                _ = tokio::time::sleep(wait.max(Duration::from_millis(100))) => {}
+            }
+        }
+    }
+
+    /// One delivery round; returns how many messages were sent.
+    pub async fn deliver_due(&self) -> CoreResult<usize> {
+        let settings = self.settings().await;
+        if !settings.smtp.is_configured() {
+            return Ok(0);
+        }
+        let due = self.store().due_mail(self.now(), 50).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let transport = smtp::transport(&settings.smtp).map_err(CoreError::Internal)?;
+        let mut sent = 0;
+        for m in due {
+            match smtp::send(&transport, &settings.smtp, &m).await {
+                Ok(()) => {
+                    self.store().mark_mail_sent(m.id, self.now()).await?;
+                    metrics::counter!("onramp_mail_sent_total").increment(1);
+                    tracing::info!(id = m.id, kind = %m.kind, "mail delivered");
+                    sent += 1;
+                }
+                Err(err) => {
+                    let attempts = m.attempts + 1;
+                    let next = (attempts < self.config().mail_max_attempts).then(|| {
+                        let backoff =
+                            self.config().mail_retry_base_secs.max(1).saturating_mul(1 << (attempts - 1).min(20));
+                        self.now() + backoff.min(3600)
+                    });
+                    tracing::warn!(id = m.id, attempts, error = %err, will_retry = next.is_some(), "mail delivery failed");
+                    metrics::counter!("onramp_mail_failures_total").increment(1);
+                    self.store().mark_mail_attempt_failed(m.id, &err, next).await?;
+                }
+            }
+        }
+        Ok(sent)
+    }
+}

@@ -1,0 +1,48 @@
+//! SMTP delivery through lettre: plain, STARTTLS or implicit TLS; authentication optional.
+
+use super::Attachment;
+use crate::settings::{SmtpSecurity, SmtpSettings};
+use lettre::message::{header::ContentType, Attachment as LAttachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use onramp_store::OutboxRow;
+use std::time::Duration;
+
+pub(super) type Transport = AsyncSmtpTransport<Tokio1Executor>;
+
+pub(super) fn transport(s: &SmtpSettings) -> Result<Transport, String> {
+    let builder = match s.security {
+        SmtpSecurity::None => Transport::builder_dangerous(&s.host),
+        SmtpSecurity::Starttls => {
+            Transport::starttls_relay(&s.host).map_err(|e| format!("SMTP STARTTLS setup: {e}"))?
+        }
+        SmtpSecurity::Tls => Transport::relay(&s.host).map_err(|e| format!("SMTP TLS setup: {e}"))?,
+    };
+    let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(s.timeout_secs.max(1))));
+    if let (Some(user), Some(pass)) = (&s.username, &s.password) {
+        builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+    }
+    Ok(builder.build())
+}
+
+pub(super) async fn send(t: &Transport, s: &SmtpSettings, m: &OutboxRow) -> Result<(), String> {
+    let from: Mailbox = s.sender.parse().map_err(|e| format!("sender {:?}: {e}", s.sender))?;
+    let to: Mailbox = m.to_addr.parse().map_err(|e| format!("recipient {:?}: {e}", m.to_addr))?;
+    let attachments: Vec<Attachment> =
+        serde_json::from_str(&m.attachments).map_err(|e| format!("stored attachments: {e}"))?;
+    let builder = Message::builder().from(from).to(to).subject(m.subject.clone());
+    let message = if attachments.is_empty() {
+        builder.header(ContentType::TEXT_PLAIN).body(m.body.clone())
+    } else {
+        let mut parts = MultiPart::mixed().singlepart(SinglePart::plain(m.body.clone()));
+        for a in attachments {
+            let data = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, &a.data)
+                .map_err(|e| e.to_string())?;
+            let ct = ContentType::parse(&a.content_type).map_err(|e| e.to_string())?;
+            parts = parts.singlepart(LAttachment::new(a.filename).body(data, ct));
+        }
+        builder.multipart(parts)
+    }
+    .map_err(|e| format!("building message: {e}"))?;
+    t.send(message).await.map(|_| ()).map_err(|e| format!("SMTP {}:{}: {e}", s.host, s.port))
+}

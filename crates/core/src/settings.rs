@@ -1,0 +1,352 @@
+//! Instance settings: one JSON document in the store, cached in memory, edited through the
+//! admin API. Fields added later get defaults, so old documents keep loading.
+
+use crate::{Actor, Core, CoreError, CoreResult};
+use onramp_domain::template;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Settings {
+    /// Stable instance id; clients key instances by it. Never changes after first start.
+    pub instance_id: String,
+    pub instance_name: String,
+    /// Public edge URL handed out as `enrollment_url`.
+    pub public_url: String,
+    pub enrollment: EnrollmentSettings,
+    pub smtp: SmtpSettings,
+    pub templates: Templates,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct EnrollmentSettings {
+    pub vpn_setup_optional: bool,
+    pub only_client_activation: bool,
+    pub admin_device_management: bool,
+    pub mfa_required: bool,
+    pub send_welcome_email: bool,
+    /// Notify the issuing admin when a user completes enrollment.
+    pub notify_admin_on_completion: bool,
+    /// Enrollment token lifetime in seconds (24 h).
+    pub token_lifetime_secs: i64,
+    /// Desktop-configuration token lifetime in seconds (24 h).
+    pub desktop_token_lifetime_secs: i64,
+    /// Enrollment session length in seconds (10 min).
+    pub session_lifetime_secs: i64,
+    /// Onboarding page shown at the end (markdown with variables).
+    pub welcome_message: String,
+    pub welcome_email_subject: String,
+    /// Send `welcome_message` as the welcome e-mail body instead of `templates.welcome_body`.
+    pub use_welcome_message_as_email: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpSecurity {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct SmtpSettings {
+    /// Empty = mail not configured.
+    pub host: String,
+    pub port: u16,
+    pub security: SmtpSecurity,
+    pub username: Option<String>,
+    /// Stored in the database (owner-only file / DB credentials); never returned by the API.
+    pub password: Option<String>,
+    pub sender: String,
+    /// Seconds before an SMTP attempt gives up.
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(default)]
+pub struct Templates {
+    pub invitation_subject: String,
+    pub invitation_body: String,
+    pub desktop_subject: String,
+    pub desktop_body: String,
+    pub welcome_body: String,
+    pub admin_enrolled_subject: String,
+    pub admin_enrolled_body: String,
+    pub new_device_subject: String,
+    pub new_device_body: String,
+    pub password_reset_subject: String,
+    pub password_reset_body: String,
+    pub password_reset_done_subject: String,
+    pub password_reset_done_body: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            instance_id: String::new(),
+            instance_name: "Onramp".into(),
+            public_url: "http://localhost:8080/".into(),
+            enrollment: EnrollmentSettings::default(),
+            smtp: SmtpSettings::default(),
+            templates: Templates::default(),
+        }
+    }
+}
+
+impl Default for EnrollmentSettings {
+    fn default() -> Self {
+        Self {
+            vpn_setup_optional: false,
+            only_client_activation: false,
+            admin_device_management: false,
+            mfa_required: false,
+            send_welcome_email: true,
+            notify_admin_on_completion: true,
+            token_lifetime_secs: 86_400,
+            desktop_token_lifetime_secs: 86_400,
+            session_lifetime_secs: 600,
+            welcome_message:
+                "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
+                Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }}, {{ admin_phone }})."
+                    .into(),
+            welcome_email_subject: "Welcome to {{ instance_name }}".into(),
+            use_welcome_message_as_email: false,
+        }
+    }
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            port: 587,
+            security: SmtpSecurity::Starttls,
+            username: None,
+            password: None,
+            sender: "onramp@localhost.localdomain".into(),
+            timeout_secs: 15,
+        }
+    }
+}
+
+impl Default for Templates {
+    fn default() -> Self {
+        Self {
+            invitation_subject: "Set up your VPN access to {{ instance_name }}".into(),
+            invitation_body: "Hello {{ first_name }},\n\n\
+                {{ admin_first_name }} {{ admin_last_name }} invited you to set up VPN access to {{ instance_name }}.\n\n\
+                With the Onramp desktop client, open this link:\n  {{ deep_link }}\n\n\
+                Or enroll in a browser at:\n  {{ enrollment_url }}\n\
+                and enter this token:\n  {{ token }}\n\n\
+                The token is valid for {{ token_lifetime }}; once you start, you have {{ session_lifetime }} to finish.\n\
+                The attached QR code holds the same link, for phones.\n\n\
+                Questions? Contact {{ admin_first_name }} {{ admin_last_name }} <{{ admin_email }}> {{ admin_phone }}\n"
+                .into(),
+            desktop_subject: "Configure the VPN client for {{ instance_name }}".into(),
+            desktop_body: "Hello {{ first_name }},\n\nTo add {{ instance_name }} to your VPN client, open:\n  {{ deep_link }}\n\n\
+                or add an instance with URL {{ enrollment_url }} and token:\n  {{ token }}\n\n\
+                The token is valid for {{ token_lifetime }}.\n"
+                .into(),
+            welcome_body: "Hello {{ first_name }},\n\nyour account {{ username }} on {{ instance_name }} is ready.\n".into(),
+            admin_enrolled_subject: "{{ first_name }} {{ last_name }} completed enrollment".into(),
+            admin_enrolled_body: "User {{ username }} ({{ first_name }} {{ last_name }}) completed enrollment on {{ instance_name }}.\n".into(),
+            new_device_subject: "New device added to your {{ instance_name }} account".into(),
+            new_device_body: "Hello {{ first_name }},\n\nthe device \"{{ device_name }}\" was added to your account.\n\
+                If this was not you, contact {{ admin_email }} right away.\n"
+                .into(),
+            password_reset_subject: "Reset your {{ instance_name }} password".into(),
+            password_reset_body: "Hello {{ first_name }},\n\nto reset your password open {{ enrollment_url }}password-reset?token={{ token }}\n\
+                The link is valid for {{ token_lifetime }}. If you did not ask for it, ignore this message.\n"
+                .into(),
+            password_reset_done_subject: "Your {{ instance_name }} password was changed".into(),
+            password_reset_done_body: "Hello {{ first_name }},\n\nyour password was changed. If this was not you, contact your administrator.\n".into(),
+        }
+    }
+}
+
+/// Variables every template may use (PROTOCOL.md section 5 plus message-specific ones).
+pub const TEMPLATE_VARIABLES: &[&str] = &[
+    "first_name",
+    "last_name",
+    "username",
+    "email",
+    "instance_name",
+    "onramp_url",
+    "onramp_version",
+    "defguard_url",
+    "defguard_version",
+    "admin_first_name",
+    "admin_last_name",
+    "admin_email",
+    "admin_phone",
+    "enrollment_url",
+    "token",
+    "deep_link",
+    "token_lifetime",
+    "session_lifetime",
+    "device_name",
+];
+
+/// A partial update: absent fields keep their value. The SMTP password is set with
+/// `Some(Some(p))`, cleared with `Some(None)` (JSON `null`).
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsPatch {
+    pub instance_name: Option<String>,
+    pub public_url: Option<String>,
+    #[schema(value_type = Option<Object>)]
+    pub enrollment: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub smtp: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub templates: Option<serde_json::Value>,
+}
+
+impl SmtpSettings {
+    pub fn is_configured(&self) -> bool {
+        !self.host.is_empty()
+    }
+}
+
+/// The stored settings, creating them with a new instance id on first start.
+pub(crate) async fn load_or_init(store: &onramp_store::Store) -> CoreResult<Settings> {
+    if let Some(json) = store.settings_json().await? {
+        return serde_json::from_str(&json).map_err(|e| CoreError::Internal(format!("stored settings: {e}")));
+    }
+    let fresh = Settings { instance_id: uuid::Uuid::new_v4().to_string(), ..Settings::default() };
+    store.init_settings_json(&to_json(&fresh)?).await?;
+    // Another process may have won the race: read back what is stored.
+    let json = store.settings_json().await?.ok_or_else(|| CoreError::Internal("settings vanished".into()))?;
+    serde_json::from_str(&json).map_err(|e| CoreError::Internal(format!("stored settings: {e}")))
+}
+
+fn to_json(s: &Settings) -> CoreResult<String> {
+    serde_json::to_string(s).map_err(|e| CoreError::Internal(e.to_string()))
+}
+
+/// Overlays `patch` (a JSON object) onto `target`'s JSON form, rejecting unknown keys.
+fn merge_section<T: Serialize + for<'de> Deserialize<'de>>(
+    field: &'static str,
+    target: &T,
+    patch: serde_json::Value,
+) -> CoreResult<T> {
+    let serde_json::Value::Object(p) = patch else {
+        return Err(CoreError::invalid(field, "must be a JSON object"));
+    };
+    let mut base = serde_json::to_value(target).map_err(|e| CoreError::Internal(e.to_string()))?;
+    let obj = base.as_object_mut().ok_or_else(|| CoreError::Internal("settings section".into()))?;
+    for (k, v) in p {
+        if !obj.contains_key(&k) {
+            return Err(CoreError::invalid(field, format!("unknown setting {field}.{k}")));
+        }
+        obj.insert(k, v);
+    }
+    serde_json::from_value(base).map_err(|e| CoreError::invalid(field, e.to_string()))
+}
+
+impl Core {
+    pub async fn settings(&self) -> Settings {
+        self.inner.settings.read().await.clone()
+    }
+
+    /// Re-reads the settings from the store (another process, e.g. the CLI, may have
+    /// changed them).
+    pub async fn reload_settings(&self) -> CoreResult<()> {
+        let fresh = load_or_init(self.store()).await?;
+        *self.inner.settings.write().await = fresh;
+        Ok(())
+    }
+
+    pub async fn update_settings(&self, actor: &Actor, patch: SettingsPatch) -> CoreResult<Settings> {
+        let mut guard = self.inner.settings.write().await;
+        let mut next = guard.clone();
+        if let Some(name) = patch.instance_name {
+            next.instance_name = onramp_domain::validate::parse_name("instance_name", &name, 64)?;
+        }
+        if let Some(url) = patch.public_url {
+            next.public_url = normalize_public_url("public_url", &url)?;
+        }
+        if let Some(e) = patch.enrollment {
+            next.enrollment = merge_section("enrollment", &next.enrollment, e)?;
+        }
+        if let Some(s) = patch.smtp {
+            next.smtp = merge_section("smtp", &next.smtp, s)?;
+        }
+        if let Some(t) = patch.templates {
+            next.templates = merge_section("templates", &next.templates, t)?;
+        }
+        validate(&next)?;
+        self.store().save_settings_json(&to_json(&next)?).await?;
+        *guard = next.clone();
+        drop(guard);
+        self.audit(actor, "settings.updated", None, serde_json::json!({})).await;
+        Ok(next)
+    }
+}
+
+/// An absolute http(s) URL, with a trailing slash so that paths can be appended.
+pub fn normalize_public_url(field: &'static str, s: &str) -> CoreResult<String> {
+    let u = url::Url::parse(s.trim()).map_err(|e| CoreError::invalid(field, format!("invalid URL {s:?}: {e}")))?;
+    if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
+        return Err(CoreError::invalid(field, "must be an absolute http:// or https:// URL"));
+    }
+    let mut out = u.to_string();
+    if !out.ends_with('/') {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+fn validate(s: &Settings) -> CoreResult<()> {
+    let e = &s.enrollment;
+    let bounded = |field: &'static str, v: i64, min: i64, max: i64| {
+        if v < min || v > max {
+            Err(CoreError::invalid(field, format!("must be between {min} and {max} seconds")))
+        } else {
+            Ok(())
+        }
+    };
+    bounded("enrollment.token_lifetime_secs", e.token_lifetime_secs, 60, 366 * 86_400)?;
+    bounded("enrollment.desktop_token_lifetime_secs", e.desktop_token_lifetime_secs, 60, 366 * 86_400)?;
+    bounded("enrollment.session_lifetime_secs", e.session_lifetime_secs, 60, 86_400)?;
+    if s.smtp.is_configured() {
+        if s.smtp.port == 0 {
+            return Err(CoreError::invalid("smtp.port", "must be 1-65535"));
+        }
+        onramp_domain::validate::Email::parse("smtp.sender", &s.smtp.sender)?;
+    }
+    let t = &s.templates;
+    let all = [
+        ("templates.invitation_subject", &t.invitation_subject),
+        ("templates.invitation_body", &t.invitation_body),
+        ("templates.desktop_subject", &t.desktop_subject),
+        ("templates.desktop_body", &t.desktop_body),
+        ("templates.welcome_body", &t.welcome_body),
+        ("templates.admin_enrolled_subject", &t.admin_enrolled_subject),
+        ("templates.admin_enrolled_body", &t.admin_enrolled_body),
+        ("templates.new_device_subject", &t.new_device_subject),
+        ("templates.new_device_body", &t.new_device_body),
+        ("templates.password_reset_subject", &t.password_reset_subject),
+        ("templates.password_reset_body", &t.password_reset_body),
+        ("templates.password_reset_done_subject", &t.password_reset_done_subject),
+        ("templates.password_reset_done_body", &t.password_reset_done_body),
+        ("enrollment.welcome_message", &e.welcome_message),
+        ("enrollment.welcome_email_subject", &e.welcome_email_subject),
+    ];
+    for (field, text) in all {
+        let unknown = template::unknown_variables(text, TEMPLATE_VARIABLES);
+        if !unknown.is_empty() {
+            return Err(CoreError::invalid(
+                field,
+                format!(
+                    "unknown template variable(s): {}; known: {}",
+                    unknown.join(", "),
+                    TEMPLATE_VARIABLES.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

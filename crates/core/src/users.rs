@@ -1,0 +1,187 @@
+use crate::error::OrNotFound;
+use crate::{Actor, Core, CoreError, CoreResult};
+use onramp_domain::validate::{parse_name, parse_phone, Email, Username};
+use onramp_store::{NewUser, UserRow};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+pub struct UserInput {
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    #[serde(default, alias = "phone_number")]
+    pub phone: Option<String>,
+    /// Optional initial password; a user created with one counts as enrolled.
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserPatch {
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    #[serde(default, alias = "phone_number")]
+    pub phone: Option<Option<String>>,
+    pub is_active: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct UserInfo {
+    pub id: i64,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub phone: Option<String>,
+    pub is_active: bool,
+    pub enrolled: bool,
+    /// `enrolled` or `pending`.
+    pub enrollment_state: &'static str,
+    pub groups: Vec<String>,
+    pub is_admin: bool,
+    pub created_at: i64,
+}
+
+impl UserInfo {
+    pub(crate) fn from_row(r: UserRow, groups: Vec<String>, is_admin: bool) -> Self {
+        Self {
+            id: r.id,
+            username: r.username,
+            first_name: r.first_name,
+            last_name: r.last_name,
+            email: r.email,
+            phone: r.phone,
+            is_active: r.is_active,
+            enrolled: r.enrolled,
+            enrollment_state: if r.enrolled { "enrolled" } else { "pending" },
+            groups,
+            is_admin,
+            created_at: r.created_at,
+        }
+    }
+}
+
+fn optional_phone(p: Option<String>) -> CoreResult<Option<String>> {
+    Ok(match p.filter(|p| !p.trim().is_empty()) {
+        Some(p) => Some(parse_phone("phone", &p)?),
+        None => None,
+    })
+}
+
+impl Core {
+    pub async fn create_user(&self, actor: &Actor, input: UserInput) -> CoreResult<UserInfo> {
+        let username = Username::parse("username", &input.username)?;
+        let first_name = parse_name("first_name", &input.first_name, 128)?;
+        let last_name = parse_name("last_name", &input.last_name, 128)?;
+        let email = Email::parse("email", &input.email)?;
+        let phone = optional_phone(input.phone)?;
+        let password_hash = match input.password {
+            Some(p) => {
+                if let Some(why) = onramp_domain::password::explain(&p) {
+                    return Err(CoreError::invalid("password", why));
+                }
+                Some(self.inner.passwords.hash(p).await?)
+            }
+            None => None,
+        };
+        let row = self
+            .store()
+            .create_user(
+                &NewUser {
+                    username: username.into_inner(),
+                    first_name,
+                    last_name,
+                    email: email.into_inner(),
+                    phone,
+                    password_hash,
+                    is_active: input.is_active.unwrap_or(true),
+                },
+                self.now(),
+            )
+            .await
+            .map_err(|e| match e {
+                onramp_store::StoreError::Conflict { field } => {
+                    CoreError::Conflict { field, message: format!("a user with this {field} already exists") }
+                }
+                other => other.into(),
+            })?;
+        self.audit(actor, "user.created", Some(row.username.clone()), serde_json::json!({})).await;
+        Ok(UserInfo::from_row(row, vec![], false))
+    }
+
+    pub(crate) async fn user_row(&self, username: &str) -> CoreResult<UserRow> {
+        self.store().user_by_username(username).await.or_not_found("user", username)
+    }
+
+    pub async fn get_user(&self, username: &str) -> CoreResult<UserInfo> {
+        let row = self.user_row(username).await?;
+        self.user_info(row).await
+    }
+
+    pub(crate) async fn user_info(&self, row: UserRow) -> CoreResult<UserInfo> {
+        let groups = self.store().user_groups(row.id).await?;
+        let is_admin = groups.iter().any(|g| g.is_admin);
+        Ok(UserInfo::from_row(row, groups.into_iter().map(|g| g.name).collect(), is_admin))
+    }
+
+    pub async fn list_users(&self) -> CoreResult<Vec<UserInfo>> {
+        let rows = self.store().list_users().await?;
+        let memberships = self.store().all_memberships().await?;
+        let admin_groups: std::collections::HashSet<String> =
+            self.store().list_groups().await?.into_iter().filter(|g| g.is_admin).map(|g| g.name).collect();
+        let mut by_user: std::collections::HashMap<i64, Vec<String>> = Default::default();
+        for (uid, g) in memberships {
+            by_user.entry(uid).or_default().push(g);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let groups = by_user.remove(&r.id).unwrap_or_default();
+                let is_admin = groups.iter().any(|g| admin_groups.contains(g));
+                UserInfo::from_row(r, groups, is_admin)
+            })
+            .collect())
+    }
+
+    pub async fn update_user(&self, actor: &Actor, username: &str, patch: UserPatch) -> CoreResult<UserInfo> {
+        let mut row = self.user_row(username).await?;
+        if let Some(v) = patch.first_name {
+            row.first_name = parse_name("first_name", &v, 128)?;
+        }
+        if let Some(v) = patch.last_name {
+            row.last_name = parse_name("last_name", &v, 128)?;
+        }
+        if let Some(v) = patch.email {
+            row.email = Email::parse("email", &v)?.into_inner();
+        }
+        if let Some(v) = patch.phone {
+            row.phone = optional_phone(v)?;
+        }
+        if let Some(v) = patch.is_active {
+            row.is_active = v;
+        }
+        let row = self.store().update_user(&row, self.now()).await.map_err(|e| match e {
+            onramp_store::StoreError::Conflict { field } => {
+                CoreError::Conflict { field, message: format!("a user with this {field} already exists") }
+            }
+            other => other.into(),
+        })?;
+        self.audit(actor, "user.updated", Some(row.username.clone()), serde_json::json!({})).await;
+        self.user_info(row).await
+    }
+
+    pub async fn delete_user(&self, actor: &Actor, username: &str) -> CoreResult<()> {
+        let row = self.user_row(username).await?;
+        if actor.user_id == Some(row.id) {
+            return Err(CoreError::refused("cannot_delete_self", "you cannot delete your own account"));
+        }
+        self.store().delete_user(row.id).await.or_not_found("user", username)?;
+        self.audit(actor, "user.deleted", Some(row.username), serde_json::json!({})).await;
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! Validated newtypes ("parse, don't validate"): once constructed, a value is known good.
+
+use base64::Engine;
+use std::fmt;
+
+/// A rejected input, naming the field and the exact problem.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct ValidationError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl ValidationError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+macro_rules! string_newtype {
+    ($name:ident) => {
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl AsRef<str> for $name {
+            fn as_ref(&self) -> &str {
+                &self.0
+            }
+        }
+    };
+}
+
+/// Login name: 1-64 chars of `[a-z0-9._-]`, starting with a letter or digit. Lower case so
+/// that directory imports (case-insensitive in AD) cannot create look-alike duplicates.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Username(String);
+string_newtype!(Username);
+
+impl Username {
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, ValidationError> {
+        if s.is_empty() {
+            return Err(ValidationError::new(field, "must not be empty"));
+        }
+        if s.len() > 64 {
+            return Err(ValidationError::new(field, "must be at most 64 characters"));
+        }
+        let first = s.chars().next().unwrap_or(' ');
+        if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
+            return Err(ValidationError::new(field, "must start with a lower-case letter or a digit"));
+        }
+        if let Some(bad) = s.chars().find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(*c))) {
+            return Err(ValidationError::new(
+                field,
+                format!("contains {bad:?}; allowed are a-z, 0-9, '.', '_' and '-'"),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// E-mail address: a pragmatic check (one `@`, non-empty local part, a dotted domain, no
+/// whitespace or control characters, at most 254 bytes); the SMTP server is the final judge.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Email(String);
+string_newtype!(Email);
+
+impl Email {
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, ValidationError> {
+        let invalid = |why: &str| ValidationError::new(field, format!("invalid e-mail address: {why}"));
+        if s.is_empty() {
+            return Err(invalid("empty"));
+        }
+        if s.len() > 254 {
+            return Err(invalid("longer than 254 characters"));
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)) {
+            return Err(invalid("contains whitespace or a forbidden character"));
+        }
+        let (local, domain) = s.rsplit_once('@').ok_or_else(|| invalid("missing '@'"))?;
+        if local.is_empty() || local.contains('@') {
+            return Err(invalid("the part before '@' must be non-empty and contain no '@'"));
+        }
+        if domain.len() < 3
+            || !domain.contains('.')
+            || domain.starts_with('.')
+            || domain.ends_with('.')
+            || domain.contains("..")
+        {
+            return Err(invalid("the domain must look like example.com"));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Phone number as people type it: digits with optional `+`, spaces, dashes, dots and
+/// parentheses; 3-32 characters.
+pub fn parse_phone(field: &'static str, s: &str) -> Result<String, ValidationError> {
+    let t = s.trim();
+    if t.len() < 3 || t.len() > 32 {
+        return Err(ValidationError::new(field, "must be 3-32 characters"));
+    }
+    if !t.chars().any(|c| c.is_ascii_digit()) || t.chars().any(|c| !(c.is_ascii_digit() || " +-().".contains(c))) {
+        return Err(ValidationError::new(field, "may contain only digits, spaces, '+', '-', '.', '(' and ')'"));
+    }
+    Ok(t.to_owned())
+}
+
+/// A display name (first/last name, group, location, device): trimmed, non-empty, at most
+/// `max` characters, no control characters.
+pub fn parse_name(field: &'static str, s: &str, max: usize) -> Result<String, ValidationError> {
+    let t = s.trim();
+    if t.is_empty() {
+        return Err(ValidationError::new(field, "must not be empty"));
+    }
+    if t.chars().count() > max {
+        return Err(ValidationError::new(field, format!("must be at most {max} characters")));
+    }
+    if t.chars().any(char::is_control) {
+        return Err(ValidationError::new(field, "must not contain control characters"));
+    }
+    Ok(t.to_owned())
+}
+
+/// A WireGuard public key: standard base64 of exactly 32 bytes (44 characters with padding).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WgPublicKey(String);
+string_newtype!(WgPublicKey);
+
+impl WgPublicKey {
+    pub fn parse(field: &'static str, s: &str) -> Result<Self, ValidationError> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(s.trim())
+            .map_err(|_| ValidationError::new(field, "invalid public key: not standard base64"))?;
+        if bytes.len() != 32 {
+            return Err(ValidationError::new(field, format!("invalid public key: {} bytes, expected 32", bytes.len())));
+        }
+        // Re-encode so that equal keys are equal strings (uniqueness is checked on text).
+        Ok(Self(base64::engine::general_purpose::STANDARD.encode(bytes)))
+    }
+
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn usernames() {
+        assert!(Username::parse("username", "jane.doe-2_x").is_ok());
+        for bad in ["", "Jane", "-jane", "jane doe", "jané", &"a".repeat(65)] {
+            let e = Username::parse("username", bad).unwrap_err();
+            assert_eq!(e.field, "username");
+        }
+    }
+
+    #[test]
+    fn emails() {
+        assert!(Email::parse("email", "jane@example.com").is_ok());
+        for bad in [
+            "",
+            "jane",
+            "@example.com",
+            "jane@",
+            "jane@localhost",
+            "ja ne@example.com",
+            "jane@example..com",
+            "a@b@c.com",
+        ] {
+            assert!(Email::parse("email", bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn phones_and_names() {
+        assert_eq!(parse_phone("phone", " +48 (12) 345-67 ").unwrap(), "+48 (12) 345-67");
+        assert!(parse_phone("phone", "call me").is_err());
+        assert!(parse_name("name", "  ", 10).is_err());
+        assert!(parse_name("name", "abcdefghijk", 10).is_err());
+        assert_eq!(parse_name("name", " Office ", 10).unwrap(), "Office");
+    }
+
+    #[test]
+    fn public_keys() {
+        let k = WgPublicKey::from_bytes([7u8; 32]);
+        assert_eq!(WgPublicKey::parse("pubkey", k.as_str()).unwrap(), k);
+        assert!(WgPublicKey::parse("pubkey", "not base64!").is_err());
+        assert!(WgPublicKey::parse("pubkey", "AAAA").unwrap_err().message.contains("3 bytes"));
+    }
+
+    proptest! {
+        #[test]
+        fn valid_usernames_roundtrip(s in "[a-z0-9][a-z0-9._-]{0,63}") {
+            prop_assert_eq!(Username::parse("u", &s).unwrap().as_str(), s.as_str());
+        }
+
+        #[test]
+        fn any_32_bytes_is_a_key(b in proptest::array::uniform32(any::<u8>())) {
+            let k = WgPublicKey::from_bytes(b);
+            prop_assert_eq!(WgPublicKey::parse("k", k.as_str()).unwrap(), k);
+        }
+
+        #[test]
+        fn email_parse_never_panics(s in "\\PC{0,80}") {
+            let _ = Email::parse("email", &s);
+        }
+    }
+}

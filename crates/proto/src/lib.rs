@@ -1,0 +1,139 @@
+//! Wire types fixed by PROTOCOL.md: the public edge enrollment API (section 3) and the
+//! admin provisioning subset (section 4). Field names are a compatibility contract; change
+//! them only together with PROTOCOL.md.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Error body of the edge API: `{"error": "<message>"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EdgeError {
+    pub error: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct AdminInfo {
+    pub name: String,
+    pub phone_number: Option<String>,
+    pub email: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct InitialUserInfo {
+    pub first_name: String,
+    pub last_name: String,
+    pub login: String,
+    pub email: String,
+    pub phone_number: Option<String>,
+    pub is_active: bool,
+    pub device_names: Vec<String>,
+    pub enrolled: bool,
+    pub is_admin: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct EnrollmentSettings {
+    pub vpn_setup_optional: bool,
+    pub only_client_activation: bool,
+    pub admin_device_management: bool,
+    pub smtp_configured: bool,
+    pub mfa_required: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct InstanceInfo {
+    pub id: String,
+    pub name: String,
+    pub url: String,
+    pub proxy_url: String,
+    pub username: String,
+    pub enterprise_enabled: bool,
+    pub disable_all_traffic: bool,
+    pub openid_display_name: Option<String>,
+    pub client_traffic_policy: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct EnrollmentStartResponse {
+    pub admin: Option<AdminInfo>,
+    pub user: InitialUserInfo,
+    pub deadline_timestamp: i64,
+    pub final_page_content: String,
+    pub instance: InstanceInfo,
+    pub settings: EnrollmentSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct Device {
+    pub id: i64,
+    pub name: String,
+    pub pubkey: String,
+    pub user_id: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DeviceConfig {
+    pub network_id: i64,
+    pub network_name: String,
+    pub config: String,
+    pub endpoint: String,
+    pub assigned_ip: String,
+    pub pubkey: String,
+    pub allowed_ips: String,
+    pub dns: Option<String>,
+    pub mfa_enabled: bool,
+    pub keepalive_interval: i32,
+    pub location_mfa_mode: Option<i32>,
+    pub service_location_mode: Option<i32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+pub struct DeviceConfigResponse {
+    pub device: Device,
+    pub configs: Vec<DeviceConfig>,
+    pub instance: InstanceInfo,
+    pub token: Option<String>,
+}
+
+/// Body of `start_enrollment` / `start_desktop` (PROTOCOL.md section 4).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+pub struct StartEnrollmentRequest {
+    #[serde(default)]
+    pub send_enrollment_notification: bool,
+    #[serde(default)]
+    pub email: Option<String>,
+    /// Lifetime override such as `12h`, `3d`, `1w`; the setting applies when absent.
+    #[serde(default)]
+    pub token_expiration_time: Option<String>,
+}
+
+/// 201 answer of `start_enrollment` / `start_desktop`. The token is shown only here.
+#[derive(Clone, Serialize, Deserialize, ToSchema)]
+pub struct StartEnrollmentResponse {
+    pub enrollment_token: String,
+    pub enrollment_url: String,
+}
+
+impl std::fmt::Debug for StartEnrollmentResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StartEnrollmentResponse")
+            .field("enrollment_token", &"<redacted>")
+            .field("enrollment_url", &self.enrollment_url)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_request_defaults_and_response_shape() {
+        let r: StartEnrollmentRequest = serde_json::from_str("{}").unwrap();
+        assert!(!r.send_enrollment_notification && r.email.is_none() && r.token_expiration_time.is_none());
+        let resp = StartEnrollmentResponse { enrollment_token: "T".into(), enrollment_url: "https://e/".into() };
+        assert_eq!(serde_json::to_string(&resp).unwrap(), r#"{"enrollment_token":"T","enrollment_url":"https://e/"}"#);
+        assert!(!format!("{resp:?}").contains("\"T\""));
+    }
+}

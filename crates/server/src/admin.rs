@@ -1,0 +1,381 @@
+//! `onramp admin ...`: administration straight on the configured database, through the
+//! same core use cases as the REST API.
+
+use crate::config::Config;
+use crate::serve::open_core;
+use anyhow::Context;
+use clap::Subcommand;
+use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, GroupInput, UserInput};
+use onramp_domain::provisioning::ProvisioningFile;
+use onramp_proto::StartEnrollmentRequest;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Admin API tokens.
+    ApiToken {
+        #[command(subcommand)]
+        command: ApiTokenCommand,
+    },
+    /// Users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
+    /// Issue an enrollment token for one user and print {enrollment_token, enrollment_url}.
+    StartEnrollment {
+        username: String,
+        /// Token lifetime such as 12h, 3d, 1w (default: the setting, 24h).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Also e-mail the invitation to the user's address.
+        #[arg(long)]
+        send_email: bool,
+        #[command(flatten)]
+        who: As,
+    },
+    /// Issue tokens for every member of GROUP and write DIR/<username>/provisioning.json
+    /// plus DIR/provisioning.csv.
+    ProvisionGroup {
+        group: String,
+        /// Output directory (created 0700; files are 0600).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Token lifetime such as 12h, 3d, 1w (default: the setting, 24h).
+        #[arg(long)]
+        expires: Option<String>,
+        /// Put the token itself into the CSV (it is always in each provisioning.json).
+        #[arg(long)]
+        include_token: bool,
+        #[command(flatten)]
+        who: As,
+    },
+    /// Mail outbox.
+    Mail {
+        /// pending, sent or failed
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+pub struct As {
+    /// Admin user recorded as the issuer (shown to users as their contact).
+    #[arg(long = "as", value_name = "USERNAME", default_value = "admin")]
+    user: String,
+}
+
+#[derive(Subcommand)]
+pub enum ApiTokenCommand {
+    /// Create a token and print it on stdout (shown once).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Admin user the token acts as.
+        #[arg(long, default_value = "admin")]
+        user: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    Revoke {
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UserCommand {
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        first_name: String,
+        #[arg(long)]
+        last_name: String,
+        #[arg(long)]
+        email: String,
+        #[arg(long)]
+        phone: Option<String>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum GroupCommand {
+    Create {
+        name: String,
+        /// Members of this group are admins.
+        #[arg(long)]
+        admin: bool,
+    },
+    AddMember {
+        group: String,
+        username: String,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The CLI acts as an admin user when one exists (so tokens name a contact), else as "cli".
+async fn actor(core: &Core, username: &str) -> Actor {
+    match core.get_user(username).await {
+        Ok(u) => Actor { user_id: Some(u.id), name: u.username, ..Actor::default() },
+        Err(_) => Actor::system("cli"),
+    }
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+pub async fn run(cfg: Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    let core = open_core(&cfg, false).await?;
+    // A fresh database gets the same admin as a first `serve`, so the CLI works first.
+    core.bootstrap(&cfg.bootstrap_admin_email).await?;
+    let result = dispatch(&core, cmd).await;
+    core.store().close().await;
+    result
+}
+
+async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
+    match cmd {
+        AdminCommand::ApiToken { command } => match command {
+            ApiTokenCommand::Create { name, user } => {
+                let a = actor(core, &user).await;
+                let t = core.create_api_token(&a, &name, &user).await?;
+                println!("{}", t.token);
+                eprintln!("API token {:?} (id {}) for {} created. It is shown only now.", t.name, t.id, t.username);
+            }
+            ApiTokenCommand::List { json } => {
+                let list = core.list_api_tokens().await?;
+                if json {
+                    return print_json(&list);
+                }
+                println!("{:<5} {:<24} {:<14} {:<12} {}", "ID", "NAME", "PREFIX", "USER", "STATE");
+                for t in list {
+                    println!(
+                        "{:<5} {:<24} {:<14} {:<12} {}",
+                        t.id,
+                        t.name,
+                        t.prefix,
+                        t.username,
+                        if t.revoked { "revoked" } else { "active" }
+                    );
+                }
+            }
+            ApiTokenCommand::Revoke { id } => {
+                core.revoke_api_token(&Actor::system("cli"), id).await?;
+                eprintln!("API token {id} revoked");
+            }
+        },
+        AdminCommand::User { command } => match command {
+            UserCommand::Create { username, first_name, last_name, email, phone } => {
+                let u = core
+                    .create_user(
+                        &Actor::system("cli"),
+                        UserInput { username, first_name, last_name, email, phone, password: None, is_active: None },
+                    )
+                    .await?;
+                eprintln!("user {} created (id {})", u.username, u.id);
+            }
+            UserCommand::List { json } => {
+                let users = core.list_users().await?;
+                if json {
+                    return print_json(&users);
+                }
+                println!("{:<20} {:<30} {:<9} {:<8} {}", "USERNAME", "EMAIL", "STATE", "ACTIVE", "GROUPS");
+                for u in users {
+                    println!(
+                        "{:<20} {:<30} {:<9} {:<8} {}",
+                        u.username,
+                        u.email,
+                        u.enrollment_state,
+                        u.is_active,
+                        u.groups.join(",")
+                    );
+                }
+            }
+        },
+        AdminCommand::Group { command } => match command {
+            GroupCommand::Create { name, admin } => {
+                core.create_group(
+                    &Actor::system("cli"),
+                    GroupInput { name: name.clone(), is_admin: admin, members: vec![] },
+                )
+                .await?;
+                eprintln!("group {name} created");
+            }
+            GroupCommand::AddMember { group, username } => {
+                core.add_group_member(&Actor::system("cli"), &group, &username).await?;
+                eprintln!("{username} added to {group}");
+            }
+            GroupCommand::List { json } => {
+                let groups = core.list_groups().await?;
+                if json {
+                    return print_json(&groups);
+                }
+                for g in groups {
+                    println!("{}{}: {}", g.name, if g.is_admin { " (admin)" } else { "" }, g.members.join(", "));
+                }
+            }
+        },
+        AdminCommand::StartEnrollment { username, expires, send_email, who } => {
+            let a = actor(core, &who.user).await;
+            let email = if send_email { Some(core.get_user(&username).await?.email) } else { None };
+            let r = core
+                .start_enrollment(
+                    &a,
+                    &username,
+                    StartEnrollmentRequest {
+                        send_enrollment_notification: send_email,
+                        email,
+                        token_expiration_time: expires,
+                    },
+                )
+                .await?;
+            print_json(&ProvisioningFile { enrollment_token: r.enrollment_token, enrollment_url: r.enrollment_url })?;
+        }
+        AdminCommand::ProvisionGroup { group, out, expires, include_token, who } => {
+            let a = actor(core, &who.user).await;
+            provision_group(core, &a, &group, &out, expires, include_token).await?;
+        }
+        AdminCommand::Mail { status, json } => {
+            let list = core.list_mail(status.as_deref(), 100).await?;
+            if json {
+                return print_json(&list);
+            }
+            for m in list {
+                println!(
+                    "{:<5} {:<9} {:<16} {:<30} attempts={} {}",
+                    m.id,
+                    m.status,
+                    m.kind,
+                    m.to,
+                    m.attempts,
+                    m.last_error.unwrap_or_default()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn private_dir(p: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(p).with_context(|| format!("cannot create {}", p.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+/// Writes `data` to `path` atomically (temporary file + rename), owner-only.
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o.open(&tmp).with_context(|| format!("cannot write {}", tmp.display()))?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+async fn provision_group(
+    core: &Core,
+    actor: &Actor,
+    group: &str,
+    out: &Path,
+    expires: Option<String>,
+    include_token: bool,
+) -> anyhow::Result<()> {
+    private_dir(out)?;
+    let outcomes = core
+        .issue_bulk(
+            actor,
+            BulkRequest {
+                group: Some(group.to_owned()),
+                usernames: vec![],
+                token_expiration_time: expires,
+                send_enrollment_notification: false,
+            },
+        )
+        .await?;
+    let bar = indicatif::ProgressBar::new(outcomes.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut csv = csv::Writer::from_writer(Vec::new());
+    let mut header = vec!["username", "email", "kind", "enrollment_url", "expires_at", "note"];
+    if include_token {
+        header.push("enrollment_token");
+    }
+    csv.write_record(&header)?;
+    let (mut written, mut skipped) = (0, 0);
+    for o in outcomes {
+        match o {
+            BulkOutcome::Issued(t) => {
+                bar.set_message(t.username.clone());
+                let dir = out.join(&t.username);
+                private_dir(&dir)?;
+                let file = ProvisioningFile {
+                    enrollment_token: t.token.expose().to_owned(),
+                    enrollment_url: t.enrollment_url.clone(),
+                };
+                write_private(&dir.join("provisioning.json"), serde_json::to_string_pretty(&file)?.as_bytes())?;
+                let expires =
+                    chrono::DateTime::from_timestamp(t.expires_at, 0).map(|d| d.to_rfc3339()).unwrap_or_default();
+                let mut rec = vec![
+                    t.username.clone(),
+                    t.email.clone(),
+                    t.kind.as_str().to_owned(),
+                    t.enrollment_url.clone(),
+                    expires,
+                    String::new(),
+                ];
+                if include_token {
+                    rec.push(t.token.expose().to_owned());
+                }
+                csv.write_record(&rec)?;
+                written += 1;
+            }
+            BulkOutcome::Skipped { username, email, reason } => {
+                let mut rec =
+                    vec![username, email, String::new(), String::new(), String::new(), format!("skipped: {reason}")];
+                if include_token {
+                    rec.push(String::new());
+                }
+                csv.write_record(&rec)?;
+                skipped += 1;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    write_private(&out.join("provisioning.csv"), &csv.into_inner()?)?;
+    eprintln!(
+        "{written} provisioning file(s) written under {}, {skipped} user(s) skipped; summary in {}",
+        out.display(),
+        out.join("provisioning.csv").display()
+    );
+    Ok(())
+}

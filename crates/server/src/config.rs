@@ -1,0 +1,229 @@
+//! Configuration layers: defaults < TOML file (`--config`) < `ONRAMP_*` environment <
+//! flags. Secrets also come from `*_FILE` (a file holding the value). Every error names the
+//! setting and where it came from.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Explicit database URL; `None` = SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub http_addr: SocketAddr,
+    /// Public edge listener (served by the edge; reserved and validated here).
+    pub edge_addr: SocketAddr,
+    pub public_url: Option<String>,
+    pub bootstrap_admin_email: String,
+    pub log_format: LogFormat,
+    pub mail_retry_base_secs: i64,
+    pub mail_poll_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Every setting as text, as each layer supplies it.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    pub data_dir: Option<String>,
+    pub database_url: Option<String>,
+    pub database_url_file: Option<String>,
+    pub http_addr: Option<String>,
+    pub edge_addr: Option<String>,
+    pub public_url: Option<String>,
+    pub bootstrap_admin_email: Option<String>,
+    pub log_format: Option<String>,
+    pub mail_retry_base_secs: Option<toml::Value>,
+    pub mail_poll_interval_secs: Option<toml::Value>,
+}
+
+/// (setting name, environment variable) pairs, in one place so errors can name both.
+const ENV: &[(&str, &str)] = &[
+    ("data_dir", "ONRAMP_DATA_DIR"),
+    ("database_url", "ONRAMP_DATABASE_URL"),
+    ("database_url_file", "ONRAMP_DATABASE_URL_FILE"),
+    ("http_addr", "ONRAMP_HTTP_ADDR"),
+    ("edge_addr", "ONRAMP_EDGE_ADDR"),
+    ("public_url", "ONRAMP_PUBLIC_URL"),
+    ("bootstrap_admin_email", "ONRAMP_BOOTSTRAP_ADMIN_EMAIL"),
+    ("log_format", "ONRAMP_LOG_FORMAT"),
+    ("mail_retry_base_secs", "ONRAMP_MAIL_RETRY_BASE_SECS"),
+    ("mail_poll_interval_secs", "ONRAMP_MAIL_POLL_INTERVAL_SECS"),
+];
+
+fn env_name(field: &str) -> &'static str {
+    ENV.iter().find(|(f, _)| *f == field).map(|(_, e)| *e).unwrap_or("")
+}
+
+fn err(field: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("invalid setting {field} ({}): {msg}", env_name(field))
+}
+
+impl Raw {
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+    }
+
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
+        let v = |f: &str| get(env_name(f)).filter(|s| !s.is_empty());
+        Self {
+            data_dir: v("data_dir"),
+            database_url: v("database_url"),
+            database_url_file: v("database_url_file"),
+            http_addr: v("http_addr"),
+            edge_addr: v("edge_addr"),
+            public_url: v("public_url"),
+            bootstrap_admin_email: v("bootstrap_admin_email"),
+            log_format: v("log_format"),
+            mail_retry_base_secs: v("mail_retry_base_secs").map(toml::Value::String),
+            mail_poll_interval_secs: v("mail_poll_interval_secs").map(toml::Value::String),
+        }
+    }
+
+    /// `other` wins where it has a value.
+    pub fn overlay(self, other: Raw) -> Raw {
+        // A URL given directly in a higher layer beats a _FILE from a lower one, and vice versa.
+        let (database_url, database_url_file) = if other.database_url.is_some() || other.database_url_file.is_some() {
+            (other.database_url, other.database_url_file)
+        } else {
+            (self.database_url, self.database_url_file)
+        };
+        Raw {
+            data_dir: other.data_dir.or(self.data_dir),
+            database_url,
+            database_url_file,
+            http_addr: other.http_addr.or(self.http_addr),
+            edge_addr: other.edge_addr.or(self.edge_addr),
+            public_url: other.public_url.or(self.public_url),
+            bootstrap_admin_email: other.bootstrap_admin_email.or(self.bootstrap_admin_email),
+            log_format: other.log_format.or(self.log_format),
+            mail_retry_base_secs: other.mail_retry_base_secs.or(self.mail_retry_base_secs),
+            mail_poll_interval_secs: other.mail_poll_interval_secs.or(self.mail_poll_interval_secs),
+        }
+    }
+
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let addr = |field: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
+            let s = v.unwrap_or_else(|| default.to_owned());
+            s.parse().map_err(|_| err(field, format!("{s:?} is not an address like 127.0.0.1:8000")))
+        };
+        let int = |field: &str, v: Option<toml::Value>, default: i64, min: i64, max: i64| -> anyhow::Result<i64> {
+            let n = match v {
+                None => default,
+                Some(toml::Value::Integer(i)) => i,
+                Some(toml::Value::String(s)) => {
+                    s.trim().parse().map_err(|_| err(field, format!("{s:?} is not a whole number")))?
+                }
+                Some(other) => return Err(err(field, format!("expected a whole number, got {other}"))),
+            };
+            if !(min..=max).contains(&n) {
+                return Err(err(field, format!("{n} is outside {min}..={max}")));
+            }
+            Ok(n)
+        };
+        let database_url = match (self.database_url, self.database_url_file) {
+            (Some(u), _) => Some(u),
+            (None, Some(f)) => Some(
+                std::fs::read_to_string(&f)
+                    .map_err(|e| err("database_url_file", format!("cannot read {f}: {e}")))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        if let Some(u) = &database_url {
+            if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
+                return Err(err("database_url", "must start with sqlite:// or postgres://"));
+            }
+        }
+        let public_url = match self.public_url {
+            Some(u) => {
+                Some(onramp_core::settings::normalize_public_url("public_url", &u).map_err(|e| err("public_url", e))?)
+            }
+            None => None,
+        };
+        let bootstrap_admin_email = self.bootstrap_admin_email.unwrap_or_else(|| "admin@example.com".into());
+        onramp_domain::validate::Email::parse("bootstrap_admin_email", &bootstrap_admin_email)
+            .map_err(|e| err("bootstrap_admin_email", e.message))?;
+        let log_format = match self.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(err("log_format", format!("{other:?}: use text or json"))),
+        };
+        Ok(Config {
+            data_dir: PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into())),
+            database_url,
+            http_addr: addr("http_addr", self.http_addr, "127.0.0.1:8000")?,
+            edge_addr: addr("edge_addr", self.edge_addr, "0.0.0.0:8080")?,
+            public_url,
+            bootstrap_admin_email,
+            log_format,
+            mail_retry_base_secs: int("mail_retry_base_secs", self.mail_retry_base_secs, 30, 1, 3600)?,
+            mail_poll_interval_secs: int("mail_poll_interval_secs", self.mail_poll_interval_secs, 5, 1, 3600)? as u64,
+        })
+    }
+}
+
+impl Config {
+    /// The database URL to use and whether a missing SQLite file may be created: only the
+    /// default location is created implicitly.
+    pub fn database(&self) -> (String, bool) {
+        match &self.database_url {
+            Some(u) => (u.clone(), false),
+            None => (format!("sqlite://{}", self.data_dir.join("onramp.db").display()), true),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Raw {
+        let m: std::collections::HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Raw::from_env(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn layers_and_defaults() {
+        let file: Raw =
+            toml::from_str("http_addr = \"127.0.0.1:9000\"\ndata_dir = \"/srv/x\"\nmail_retry_base_secs = 5").unwrap();
+        let c = file.overlay(env(&[("ONRAMP_HTTP_ADDR", "127.0.0.1:9001")])).resolve().unwrap();
+        assert_eq!(c.http_addr.port(), 9001);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/x"));
+        assert_eq!(c.mail_retry_base_secs, 5);
+        assert_eq!(c.edge_addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.database().0, "sqlite:///srv/x/onramp.db");
+        assert!(c.database().1);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = env(&[("ONRAMP_HTTP_ADDR", "nope")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("http_addr") && e.contains("ONRAMP_HTTP_ADDR"), "{e}");
+        let e = env(&[("ONRAMP_DATABASE_URL", "mysql://x")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("database_url"), "{e}");
+        let e = env(&[("ONRAMP_PUBLIC_URL", "ftp://x")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("public_url"), "{e}");
+        let e = toml::from_str::<Raw>("htp_addr = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("htp_addr"), "{e}");
+    }
+
+    #[test]
+    fn database_url_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("url");
+        std::fs::write(&f, "postgres://u:secret@db/onramp\n").unwrap();
+        let c = env(&[("ONRAMP_DATABASE_URL_FILE", f.to_str().unwrap())]).resolve().unwrap();
+        assert_eq!(c.database(), ("postgres://u:secret@db/onramp".into(), false));
+    }
+}

@@ -1,0 +1,110 @@
+//! `onramp`: the Onramp server binary (core control plane, admin CLI).
+
+mod admin;
+mod config;
+mod serve;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "onramp", version, about = "Zero-touch WireGuard enrollment: core server and admin tools")]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded SQLite database [env: ONRAMP_DATA_DIR] [default: ./onramp-data]
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// sqlite://PATH or postgres://... [env: ONRAMP_DATABASE_URL]; prefer the env var or
+    /// ONRAMP_DATABASE_URL_FILE when the URL holds a password (argv is visible to others).
+    #[arg(long, global = true, value_name = "URL")]
+    database_url: Option<String>,
+    /// Admin REST API listen address [env: ONRAMP_HTTP_ADDR] [default: 127.0.0.1:8000]
+    #[arg(long, global = true, value_name = "ADDR")]
+    http_addr: Option<String>,
+    /// Public edge listen address [env: ONRAMP_EDGE_ADDR] [default: 0.0.0.0:8080]
+    #[arg(long, global = true, value_name = "ADDR")]
+    edge_addr: Option<String>,
+    /// Public edge URL handed out as enrollment_url [env: ONRAMP_PUBLIC_URL]
+    #[arg(long, global = true, value_name = "URL")]
+    public_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run core: migrate, bootstrap an empty database, serve the admin API, deliver mail.
+    Serve,
+    /// Apply database migrations and exit.
+    Migrate {
+        /// Create the SQLite file named by ONRAMP_DATABASE_URL if it does not exist.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Exit 0 if the running server answers its health check, 1 otherwise.
+    Healthcheck {
+        /// Health URL [default: http://<http_addr>/api/v1/health]
+        #[arg(long)]
+        url: Option<String>,
+    },
+    /// Administration on the configured database (works whether or not the server runs).
+    Admin {
+        #[command(subcommand)]
+        command: admin::AdminCommand,
+    },
+}
+
+impl Cli {
+    fn config(&self) -> anyhow::Result<config::Config> {
+        let file = match &self.config {
+            Some(p) => config::Raw::from_file(p)?,
+            None => config::Raw::default(),
+        };
+        let env = config::Raw::from_env(|k| std::env::var(k).ok());
+        let flags = config::Raw {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            http_addr: self.http_addr.clone(),
+            edge_addr: self.edge_addr.clone(),
+            public_url: self.public_url.clone(),
+            ..Default::default()
+        };
+        file.overlay(env).overlay(flags).resolve()
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let cfg = match cli.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    serve::init_tracing(cfg.log_format, matches!(cli.command, Command::Serve));
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Serve => serve::serve(cfg).await,
+            Command::Migrate { create } => serve::migrate(cfg, create).await,
+            Command::Healthcheck { url } => serve::healthcheck(cfg, url).await,
+            Command::Admin { command } => admin::run(cfg, command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

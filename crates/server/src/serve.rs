@@ -1,0 +1,141 @@
+use crate::config::{Config, LogFormat};
+use anyhow::Context;
+use onramp_core::{Core, CoreConfig, SystemClock};
+use onramp_store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Logs go to stderr; `ONRAMP_LOG` (tracing filter syntax) sets the level.
+pub fn init_tracing(format: LogFormat, serving: bool) {
+    let default = if serving { "info,sqlx=warn,tower_http=info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_LOG").unwrap_or_else(|_| default.into());
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => b.try_init(),
+        LogFormat::Json => b.json().try_init(),
+    };
+}
+
+/// Creates the data directory owner-only (it holds the database).
+fn prepare_data_dir(cfg: &Config) -> anyhow::Result<()> {
+    if cfg.database_url.is_some() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cfg.data_dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", cfg.data_dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Connects and migrates the configured database.
+pub async fn open_store(cfg: &Config, create: bool) -> anyhow::Result<Store> {
+    prepare_data_dir(cfg)?;
+    let (url, default_location) = cfg.database();
+    let store = Store::connect(&url, default_location || create)
+        .await
+        .with_context(|| format!("cannot open database {}", onramp_store_redact(&url)))?;
+    let applied = store.migrate().await.context("database migration failed")?;
+    if applied > 0 {
+        tracing::info!(applied, "database migrations applied");
+    }
+    Ok(store)
+}
+
+fn onramp_store_redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+pub fn core_config(cfg: &Config) -> CoreConfig {
+    CoreConfig {
+        public_url: cfg.public_url.clone(),
+        mail_retry_base_secs: cfg.mail_retry_base_secs,
+        ..CoreConfig::default()
+    }
+}
+
+pub async fn open_core(cfg: &Config, create: bool) -> anyhow::Result<Core> {
+    let store = open_store(cfg, create).await?;
+    Ok(Core::new(store, Arc::new(SystemClock), core_config(cfg)).await?)
+}
+
+pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    let core = open_core(&cfg, false).await?;
+    if let Some(admin) = core.bootstrap(&cfg.bootstrap_admin_email).await? {
+        tracing::info!(
+            "empty database: created admin group \"admin\" and admin user {admin:?} (no password). \
+             Get an API token with: onramp admin api-token create --name <NAME>"
+        );
+    }
+    if cfg.public_url.is_none() {
+        tracing::warn!(public_url = %core.public_url().await, "ONRAMP_PUBLIC_URL not set; enrollment links use the stored public URL");
+    }
+    tracing::info!(edge_addr = %cfg.edge_addr, "public edge address reserved (ONRAMP_EDGE_ADDR); the enrollment edge is not served by this build yet");
+    let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
+    let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
+    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ONRAMP_HTTP_ADDR)", cfg.http_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, "admin API listening; docs at /api/docs");
+    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    worker.abort();
+    core.store().close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+pub async fn migrate(cfg: Config, create: bool) -> anyhow::Result<()> {
+    let store = open_store(&cfg, create).await?;
+    println!("database is up to date");
+    store.close().await;
+    Ok(())
+}
+
+pub async fn healthcheck(cfg: Config, url: Option<String>) -> anyhow::Result<()> {
+    let url = url.unwrap_or_else(|| {
+        let mut addr = cfg.http_addr;
+        if addr.ip().is_unspecified() {
+            addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{addr}/api/v1/health")
+    });
+    let resp = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("{url} unreachable"))?;
+    if !resp.status().is_success() {
+        anyhow::bail!("{url} answered {}", resp.status());
+    }
+    println!("ok");
+    Ok(())
+}

@@ -1,0 +1,226 @@
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{AnyPool, Executor};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DatabaseKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    /// A unique constraint refused the write; `field` names the clashing column when known.
+    #[error("conflict on {field}")]
+    Conflict { field: &'static str },
+    #[error("database configuration: {0}")]
+    Config(String),
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Columns whose unique constraints we report by name. Order matters: more specific first.
+const CONFLICT_FIELDS: &[(&str, &str)] = &[
+    ("username", "username"),
+    ("email", "email"),
+    ("pubkey", "pubkey"),
+    ("devices.user_id", "name"),
+    ("devices_user_id_name", "name"),
+    ("address", "address"),
+    ("group_members", "member"),
+    ("location_groups", "group"),
+    ("hash", "token"),
+    ("name", "name"),
+];
+
+pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
+            let field = CONFLICT_FIELDS
+                .iter()
+                .find(|(needle, _)| text.contains(needle))
+                .map(|(_, f)| *f)
+                .unwrap_or("unique value");
+            return StoreError::Conflict { field };
+        }
+    }
+    if matches!(e, sqlx::Error::RowNotFound) {
+        return StoreError::NotFound;
+    }
+    StoreError::Db(e)
+}
+
+/// Handle to the database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    kind: DatabaseKind,
+    /// SQLite allows one writer; serialising writers in-process avoids SQLITE_BUSY storms
+    /// under concurrent requests (other processes are covered by busy_timeout).
+    pub(crate) write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://PATH` or `postgres://...`). A SQLite file is created only
+    /// when `create_if_missing` is set, so a mistyped path fails instead of silently starting
+    /// an empty database.
+    pub async fn connect(url: &str, create_if_missing: bool) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let kind = if url.starts_with("sqlite:") {
+            DatabaseKind::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            DatabaseKind::Postgres
+        } else {
+            return Err(StoreError::Config(format!(
+                "unsupported database URL scheme in {:?}: use sqlite://PATH or postgres://USER@HOST/DB",
+                redact_url(url)
+            )));
+        };
+        let pool = match kind {
+            DatabaseKind::Sqlite => {
+                let path = sqlite_path(url)?;
+                if !create_if_missing && !std::path::Path::new(&path).exists() {
+                    return Err(StoreError::Config(format!(
+                        "SQLite database {path} does not exist; check ONRAMP_DATABASE_URL, or create it with `onramp migrate --create`"
+                    )));
+                }
+                if create_if_missing {
+                    create_private_file(&path)?;
+                }
+                let opts = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rw"))?;
+                AnyPoolOptions::new()
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            conn.execute(
+                                "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                            )
+                            .await?;
+                            Ok(())
+                        })
+                    })
+                    .connect_with(opts)
+                    .await?
+            }
+            DatabaseKind::Postgres => {
+                let opts = AnyConnectOptions::from_str(url)?;
+                AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(opts)
+                    .await?
+            }
+        };
+        let write_lock = (kind == DatabaseKind::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
+        Ok(Self { pool, kind, write_lock })
+    }
+
+    pub fn kind(&self) -> DatabaseKind {
+        self.kind
+    }
+
+    /// Applies pending embedded migrations; returns how many ran.
+    pub async fn migrate(&self) -> StoreResult<usize> {
+        let migrator = match self.kind {
+            DatabaseKind::Sqlite => &SQLITE_MIGRATIONS,
+            DatabaseKind::Postgres => &POSTGRES_MIGRATIONS,
+        };
+        let before = self.applied_migrations().await.unwrap_or(0);
+        migrator.run(&self.pool).await?;
+        let after = self.applied_migrations().await?;
+        Ok(after.saturating_sub(before))
+    }
+
+    async fn applied_migrations(&self) -> StoreResult<usize> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success = TRUE")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(n as usize)
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Begins a write transaction, holding the in-process SQLite writer lock for its life.
+    pub(crate) async fn write_tx(&self) -> StoreResult<WriteTx<'_>> {
+        let guard = match &self.write_lock {
+            Some(l) => Some(l.lock().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await.map_err(map_err)?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+}
+
+pub(crate) struct WriteTx<'a> {
+    pub tx: sqlx::Transaction<'static, sqlx::Any>,
+    _guard: Option<tokio::sync::MutexGuard<'a, ()>>,
+}
+
+impl WriteTx<'_> {
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await.map_err(map_err)
+    }
+}
+
+fn sqlite_path(url: &str) -> StoreResult<String> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or_default();
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Config(
+            "ONRAMP_DATABASE_URL: give a SQLite file path, e.g. sqlite:///var/lib/onramp/onramp.db".into(),
+        ));
+    }
+    Ok(path.to_owned())
+}
+
+/// Creates the SQLite file owner-only (0600) before SQLite does, so it is never
+/// world-readable even briefly.
+fn create_private_file(path: &str) -> StoreResult<()> {
+    let p = std::path::Path::new(path);
+    if p.exists() {
+        return Ok(());
+    }
+    if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(p).map_err(|e| StoreError::Config(format!("cannot create {path}: {e}")))?;
+    Ok(())
+}
+
+/// Hides a password in a database URL before it is shown.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}

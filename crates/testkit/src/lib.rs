@@ -1,0 +1,3 @@
+pub fn _x(){}
+pub mod pg;
+pub mod smtp;
