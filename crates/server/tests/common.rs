@@ -1,0 +1,41 @@
+//! Helpers shared by the integration tests (included with `mod common;`).
+#![allow(dead_code)]
+
+pub use onramp_testkit::app::{Backend, TestApp};
+pub use reqwest::StatusCode;
+pub use serde_json::{json, Value};
+
+/// Runs a test body against SQLite and against a real PostgreSQL server.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            }
+        )*
+    };
+}
+
+/// A random valid WireGuard public key.
+pub fn pubkey(n: u8) -> String {
+    use base64::Engine;
+    let mut b = [0u8; 32];
+    b[0] = n;
+    b[1..9].copy_from_slice(&std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_le_bytes()[..8]);
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+/// Asserts the error envelope and returns its code.
+pub fn error_code(status: StatusCode, body: &Value, expected: StatusCode) -> String {
+    assert_eq!(status, expected, "{body}");
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "missing error message: {body}");
+    body["code"].as_str().unwrap_or_else(|| panic!("missing code: {body}")).to_owned()
+}

@@ -1,0 +1,194 @@
+//! `TestApp`: a real core + admin API on 127.0.0.1:0 over a fresh database (a temporary
+//! SQLite file or a new database on the shared test PostgreSQL server).
+
+use onramp_core::{Actor, Core, CoreConfig, ManualClock, SystemClock};
+use onramp_store::Store;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, migrated store of the given kind. The guard keeps a SQLite directory alive.
+pub async fn fresh_store(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
+    match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
+            let store = Store::connect(&url, true).await.expect("open SQLite");
+            store.migrate().await.expect("migrate SQLite");
+            (store, Some(dir))
+        }
+        Backend::Postgres => {
+            let url = crate::pg::fresh_database_url().await;
+            let store = Store::connect(&url, false).await.expect("connect PostgreSQL");
+            store.migrate().await.expect("migrate PostgreSQL");
+            (store, None)
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base_url: String,
+    pub token: String,
+    pub core: Core,
+    /// Set when built with a manual clock.
+    pub clock: Option<ManualClock>,
+    pub client: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+    worker: tokio::task::JoinHandle<()>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub struct TestAppBuilder {
+    backend: Backend,
+    manual_clock: bool,
+    cfg: CoreConfig,
+}
+
+impl TestApp {
+    pub fn builder(backend: Backend) -> TestAppBuilder {
+        TestAppBuilder {
+            backend,
+            manual_clock: false,
+            cfg: CoreConfig {
+                public_url: Some("https://edge.example.com/".into()),
+                mail_retry_base_secs: 1,
+                ..CoreConfig::default()
+            },
+        }
+    }
+
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::builder(backend).spawn().await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// Sends a request with the admin token; returns status and JSON body (Null if empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        self.call_as(Some(&self.token), method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method.parse().expect("method"), self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, json)
+    }
+
+    /// Raw request for bad-input tests.
+    pub async fn raw(&self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut req = self.client.request(method.parse().expect("method"), self.url(path)).bearer_auth(&self.token);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.body(body).send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn create_user(&self, username: &str) -> Value {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/user",
+                Some(serde_json::json!({
+                    "username": username, "first_name": "First", "last_name": "Last",
+                    "email": format!("{username}@example.com")
+                })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    pub async fn create_location(&self, name: &str, address: &str) -> Value {
+        let (s, v) = self
+            .call(
+                "POST",
+                "/api/v1/location",
+                Some(serde_json::json!({
+                    "name": name, "address": address, "endpoint": "vpn.example.com", "port": 51820,
+                    "allowed_ips": ["10.0.0.0/8"]
+                })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        v
+    }
+
+    pub async fn stop(self) {
+        self.server.abort();
+        self.worker.abort();
+        self.core.store().close().await;
+    }
+}
+
+impl TestAppBuilder {
+    pub fn manual_clock(mut self) -> Self {
+        self.manual_clock = true;
+        self
+    }
+
+    pub fn config(mut self, f: impl FnOnce(&mut CoreConfig)) -> Self {
+        f(&mut self.cfg);
+        self
+    }
+
+    pub async fn spawn(self) -> TestApp {
+        let (store, dir) = fresh_store(self.backend).await;
+        let (clock, manual): (Arc<dyn onramp_core::Clock>, _) = if self.manual_clock {
+            let c = ManualClock::new(SystemClock.now_secs());
+            (Arc::new(c.clone()), Some(c))
+        } else {
+            (Arc::new(SystemClock), None)
+        };
+        let core = Core::new(store, clock, self.cfg).await.expect("core");
+        core.bootstrap("admin@example.com").await.expect("bootstrap");
+        let token = core.create_api_token(&Actor::system("test"), "test", "admin").await.expect("api token").token;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+        });
+        let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_millis(200)));
+        TestApp {
+            base_url: format!("http://{addr}"),
+            token,
+            core,
+            clock: manual,
+            client: reqwest::Client::new(),
+            server,
+            worker,
+            _dir: dir,
+        }
+    }
+}
+
+trait NowSecs {
+    fn now_secs(&self) -> i64;
+}
+
+impl NowSecs for SystemClock {
+    fn now_secs(&self) -> i64 {
+        onramp_core::Clock::now(self)
+    }
+}
