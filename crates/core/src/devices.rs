@@ -1,5 +1,6 @@
 use crate::error::OrNotFound;
 use crate::locations::{split_csv, subnets};
+use crate::mail::MailKind;
 use crate::{Actor, Core, CoreError, CoreResult};
 use onramp_domain::validate::{parse_name, WgPublicKey};
 use onramp_domain::wg;
@@ -61,6 +62,22 @@ impl Core {
             serde_json::json!({"device": name, "pubkey": device.pubkey}),
         )
         .await;
+        // Tell the owner, so a device they did not add is noticed.
+        if self.settings().await.smtp.is_configured() {
+            let admin = match actor.user_id {
+                Some(id) => self.store().user_by_id(id).await.ok(),
+                None => None,
+            };
+            self.enqueue_mail_with(
+                MailKind::NewDevice,
+                &user.email,
+                &user,
+                admin.as_ref(),
+                None,
+                &[("device_name", &name)],
+            )
+            .await?;
+        }
         self.device_info(device, &user.username).await
     }
 

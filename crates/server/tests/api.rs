@@ -39,7 +39,8 @@ async fn users_crud(b: Backend) {
     let dup = json!({"username": "other", "first_name": "A", "last_name": "B", "email": "jdoe@example.com"});
     let (s, v) = app.call("POST", "/api/v1/user", Some(dup)).await;
     assert_eq!(v["field"], "email", "{s} {v}");
-    let (s, v) = app.call("PUT", "/api/v1/user/jdoe", Some(json!({"first_name": "Jane", "phone": "+48 123 456 789"}))).await;
+    let (s, v) =
+        app.call("PUT", "/api/v1/user/jdoe", Some(json!({"first_name": "Jane", "phone": "+48 123 456 789"}))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["first_name"], "Jane");
     assert_eq!(v["phone"], "+48 123 456 789");
@@ -127,8 +128,11 @@ async fn locations_and_group_access(b: Backend) {
     assert_eq!(loc["allowed_groups"], json!(["eng"]));
     app.create_location("hq", "10.30.0.1/24, fd00:30::1/64").await;
     // ann (eng) gets both locations; bob only the open one.
-    let (_, d) = app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "laptop", "pubkey": pubkey(1)}))).await;
-    let names: Vec<&str> = d["configs"].as_array().unwrap().iter().map(|c| c["network_name"].as_str().unwrap()).collect();
+    let (_, d) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "laptop", "pubkey": pubkey(1)})))
+        .await;
+    let names: Vec<&str> =
+        d["configs"].as_array().unwrap().iter().map(|c| c["network_name"].as_str().unwrap()).collect();
     assert_eq!(names, ["lab", "hq"], "{d}");
     let lab = &d["configs"][0];
     assert_eq!(lab["assigned_ip"], "10.20.0.2");
@@ -137,7 +141,9 @@ async fn locations_and_group_access(b: Backend) {
     assert!(lab["config"].as_str().unwrap().contains("PrivateKey = YOUR_PRIVATE_KEY"));
     let hq = &d["configs"][1];
     assert_eq!(hq["assigned_ip"], "10.30.0.2,fd00:30::2", "one address per subnet");
-    let (_, d) = app.call("POST", "/api/v1/device", Some(json!({"username": "bob", "name": "laptop", "pubkey": pubkey(2)}))).await;
+    let (_, d) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "bob", "name": "laptop", "pubkey": pubkey(2)})))
+        .await;
     assert_eq!(d["configs"].as_array().unwrap().len(), 1, "{d}");
     // Update and delete.
     let id = loc["id"].as_i64().unwrap();
@@ -174,28 +180,38 @@ async fn device_address_allocation(b: Backend) {
     let mut got = vec![];
     for i in 0..5u8 {
         let (s, d) = app
-            .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": format!("d{i}"), "pubkey": pubkey(10 + i)})))
+            .call(
+                "POST",
+                "/api/v1/device",
+                Some(json!({"username": "ann", "name": format!("d{i}"), "pubkey": pubkey(10 + i)})),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{d}");
         got.push(d["configs"][0]["assigned_ip"].as_str().unwrap().to_owned());
     }
     assert_eq!(got, ["10.5.0.1", "10.5.0.2", "10.5.0.3", "10.5.0.4", "10.5.0.6"]);
-    let (s, v) = app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "full", "pubkey": pubkey(20)}))).await;
+    let (s, v) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "full", "pubkey": pubkey(20)})))
+        .await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "subnet_full");
     // Duplicate key and duplicate name are 409s naming the field.
     let (_, first) = app.call("GET", "/api/v1/device?username=ann", None).await;
     let key = first[0]["pubkey"].as_str().unwrap().to_owned();
-    let (s, v) = app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "other", "pubkey": key}))).await;
+    let (s, v) =
+        app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "other", "pubkey": key}))).await;
     assert_eq!(error_code(s, &v, StatusCode::CONFLICT), "conflict");
     assert_eq!(v["field"], "pubkey");
     let id = first[0]["id"].as_i64().unwrap();
     let (s, _) = app.call("DELETE", &format!("/api/v1/device/{id}"), None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let (s, d) = app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "d1", "pubkey": pubkey(21)}))).await;
+    let (s, d) =
+        app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "d1", "pubkey": pubkey(21)}))).await;
     assert_eq!(error_code(s, &d, StatusCode::CONFLICT), "conflict");
     assert_eq!(d["field"], "name");
     // The freed address is reused.
-    let (s, d) = app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "again", "pubkey": pubkey(22)}))).await;
+    let (s, d) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "again", "pubkey": pubkey(22)})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{d}");
     assert_eq!(d["configs"][0]["assigned_ip"], "10.5.0.1");
     let (s, d) = app.call("PUT", &format!("/api/v1/device/{}", d["id"]), Some(json!({"name": "renamed"}))).await;
@@ -214,20 +230,28 @@ async fn start_enrollment_rules(b: Backend) {
     // No body at all works too (scripts), and so does a lifetime override.
     let (s, v) = app.call("POST", "/api/v1/user/ann/start_enrollment", None).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    let (s, _) = app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "3d"}))).await;
+    let (s, _) =
+        app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "3d"}))).await;
     assert_eq!(s, StatusCode::CREATED);
     let (_, pending) = app.call("GET", "/api/v1/user/ann/tokens", None).await;
     let p = pending.as_array().unwrap();
     assert_eq!(p.len(), 1, "a new token revokes the older unused ones: {pending}");
     assert_eq!(p[0]["expires_at"].as_i64().unwrap() - p[0]["created_at"].as_i64().unwrap(), 3 * 86_400);
     assert!(p[0].get("token").is_none() && !pending.to_string().contains("hash"));
-    let (s, v) = app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "soon"}))).await;
+    let (s, v) =
+        app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "soon"}))).await;
     assert_eq!(v["field"], "token_expiration_time", "{s}");
-    let (s, v) = app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"send_enrollment_notification": true}))).await;
+    let (s, v) = app
+        .call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"send_enrollment_notification": true})))
+        .await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
     assert_eq!(v["field"], "email");
     let (s, v) = app
-        .call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})))
+        .call(
+            "POST",
+            "/api/v1/user/ann/start_enrollment",
+            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
+        )
         .await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "smtp_not_configured");
     let (s, v) = app.call("POST", "/api/v1/user/nobody/start_enrollment", Some(json!({}))).await;
@@ -335,11 +359,14 @@ async fn bulk_provisioning(b: Backend) {
     app.call("PUT", "/api/v1/user/cid", Some(json!({"is_active": false}))).await;
     app.call("POST", "/api/v1/group", Some(json!({"name": "rollout", "members": ["ann", "bob", "cid", "eve"]}))).await;
     // Unknown usernames fail the request before anything is written.
-    let (s, v) = app.call("POST", "/api/v1/provisioning/bulk", Some(json!({"group": "rollout", "usernames": ["ghost"]}))).await;
+    let (s, v) =
+        app.call("POST", "/api/v1/provisioning/bulk", Some(json!({"group": "rollout", "usernames": ["ghost"]}))).await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
     let (_, pending) = app.call("GET", "/api/v1/user/ann/tokens", None).await;
     assert_eq!(pending, json!([]));
-    let (s, v) = app.call("POST", "/api/v1/provisioning/bulk", Some(json!({"group": "rollout", "token_expiration_time": "1w"}))).await;
+    let (s, v) = app
+        .call("POST", "/api/v1/provisioning/bulk", Some(json!({"group": "rollout", "token_expiration_time": "1w"})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!((v["issued"].as_i64(), v["skipped"].as_i64()), (Some(3), Some(1)));
     let r = v["results"].as_array().unwrap();
@@ -382,13 +409,15 @@ async fn session_and_expiry_rules(b: Backend) {
     app.create_user("ann").await;
     app.create_user("bob").await;
     // Expired before first use.
-    let (_, t) = app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "1h"}))).await;
+    let (_, t) =
+        app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "1h"}))).await;
     let ann = TokenSecret::from_user(t["enrollment_token"].as_str().unwrap());
     clock.advance(3601);
     assert_eq!(app.core.start_session(&actor, &ann).await.unwrap_err().code(), "token_expired");
     assert_eq!(app.core.start_session(&actor, &ann).await.unwrap_err().to_string(), "token expired");
     // A session restarted within its window keeps its deadline, even past token expiry.
-    let (_, t) = app.call("POST", "/api/v1/user/bob/start_enrollment", Some(json!({"token_expiration_time": "5m"}))).await;
+    let (_, t) =
+        app.call("POST", "/api/v1/user/bob/start_enrollment", Some(json!({"token_expiration_time": "5m"}))).await;
     let bob = TokenSecret::from_user(t["enrollment_token"].as_str().unwrap());
     let first = app.core.start_session(&actor, &bob).await.unwrap();
     assert!(first.opened);
@@ -429,9 +458,12 @@ async fn settings_and_audit(b: Backend) {
     assert!(!v.to_string().contains("hunter2"), "the SMTP password is never returned");
     let (s, v) = app.call("PATCH", "/api/v1/settings", Some(json!({"enrollment": {"nonsense": 1}}))).await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
-    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(json!({"templates": {"invitation_body": "Hi {{ frist_name }}"}}))).await;
+    let (s, v) = app
+        .call("PATCH", "/api/v1/settings", Some(json!({"templates": {"invitation_body": "Hi {{ frist_name }}"}})))
+        .await;
     assert_eq!(v["field"], "templates.invitation_body", "{s} {v}");
-    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(json!({"enrollment": {"session_lifetime_secs": "ten"}}))).await;
+    let (s, v) =
+        app.call("PATCH", "/api/v1/settings", Some(json!({"enrollment": {"session_lifetime_secs": "ten"}}))).await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
     let (_, v) = app.call("GET", "/api/v1/settings", None).await;
     assert_eq!(v["enrollment"]["session_lifetime_secs"], 900, "failed patches changed nothing");
@@ -465,7 +497,9 @@ async fn health_metrics_and_docs() {
     assert!(metrics.contains("onramp_http_requests_total"), "{metrics}");
     let (s, doc) = app.call_as(None, "GET", "/api/v1/openapi.json", None).await;
     assert_eq!(s, StatusCode::OK);
-    for p in ["/api/v1/user/{username}/start_enrollment", "/api/v1/location", "/api/v1/provisioning/bulk", "/api/v1/audit"] {
+    for p in
+        ["/api/v1/user/{username}/start_enrollment", "/api/v1/location", "/api/v1/provisioning/bulk", "/api/v1/audit"]
+    {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }
     let page = app.client.get(app.url("/api/docs")).send().await.unwrap().text().await.unwrap();

@@ -29,7 +29,9 @@ pub fn pubkey(n: u8) -> String {
     use base64::Engine;
     let mut b = [0u8; 32];
     b[0] = n;
-    b[1..9].copy_from_slice(&std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_le_bytes()[..8]);
+    b[1..9].copy_from_slice(
+        &std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos().to_le_bytes()[..8],
+    );
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 

@@ -15,26 +15,28 @@ pub enum Backend {
 }
 
 /// A fresh, migrated store of the given kind. The guard keeps a SQLite directory alive.
-pub async fn fresh_store(backend: Backend) -> (Store, Option<tempfile::TempDir>) {
+pub async fn fresh_store(backend: Backend) -> (Store, String, Option<tempfile::TempDir>) {
     match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("tempdir");
             let url = format!("sqlite://{}", dir.path().join("onramp.db").display());
             let store = Store::connect(&url, true).await.expect("open SQLite");
             store.migrate().await.expect("migrate SQLite");
-            (store, Some(dir))
+            (store, url, Some(dir))
         }
         Backend::Postgres => {
             let url = crate::pg::fresh_database_url().await;
             let store = Store::connect(&url, false).await.expect("connect PostgreSQL");
             store.migrate().await.expect("migrate PostgreSQL");
-            (store, None)
+            (store, url, None)
         }
     }
 }
 
 pub struct TestApp {
     pub base_url: String,
+    /// The database this app runs on; reuse it with [`TestAppBuilder::database_url`].
+    pub database_url: String,
     pub token: String,
     pub core: Core,
     /// Set when built with a manual clock.
@@ -49,6 +51,7 @@ pub struct TestAppBuilder {
     backend: Backend,
     manual_clock: bool,
     cfg: CoreConfig,
+    reuse: Option<String>,
 }
 
 impl TestApp {
@@ -56,6 +59,7 @@ impl TestApp {
         TestAppBuilder {
             backend,
             manual_clock: false,
+            reuse: None,
             cfg: CoreConfig {
                 public_url: Some("https://edge.example.com/".into()),
                 mail_retry_base_secs: 1,
@@ -77,7 +81,13 @@ impl TestApp {
         self.call_as(Some(&self.token), method, path, body).await
     }
 
-    pub async fn call_as(&self, token: Option<&str>, method: &str, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method.parse().expect("method"), self.url(path));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -88,12 +98,19 @@ impl TestApp {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let text = resp.text().await.expect("body");
-        let json = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let json =
+            if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
         (status, json)
     }
 
     /// Raw request for bad-input tests.
-    pub async fn raw(&self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
         let mut req = self.client.request(method.parse().expect("method"), self.url(path)).bearer_auth(&self.token);
         if let Some(ct) = content_type {
             req = req.header("content-type", ct);
@@ -137,7 +154,16 @@ impl TestApp {
     pub async fn stop(self) {
         self.server.abort();
         self.worker.abort();
+        let _ = self.server.await;
+        let _ = self.worker.await;
         self.core.store().close().await;
+    }
+
+    /// Stops core but keeps the database (a SQLite directory stays alive in the guard).
+    pub async fn stop_keep_db(mut self) -> Option<tempfile::TempDir> {
+        let dir = self._dir.take();
+        self.stop().await;
+        dir
     }
 }
 
@@ -147,13 +173,22 @@ impl TestAppBuilder {
         self
     }
 
+    /// Runs on an existing database (e.g. to restart core) instead of a fresh one.
+    pub fn database_url(mut self, url: &str) -> Self {
+        self.reuse = Some(url.to_owned());
+        self
+    }
+
     pub fn config(mut self, f: impl FnOnce(&mut CoreConfig)) -> Self {
         f(&mut self.cfg);
         self
     }
 
     pub async fn spawn(self) -> TestApp {
-        let (store, dir) = fresh_store(self.backend).await;
+        let (store, database_url, dir) = match self.reuse {
+            Some(url) => (Store::connect(&url, false).await.expect("reopen database"), url, None),
+            None => fresh_store(self.backend).await,
+        };
         let (clock, manual): (Arc<dyn onramp_core::Clock>, _) = if self.manual_clock {
             let c = ManualClock::new(SystemClock.now_secs());
             (Arc::new(c.clone()), Some(c))
@@ -172,6 +207,7 @@ impl TestAppBuilder {
         let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_millis(200)));
         TestApp {
             base_url: format!("http://{addr}"),
+            database_url,
             token,
             core,
             clock: manual,

@@ -61,11 +61,7 @@ fn fresh_database_url_blocking() -> String {
     GC.call_once(|| cfg.drop_orphaned_databases());
 
     // The pid in the name lets later processes tell which databases are orphaned.
-    let name = format!(
-        "{DB_PREFIX}{}_{}",
-        std::process::id(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let name = format!("{DB_PREFIX}{}_{}", std::process::id(), uuid::Uuid::new_v4().simple());
     let sql = format!("CREATE DATABASE \"{name}\"");
     let mut last_err = String::new();
     // Retried because CREATE DATABASE can fail transiently under heavy parallelism
@@ -97,10 +93,7 @@ struct Bins {
 impl Config {
     fn from_env() -> Config {
         let port = match env::var("ONRAMP_TEST_PG_PORT") {
-            Ok(p) => p
-                .trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("ONRAMP_TEST_PG_PORT={p:?} is not a valid port")),
+            Ok(p) => p.trim().parse().unwrap_or_else(|_| panic!("ONRAMP_TEST_PG_PORT={p:?} is not a valid port")),
             Err(_) => DEFAULT_PORT,
         };
         // The port is part of the default path so distinct ports never share a cluster.
@@ -137,23 +130,16 @@ impl Config {
             .write(true)
             .open(self.base.join("lock"))
             .unwrap_or_else(|e| self.die(&format!("cannot open lock file: {e}")));
-        lock.lock()
-            .unwrap_or_else(|e| self.die(&format!("cannot lock {}: {e}", self.base.display())));
+        lock.lock().unwrap_or_else(|e| self.die(&format!("cannot lock {}: {e}", self.base.display())));
 
         // Whoever held the lock before us may have started it meanwhile.
         if self.initialized() && self.is_ready() {
             return;
         }
         let bins = find_server_bins().unwrap_or_else(|tried| {
-            self.die(&format!(
-                "PostgreSQL server binaries (initdb, pg_ctl) not found; looked in: {tried}"
-            ))
+            self.die(&format!("PostgreSQL server binaries (initdb, pg_ctl) not found; looked in: {tried}"))
         });
-        let owner = if is_root() {
-            Some(postgres_user(self))
-        } else {
-            None
-        };
+        let owner = if is_root() { Some(postgres_user(self)) } else { None };
         if let Some((uid, gid)) = owner {
             // postgres must be able to create data/ and the log file in here.
             std::os::unix::fs::chown(&self.base, Some(uid), Some(gid))
@@ -172,49 +158,37 @@ impl Config {
         // Never delete a cluster from under a running (e.g. outdated-config) server.
         if self.postmaster_alive() {
             self.run(
-                pg_command(&bins.pg_ctl, owner.is_some())
-                    .arg("-D")
-                    .arg(&data)
-                    .args(["-m", "immediate", "-w", "stop"]),
+                pg_command(&bins.pg_ctl, owner.is_some()).arg("-D").arg(&data).args(["-m", "immediate", "-w", "stop"]),
                 "pg_ctl stop",
             );
         }
         // Markers of this and older versions; the dir is about to be rebuilt.
         for entry in fs::read_dir(&self.base).into_iter().flatten().flatten() {
-            if entry
-                .file_name()
-                .to_string_lossy()
-                .starts_with("initialized-")
-            {
+            if entry.file_name().to_string_lossy().starts_with("initialized-") {
                 let _ = fs::remove_file(entry.path());
             }
         }
         // A half-finished earlier attempt leaves a dir initdb would refuse.
         if data.exists() {
-            fs::remove_dir_all(&data)
-                .unwrap_or_else(|e| self.die(&format!("cannot remove {}: {e}", data.display())));
+            fs::remove_dir_all(&data).unwrap_or_else(|e| self.die(&format!("cannot remove {}: {e}", data.display())));
         }
-        fs::create_dir(&data)
-            .unwrap_or_else(|e| self.die(&format!("cannot create {}: {e}", data.display())));
+        fs::create_dir(&data).unwrap_or_else(|e| self.die(&format!("cannot create {}: {e}", data.display())));
         fs::set_permissions(&data, fs::Permissions::from_mode(0o700)).ok();
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(&data, Some(uid), Some(gid))
                 .unwrap_or_else(|e| self.die(&format!("chown {}: {e}", data.display())));
         }
         let out = self.run(
-            pg_command(&bins.initdb, owner.is_some())
-                .arg("-D")
-                .arg(&data)
-                .args([
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                    "--no-locale",
-                    "--no-sync",
-                    "--no-instructions",
-                ]),
+            pg_command(&bins.initdb, owner.is_some()).arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+                "--no-sync",
+                "--no-instructions",
+            ]),
             "initdb",
         );
         if !out.status.success() {
@@ -323,17 +297,7 @@ impl Config {
     fn is_ready(&self) -> bool {
         match find_client_bin("pg_isready") {
             Some(pg_isready) => Command::new(pg_isready)
-                .args([
-                    "-q",
-                    "-t",
-                    "3",
-                    "-h",
-                    "127.0.0.1",
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "postgres",
-                ])
+                .args(["-q", "-t", "3", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres"])
                 .args(["-p", &self.port.to_string()])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -345,9 +309,8 @@ impl Config {
     }
 
     fn psql(&self, args: &[&str]) -> Output {
-        let psql = find_client_bin("psql").unwrap_or_else(|| {
-            self.die("psql not found (looked next to initdb, in /usr/bin and on PATH)")
-        });
+        let psql = find_client_bin("psql")
+            .unwrap_or_else(|| self.die("psql not found (looked next to initdb, in /usr/bin and on PATH)"));
         let mut cmd = Command::new(psql);
         cmd.args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"])
             .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
@@ -367,21 +330,14 @@ impl Config {
         if env::var_os("ONRAMP_TEST_PG_KEEP").is_some() || !Path::new("/proc/self").exists() {
             return;
         }
-        let Ok(gc_lock) = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(self.base.join("gc.lock"))
+        let Ok(gc_lock) = OpenOptions::new().create(true).truncate(false).write(true).open(self.base.join("gc.lock"))
         else {
             return;
         };
         if gc_lock.try_lock().is_err() {
             return; // someone else is already collecting
         }
-        let out = self.psql(&[
-            "-c",
-            "SELECT datname FROM pg_database WHERE datname LIKE 'onramp\\_test\\_%'",
-        ]);
+        let out = self.psql(&["-c", "SELECT datname FROM pg_database WHERE datname LIKE 'onramp\\_test\\_%'"]);
         if !out.status.success() {
             return;
         }
@@ -394,18 +350,13 @@ impl Config {
                 continue;
             };
             if !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = self.psql(&[
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"),
-                ]);
+                let _ = self.psql(&["-c", &format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")]);
             }
         }
     }
 
     fn run(&self, cmd: &mut Command, what: &str) -> Output {
-        cmd.stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| self.die(&format!("cannot run {what} ({cmd:?}): {e}")))
+        cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| self.die(&format!("cannot run {what} ({cmd:?}): {e}")))
     }
 
     fn die(&self, msg: &str) -> ! {
@@ -465,17 +416,10 @@ fn find_server_bins() -> Result<Bins, String> {
                 .and_then(|p| p.parent().map(Path::to_path_buf))
                 .filter(|d| is_executable(&d.join("pg_ctl")))
                 .unwrap_or_else(|| dir.clone());
-            return Ok(Bins {
-                initdb: real_dir.join("initdb"),
-                pg_ctl: real_dir.join("pg_ctl"),
-            });
+            return Ok(Bins { initdb: real_dir.join("initdb"), pg_ctl: real_dir.join("pg_ctl") });
         }
     }
-    Err(dirs
-        .iter()
-        .map(|d| d.display().to_string())
-        .collect::<Vec<_>>()
-        .join(", "))
+    Err(dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "))
 }
 
 /// Client tools: prefer the server's own directory, then /usr/bin (Debian wrapper).
@@ -496,9 +440,7 @@ fn search_client_bin(name: &str) -> Option<PathBuf> {
     }
     dirs.push("/usr/bin".into());
     dirs.extend(server_dirs());
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| is_executable(p))
+    dirs.into_iter().map(|d| d.join(name)).find(|p| is_executable(p))
 }
 
 fn is_executable(p: &Path) -> bool {
@@ -510,15 +452,10 @@ fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+            s.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
         })
         .unwrap_or_else(|| {
-            Command::new("id")
-                .arg("-u")
-                .output()
-                .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         })
 }
 
@@ -546,20 +483,13 @@ fn pg_command(program: &Path, as_postgres: bool) -> Command {
         return Command::new(program);
     }
     let find = |cands: &[&str]| cands.iter().map(PathBuf::from).find(|p| is_executable(p));
-    let mut cmd = if let Some(runuser) =
-        find(&["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"])
-    {
+    let mut cmd = if let Some(runuser) = find(&["/usr/sbin/runuser", "/sbin/runuser", "/usr/bin/runuser"]) {
         let mut c = Command::new(runuser);
         c.args(["-u", "postgres", "--"]);
         c
     } else if let Some(setpriv) = find(&["/usr/bin/setpriv", "/bin/setpriv"]) {
         let mut c = Command::new(setpriv);
-        c.args([
-            "--reuid=postgres",
-            "--regid=postgres",
-            "--init-groups",
-            "--",
-        ]);
+        c.args(["--reuid=postgres", "--regid=postgres", "--init-groups", "--"]);
         c
     } else {
         panic!("running as root and neither runuser nor setpriv is available (apt-get install -y util-linux)");

@@ -106,19 +106,11 @@ impl SmtpSink {
     /// Panics if python3/aiosmtpd is missing or the server does not come up.
     pub async fn start() -> SmtpSink {
         let python = find_python();
-        let dir = tempfile::Builder::new()
-            .prefix("onramp-smtp-")
-            .tempdir()
-            .expect("create SMTP mailbox dir");
+        let dir = tempfile::Builder::new().prefix("onramp-smtp-").tempdir().expect("create SMTP mailbox dir");
         for sub in ["tmp", "new"] {
             fs::create_dir(dir.path().join(sub)).expect("create SMTP mailbox subdir");
         }
-        let mut sink = SmtpSink {
-            port: free_port(),
-            dir,
-            python,
-            child: None,
-        };
+        let mut sink = SmtpSink { port: free_port(), dir, python, child: None };
         sink.spawn().await;
         sink
     }
@@ -159,8 +151,7 @@ impl SmtpSink {
             .iter()
             .map(|p| {
                 let bytes = fs::read(p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()));
-                parse_stored(&bytes)
-                    .unwrap_or_else(|e| panic!("malformed stored mail {}: {e}", p.display()))
+                parse_stored(&bytes).unwrap_or_else(|e| panic!("malformed stored mail {}: {e}", p.display()))
             })
             .collect()
     }
@@ -175,10 +166,8 @@ impl SmtpSink {
                 return msgs;
             }
             if Instant::now() >= deadline {
-                let summary: Vec<String> = msgs
-                    .iter()
-                    .map(|m| format!("  - to {:?}, subject {:?}", m.to, m.subject))
-                    .collect();
+                let summary: Vec<String> =
+                    msgs.iter().map(|m| format!("  - to {:?}, subject {:?}", m.to, m.subject)).collect();
                 panic!(
                     "SmtpSink (port {}): expected at least {n} message(s) within {timeout:?}, \
                      got {}:\n{}\nserver log:\n{}",
@@ -201,11 +190,7 @@ impl SmtpSink {
     }
 
     async fn spawn(&mut self) {
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .expect("open SMTP server log");
+        let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open SMTP server log");
         // Output goes to a file, not our pipes: a child holding the test's stdout
         // would make nextest report the test as leaky.
         let child = Command::new(&self.python)
@@ -221,20 +206,13 @@ impl SmtpSink {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| {
-                panic!(
-                    "cannot run {} for the SMTP test server: {e}\n{INSTALL_HINT}",
-                    self.python.display()
-                )
+                panic!("cannot run {} for the SMTP test server: {e}\n{INSTALL_HINT}", self.python.display())
             });
         self.child = Some(child);
 
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 self.child = None;
                 panic!(
                     "SMTP test server exited during start-up ({status}) on port {}:\n{}\n{INSTALL_HINT}",
@@ -247,11 +225,7 @@ impl SmtpSink {
             }
             if Instant::now() >= deadline {
                 self.kill();
-                panic!(
-                    "SMTP test server did not answer on 127.0.0.1:{} within 20s:\n{}",
-                    self.port,
-                    self.log_text()
-                );
+                panic!("SMTP test server did not answer on 127.0.0.1:{} within 20s:\n{}", self.port, self.log_text());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -296,11 +270,7 @@ fn find_python() -> PathBuf {
                 return Ok(c.clone());
             }
         }
-        Err(candidates
-            .iter()
-            .map(|c| c.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "))
+        Err(candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", "))
     });
     match found {
         Ok(p) => p.clone(),
@@ -332,29 +302,18 @@ async fn probe(port: u16) -> bool {
         let _ = s.write_all(b"QUIT\r\n").await;
         Some(greeting.starts_with("220") && greeting.contains(HOSTNAME))
     };
-    tokio::time::timeout(Duration::from_secs(2), attempt)
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+    tokio::time::timeout(Duration::from_secs(2), attempt).await.ok().flatten().unwrap_or(false)
 }
 
 fn parse_stored(bytes: &[u8]) -> Result<ReceivedMail, String> {
-    let nl = bytes
-        .iter()
-        .position(|&b| b == b'\n')
-        .ok_or("missing envelope line")?;
+    let nl = bytes.iter().position(|&b| b == b'\n').ok_or("missing envelope line")?;
     let meta: serde_json::Value =
         serde_json::from_slice(&bytes[..nl]).map_err(|e| format!("bad envelope JSON: {e}"))?;
     let raw = bytes[nl + 1..].to_vec();
     let from = meta["mail_from"].as_str().unwrap_or_default().to_string();
     let to = meta["rcpt_tos"]
         .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
         .unwrap_or_default();
 
     let mut mail = ReceivedMail {
@@ -371,11 +330,7 @@ fn parse_stored(bytes: &[u8]) -> Result<ReceivedMail, String> {
         mail.subject = msg.subject().unwrap_or_default().to_string();
         mail.text = msg.body_text(0).map(|t| t.into_owned()).unwrap_or_default();
         // body_html(0) would synthesise HTML from a text-only message; only report a real one.
-        mail.html = msg
-            .html_part(0)
-            .filter(|p| p.is_text_html())
-            .and_then(|p| p.text_contents())
-            .map(String::from);
+        mail.html = msg.html_part(0).filter(|p| p.is_text_html()).and_then(|p| p.text_contents()).map(String::from);
         mail.attachments = msg
             .attachments()
             .map(|part| {

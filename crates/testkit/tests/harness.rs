@@ -18,11 +18,7 @@ async fn fresh_databases_are_distinct_and_reachable() {
             .args(["-X", "-A", "-t", "-c", "SELECT current_database()", url])
             .output()
             .expect("run psql");
-        assert!(
-            out.status.success(),
-            "psql {url} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "psql {url} failed: {}", String::from_utf8_lossy(&out.stderr));
         assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), db);
     }
 }
@@ -42,20 +38,12 @@ async fn expect_reply(r: &mut BufReader<TcpStream>, code: &str) {
 
 /// Minimal SMTP client: one message, given envelope, `message` already CRLF-terminated.
 async fn send_raw(port: u16, rcpts: &[&str], message: &str) {
-    let stream = TcpStream::connect(("127.0.0.1", port))
-        .await
-        .expect("connect");
+    let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let mut r = BufReader::new(stream);
     expect_reply(&mut r, "220").await;
-    let mut cmds = vec![
-        ("HELO client.test\r\n".to_string(), "250"),
-        ("MAIL FROM:<noreply@onramp.test>\r\n".to_string(), "250"),
-    ];
-    cmds.extend(
-        rcpts
-            .iter()
-            .map(|to| (format!("RCPT TO:<{to}>\r\n"), "250")),
-    );
+    let mut cmds =
+        vec![("HELO client.test\r\n".to_string(), "250"), ("MAIL FROM:<noreply@onramp.test>\r\n".to_string(), "250")];
+    cmds.extend(rcpts.iter().map(|to| (format!("RCPT TO:<{to}>\r\n"), "250")));
     cmds.push(("DATA\r\n".to_string(), "354"));
     for (cmd, code) in cmds {
         r.get_mut().write_all(cmd.as_bytes()).await.unwrap();
@@ -139,35 +127,17 @@ async fn smtp_sink_parses_mime() {
         \r\n\
         W0ludGVyZmFjZV0K\r\n\
         --outer--\r\n";
-    send_raw(
-        sink.port(),
-        &["carol@example.test", "audit@example.test"],
-        message,
-    )
-    .await;
+    send_raw(sink.port(), &["carol@example.test", "audit@example.test"], message).await;
     let msgs = sink.wait_for(1, Duration::from_secs(10)).await;
     let m = &msgs[0];
     assert_eq!(m.subject, "Your VPN \u{2713}");
     assert_eq!(m.to, ["carol@example.test", "audit@example.test"]);
-    assert_eq!(
-        m.text.replace("\r\n", "\n").trim(),
-        "Caf\u{e9} setup\n.dotted"
-    );
-    assert_eq!(
-        m.html.as_deref().map(str::trim),
-        Some("<p>Caf\u{e9} setup</p>")
-    );
+    assert_eq!(m.text.replace("\r\n", "\n").trim(), "Caf\u{e9} setup\n.dotted");
+    assert_eq!(m.html.as_deref().map(str::trim), Some("<p>Caf\u{e9} setup</p>"));
     assert_eq!(
         m.attachments,
-        vec![(
-            "wg0.conf".to_string(),
-            "application/octet-stream".to_string(),
-            b"[Interface]\n".to_vec()
-        )]
+        vec![("wg0.conf".to_string(), "application/octet-stream".to_string(), b"[Interface]\n".to_vec())]
     );
     // raw is the message as sent, after SMTP dot-unstuffing.
-    assert_eq!(
-        m.raw,
-        message.replace("\r\n..dotted", "\r\n.dotted").into_bytes()
-    );
+    assert_eq!(m.raw, message.replace("\r\n..dotted", "\r\n.dotted").into_bytes());
 }

@@ -190,6 +190,27 @@ impl Core {
         Ok(())
     }
 
+    /// After a user completes enrollment: the welcome e-mail (when enabled) and the
+    /// notification to the admin who issued their token (when enabled).
+    pub async fn send_enrollment_completed_mails(&self, username: &str, issuer_id: Option<i64>) -> CoreResult<()> {
+        let s = self.settings().await;
+        if !s.smtp.is_configured() {
+            return Ok(());
+        }
+        let user = self.user_row(username).await?;
+        let admin = match issuer_id {
+            Some(id) => self.store().user_by_id(id).await.ok(),
+            None => None,
+        };
+        if s.enrollment.send_welcome_email {
+            self.enqueue_mail(MailKind::Welcome, &user.email, &user, admin.as_ref(), None).await?;
+        }
+        if let (true, Some(a)) = (s.enrollment.notify_admin_on_completion, &admin) {
+            self.enqueue_mail(MailKind::AdminEnrolled, &a.email, &user, Some(a), None).await?;
+        }
+        Ok(())
+    }
+
     pub async fn list_mail(&self, status: Option<&str>, limit: i64) -> CoreResult<Vec<OutboxEntry>> {
         if let Some(s) = status {
             if !matches!(s, "pending" | "sent" | "failed") {

@@ -1,0 +1,175 @@
+//! Mail through a real SMTP server process (aiosmtpd): content, outage, restart, failures.
+
+mod common;
+use common::*;
+use onramp_testkit::smtp::SmtpSink;
+use std::time::Duration;
+
+async fn configure_smtp(app: &TestApp, sink: &SmtpSink) {
+    let smtp =
+        json!({"smtp": {"host": "127.0.0.1", "port": sink.port(), "security": "none", "sender": "vpn@example.com"}});
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+async fn wait_status(app: &TestApp, status: &str, n: usize) -> Value {
+    for _ in 0..200 {
+        let (_, v) = app.call("GET", &format!("/api/v1/mail?status={status}"), None).await;
+        if v.as_array().is_some_and(|a| a.len() >= n) {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no {n} message(s) with status {status}");
+}
+
+on_both_backends!(invitation_and_desktop_mail);
+
+async fn invitation_and_desktop_mail(b: Backend) {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn(b).await;
+    configure_smtp(&app, &sink).await;
+    app.call(
+        "PUT",
+        "/api/v1/user/admin",
+        Some(json!({"first_name": "Ada", "last_name": "Admin", "phone": "+1 555 0100"})),
+    )
+    .await;
+    app.create_user("ann").await;
+    let (s, t) = app
+        .call(
+            "POST",
+            "/api/v1/user/ann/start_enrollment",
+            Some(json!({"send_enrollment_notification": true, "email": "ann.private@example.org"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["enrollment_token"].as_str().unwrap();
+    let mail = sink.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(mail.to, ["ann.private@example.org"]);
+    assert_eq!(mail.from, "vpn@example.com");
+    assert_eq!(mail.subject, "Set up your VPN access to Onramp");
+    for needle in [
+        "Hello First",
+        "https://edge.example.com/",
+        token,
+        &format!("onramp://enroll?url=https%3A%2F%2Fedge.example.com%2F&token={token}"),
+        "valid for 24 hours",
+        "10 minutes",
+        "Ada Admin <admin@example.com> +1 555 0100",
+    ] {
+        assert!(mail.text.contains(needle), "{needle:?} missing from:\n{}", mail.text);
+    }
+    let (name, ct, png) = &mail.attachments[0];
+    assert_eq!((name.as_str(), ct.as_str()), ("enrollment-qr.png", "image/png"));
+    assert_eq!(&png[1..4], b"PNG");
+    // Delivered messages keep their envelope but not the body (it held the token).
+    let sent = wait_status(&app, "sent", 1).await;
+    assert_eq!(sent[0]["kind"], "invitation");
+    let rows = app.core.store().list_mail(Some("sent"), 10).await.unwrap();
+    assert!(rows[0].body.is_empty() && !rows[0].attachments.contains("PNG"));
+
+    // Edited templates apply; desktop configuration mail.
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({"instance_name": "ACME", "templates": {"desktop_subject": "{{ instance_name }} desktop for {{ username }}"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.create_location("office", "10.1.0.1/24").await;
+    let (s, v) = app
+        .call(
+            "POST",
+            "/api/v1/user/ann/start_desktop",
+            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let mail = sink.wait_for(2, Duration::from_secs(20)).await.remove(1);
+    assert_eq!(mail.subject, "ACME desktop for ann");
+    assert!(mail.text.contains(v["enrollment_token"].as_str().unwrap()));
+
+    // New device, welcome and admin notification.
+    app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "laptop", "pubkey": pubkey(1)}))).await;
+    let admin_id = app.core.get_user("admin").await.unwrap().id;
+    app.core.send_enrollment_completed_mails("ann", Some(admin_id)).await.unwrap();
+    let all = sink.wait_for(5, Duration::from_secs(20)).await;
+    let by_subject = |s: &str| all.iter().find(|m| m.subject == s).unwrap_or_else(|| panic!("no mail {s:?}"));
+    let device = by_subject("New device added to your ACME account");
+    assert_eq!(device.to, ["ann@example.com"]);
+    assert!(device.text.contains("\"laptop\""));
+    assert_eq!(by_subject("Welcome to ACME").to, ["ann@example.com"]);
+    assert_eq!(by_subject("First Last completed enrollment").to, ["admin@example.com"]);
+    app.stop().await;
+}
+
+/// A message queued while SMTP is down survives the outage and a restart of core.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_survives_outage_and_restart() {
+    let mut sink = SmtpSink::start().await;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    configure_smtp(&app, &sink).await;
+    sink.stop().await;
+    app.create_user("ann").await;
+    let (s, _) = app
+        .call(
+            "POST",
+            "/api/v1/user/ann/start_enrollment",
+            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    // Wait for a failed attempt to be recorded.
+    let mut pending = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = app.call("GET", "/api/v1/mail?status=pending", None).await;
+        if v[0]["attempts"].as_i64().unwrap_or(0) >= 1 {
+            pending = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pending[0]["last_error"].as_str().is_some_and(|e| e.contains("127.0.0.1")), "{pending}");
+    let url = app.database_url.clone();
+    let _keep = app.stop_keep_db().await;
+    sink.restart().await;
+    let app = TestApp::builder(Backend::Sqlite).database_url(&url).spawn().await;
+    let mail = sink.wait_for(1, Duration::from_secs(30)).await.remove(0);
+    assert_eq!(mail.to, ["ann@example.com"]);
+    let sent = wait_status(&app, "sent", 1).await;
+    assert!(sent[0]["attempts"].as_i64().unwrap() >= 2, "{sent}");
+    app.stop().await;
+}
+
+/// After the last attempt a message is marked failed; the admin sees it and can retry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_messages_are_visible_and_retryable() {
+    let mut sink = SmtpSink::start().await;
+    let app = TestApp::builder(Backend::Sqlite).config(|c| c.mail_max_attempts = 2).spawn().await;
+    configure_smtp(&app, &sink).await;
+    sink.stop().await;
+    app.create_user("ann").await;
+    app.call(
+        "POST",
+        "/api/v1/user/ann/start_enrollment",
+        Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
+    )
+    .await;
+    let failed = wait_status(&app, "failed", 1).await;
+    assert_eq!(failed[0]["attempts"], 2);
+    assert_eq!(failed[0]["to"], "ann@example.com");
+    assert!(failed[0]["last_error"].as_str().unwrap().contains("SMTP"), "{failed}");
+    sink.restart().await;
+    let id = failed[0]["id"].as_i64().unwrap();
+    let (s, _) = app.call("POST", &format!("/api/v1/mail/{id}/retry"), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    sink.wait_for(1, Duration::from_secs(20)).await;
+    wait_status(&app, "sent", 1).await;
+    let (s, v) = app.call("POST", &format!("/api/v1/mail/{id}/retry"), None).await;
+    assert_eq!(error_code(s, &v, StatusCode::NOT_FOUND), "not_found");
+    let (s, v) = app.call("GET", "/api/v1/mail?status=bogus", None).await;
+    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
+    app.stop().await;
+}
