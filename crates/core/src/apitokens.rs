@@ -95,23 +95,22 @@ impl Core {
     /// Checks a bearer token: known, not revoked, owner active and an admin. The messages
     /// say which, without revealing anything about other tokens.
     pub async fn authenticate_admin(&self, bearer: &str) -> CoreResult<AuthenticatedAdmin> {
-        let t = match self.store().api_token_by_hash(&hash_secret(bearer.trim())).await {
+        let t = match self.store().api_token_auth(&hash_secret(bearer.trim())).await {
             Ok(t) => t,
             Err(onramp_store::StoreError::NotFound) => return Err(CoreError::Unauthorized("invalid API token".into())),
             Err(e) => return Err(e.into()),
         };
-        if t.revoked_at.is_some() {
+        if t.revoked {
             return Err(CoreError::Unauthorized("API token revoked".into()));
         }
-        let user = self.store().user_by_id(t.user_id).await?;
-        if !user.is_active {
+        if !t.user_active {
             return Err(CoreError::Forbidden("the API token's user is disabled".into()));
         }
-        if !self.store().is_admin(user.id).await? {
+        if !t.user_is_admin {
             return Err(CoreError::Forbidden("the API token's user is not an admin".into()));
         }
-        self.touch_api_token(t.id).await;
-        Ok(AuthenticatedAdmin { user_id: user.id, username: user.username, token_id: t.id })
+        self.touch_api_token(t.token_id).await;
+        Ok(AuthenticatedAdmin { user_id: t.user_id, username: t.username, token_id: t.token_id })
     }
 
     /// Records last use at most once a minute per token, so authentication is not a write

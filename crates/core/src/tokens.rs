@@ -146,7 +146,7 @@ impl Core {
         email: Option<String>,
         notify: bool,
     ) -> CoreResult<StartEnrollmentResponse> {
-        let issued = self.issue(actor, &[user.clone()], kind, lifetime, email.clone()).await?.remove(0);
+        let issued = self.issue(actor, std::slice::from_ref(user), kind, lifetime, email.clone()).await?.remove(0);
         if notify {
             let to = email.unwrap_or_else(|| user.email.clone());
             self.send_token_mail(actor, user, &issued, &to).await?;

@@ -166,7 +166,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
                 if json {
                     return print_json(&list);
                 }
-                println!("{:<5} {:<24} {:<14} {:<12} {}", "ID", "NAME", "PREFIX", "USER", "STATE");
+                println!("{:<5} {:<24} {:<14} {:<12} STATE", "ID", "NAME", "PREFIX", "USER");
                 for t in list {
                     println!(
                         "{:<5} {:<24} {:<14} {:<12} {}",
@@ -198,7 +198,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
                 if json {
                     return print_json(&users);
                 }
-                println!("{:<20} {:<30} {:<9} {:<8} {}", "USERNAME", "EMAIL", "STATE", "ACTIVE", "GROUPS");
+                println!("{:<20} {:<30} {:<9} {:<8} GROUPS", "USERNAME", "EMAIL", "STATE", "ACTIVE");
                 for u in users {
                     println!(
                         "{:<20} {:<30} {:<9} {:<8} {}",

@@ -16,6 +16,7 @@ on_both_backends!(
     api_token_lifecycle,
     bulk_provisioning,
     concurrent_session_start_is_atomic,
+    concurrent_issuance_keeps_one_token_per_user,
     session_and_expiry_rules,
     settings_and_audit,
 );
@@ -399,6 +400,40 @@ async fn concurrent_session_start_is_atomic(b: Backend) {
     assert_eq!(results.iter().filter(|r| r.opened).count(), 1, "exactly one start opened the session");
     let (_, events) = app.call("GET", "/api/v1/audit?action=enrollment.started", None).await;
     assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+    app.stop().await;
+}
+
+/// Concurrent issuance (group-committed on SQLite) still leaves exactly one usable token
+/// per user, and every user gets theirs.
+async fn concurrent_issuance_keeps_one_token_per_user(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    for u in ["ann", "bob", "cid"] {
+        app.create_user(u).await;
+    }
+    let calls = (0..60).map(|i| {
+        let (client, url, token) = (
+            app.client.clone(),
+            app.url(&format!("/api/v1/user/{}/start_enrollment", ["ann", "bob", "cid"][i % 3])),
+            app.token.clone(),
+        );
+        tokio::spawn(async move {
+            let r = client.post(url).bearer_auth(token).json(&json!({})).send().await.unwrap();
+            assert_eq!(r.status(), StatusCode::CREATED);
+            r.json::<Value>().await.unwrap()["enrollment_token"].as_str().unwrap().to_owned()
+        })
+    });
+    let tokens: Vec<String> = futures::future::join_all(calls).await.into_iter().map(|r| r.unwrap()).collect();
+    for u in ["ann", "bob", "cid"] {
+        let (_, pending) = app.call("GET", &format!("/api/v1/user/{u}/tokens"), None).await;
+        assert_eq!(pending.as_array().unwrap().len(), 1, "{u}: {pending}");
+    }
+    let live = futures::future::join_all(tokens.iter().map(|t| {
+        let core = app.core.clone();
+        let t = TokenSecret::from_user(t);
+        async move { core.start_session(&Actor::system("t"), &t).await.is_ok() }
+    }))
+    .await;
+    assert_eq!(live.iter().filter(|ok| **ok).count(), 3, "exactly the newest token of each user works");
     app.stop().await;
 }
 

@@ -65,13 +65,20 @@ impl Server {
 
 fn run(mut c: Command) -> (String, String) {
     let out = c.output().unwrap();
-    let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (so, se) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "command failed: {se}");
     (so, se)
 }
 
 async fn http(client: &reqwest::Client, addr: &str, token: &str, method: &str, path: &str, body: Value) -> Value {
-    let r = client.request(method.parse().unwrap(), format!("http://{addr}{path}")).bearer_auth(token).json(&body).send().await.unwrap();
+    let r = client
+        .request(method.parse().unwrap(), format!("http://{addr}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     assert!(r.status().is_success(), "{method} {path}: {}", r.status());
     r.json().await.unwrap_or(Value::Null)
 }
@@ -96,9 +103,25 @@ async fn full_run(db_url: Option<&str>) {
     secrets.push(token.clone());
     let client = reqwest::Client::new();
     let a = &server.addr;
-    http(&client, a, &token, "POST", "/api/v1/location", json!({"name": "office", "address": "10.10.0.1/24", "endpoint": "vpn.example.com", "port": 51820})).await;
+    http(
+        &client,
+        a,
+        &token,
+        "POST",
+        "/api/v1/location",
+        json!({"name": "office", "address": "10.10.0.1/24", "endpoint": "vpn.example.com", "port": 51820}),
+    )
+    .await;
     for u in ["ann", "bob"] {
-        http(&client, a, &token, "POST", "/api/v1/user", json!({"username": u, "first_name": "F", "last_name": "L", "email": format!("{u}@example.com")})).await;
+        http(
+            &client,
+            a,
+            &token,
+            "POST",
+            "/api/v1/user",
+            json!({"username": u, "first_name": "F", "last_name": "L", "email": format!("{u}@example.com")}),
+        )
+        .await;
     }
     http(&client, a, &token, "POST", "/api/v1/group", json!({"name": "staff", "members": ["ann", "bob"]})).await;
     let t = http(&client, a, &token, "POST", "/api/v1/user/ann/start_enrollment", json!({})).await;
@@ -123,7 +146,9 @@ async fn full_run(db_url: Option<&str>) {
         assert_eq!(p["enrollment_url"], "https://edge.example.com/");
         let tok = p["enrollment_token"].as_str().unwrap().to_owned();
         assert!(onramp_domain::token::is_well_formed(&tok));
-        assert!(csv.contains(&format!("{u},{u}@example.com,enrollment,https://edge.example.com/")) && csv.contains(&tok));
+        assert!(
+            csv.contains(&format!("{u},{u}@example.com,enrollment,https://edge.example.com/")) && csv.contains(&tok)
+        );
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&f).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(std::fs::metadata(out.join(u)).unwrap().permissions().mode() & 0o777, 0o700);
@@ -167,12 +192,20 @@ async fn full_run_on_postgres() {
 fn mistyped_database_url_creates_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let db = tmp.path().join("typo.db");
-    let out = Command::new(BIN).args(["migrate"]).env("ONRAMP_DATABASE_URL", format!("sqlite://{}", db.display())).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate"])
+        .env("ONRAMP_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("does not exist") && err.contains("ONRAMP_DATABASE_URL"), "{err}");
     assert!(!db.exists());
-    let out = Command::new(BIN).args(["migrate", "--create"]).env("ONRAMP_DATABASE_URL", format!("sqlite://{}", db.display())).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["migrate", "--create"])
+        .env("ONRAMP_DATABASE_URL", format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&db).unwrap().permissions().mode() & 0o777, 0o600);
@@ -202,7 +235,11 @@ fn configuration_errors_name_the_setting() {
 
 #[test]
 fn healthcheck_fails_when_nothing_listens() {
-    let out = Command::new(BIN).arg("healthcheck").env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{}", free_port())).output().unwrap();
+    let out = Command::new(BIN)
+        .arg("healthcheck")
+        .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{}", free_port()))
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unreachable"));
 }

@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests (included with `mod common;`).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub use onramp_testkit::app::{Backend, TestApp};
 pub use reqwest::StatusCode;

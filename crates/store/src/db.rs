@@ -70,6 +70,8 @@ pub struct Store {
     /// SQLite allows one writer; serialising writers in-process avoids SQLITE_BUSY storms
     /// under concurrent requests (other processes are covered by busy_timeout).
     pub(crate) write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
+    /// Group-commit queue for small token issuances (see `batch`).
+    pub(crate) token_batches: Option<tokio::sync::mpsc::Sender<crate::batch::Job>>,
 }
 
 impl Store {
@@ -101,7 +103,7 @@ impl Store {
                 }
                 let opts = AnyConnectOptions::from_str(&format!("sqlite://{path}?mode=rw"))?;
                 AnyPoolOptions::new()
-                    .max_connections(8)
+                    .max_connections(4)
                     .acquire_timeout(Duration::from_secs(10))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
@@ -126,7 +128,11 @@ impl Store {
             }
         };
         let write_lock = (kind == DatabaseKind::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        Ok(Self { pool, kind, write_lock })
+        let mut store = Self { pool, kind, write_lock, token_batches: None };
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        tokio::spawn(crate::batch::run(store.clone(), rx));
+        store.token_batches = Some(tx);
+        Ok(store)
     }
 
     pub fn kind(&self) -> DatabaseKind {
@@ -160,6 +166,22 @@ impl Store {
 
     pub async fn close(&self) {
         self.pool.close().await;
+    }
+
+    /// Inserts tokens (each revoking its user's earlier unused enrollment and desktop
+    /// tokens) and their audit events atomically. Small requests are group-committed with
+    /// concurrent ones; large ones run as their own batched transaction.
+    pub async fn issue_tokens(&self, tokens: &[crate::NewToken], audits: &[crate::NewAudit]) -> StoreResult<()> {
+        if let (Some(q), true) = (&self.token_batches, tokens.len() <= crate::batch::MAX_BATCHED_TOKENS) {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let job = crate::batch::Job { tokens: tokens.to_vec(), audits: audits.to_vec(), reply };
+            if q.send(job).await.is_ok() {
+                if let Ok(result) = answer.await {
+                    return result;
+                }
+            }
+        }
+        self.write_tokens(tokens, audits).await
     }
 
     /// Begins a write transaction, holding the in-process SQLite writer lock for its life.

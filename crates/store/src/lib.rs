@@ -4,6 +4,7 @@
 //! (SQLite accepts them), unix-second `BIGINT` times, `RETURNING` and `ON CONFLICT`, which
 //! both support. Only the DDL differs, so each backend has its own migrations tree.
 
+mod batch;
 mod db;
 mod queries;
 pub mod records;

@@ -527,41 +527,71 @@ impl Store {
     // ----- enrollment / desktop tokens --------------------------------------------------
 
     /// Inserts tokens (each revoking its user's earlier unused enrollment and desktop
-    /// tokens) and their audit events, all in one transaction.
-    pub async fn issue_tokens(&self, tokens: &[NewToken], audits: &[NewAudit]) -> StoreResult<Vec<i64>> {
+    /// tokens) and their audit events, all in one transaction. Statements are batched
+    /// (multi-row VALUES, `IN` lists) so that bulk issuance costs a few hundred statements
+    /// for ten thousand tokens, not three per token.
+    pub(crate) async fn write_tokens(&self, tokens: &[NewToken], audits: &[NewAudit]) -> StoreResult<()> {
+        const CHUNK: usize = 500;
         let mut w = self.write_tx().await?;
-        let mut ids = Vec::with_capacity(tokens.len());
-        for t in tokens {
-            sqlx::query(&format!(
-                "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND kind IN {ENROLL_KINDS} \
-                 AND used_at IS NULL AND revoked_at IS NULL"
-            ))
-            .bind(t.created_at)
-            .bind(t.user_id)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?;
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO tokens (hash, kind, user_id, issued_by, email, created_at, expires_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            )
-            .bind(&t.hash)
-            .bind(&t.kind)
-            .bind(t.user_id)
-            .bind(t.issued_by)
-            .bind(&t.email)
-            .bind(t.created_at)
-            .bind(t.expires_at)
-            .fetch_one(&mut *w.tx)
-            .await
-            .map_err(map_err)?;
-            ids.push(id);
+        let Some(first) = tokens.first() else {
+            return Ok(());
+        };
+        if self.kind() == crate::DatabaseKind::Postgres {
+            // Concurrent issuances for one user must not both miss each other's insert
+            // (READ COMMITTED): lock the users' rows, in id order to avoid deadlocks.
+            let mut ids: Vec<i64> = tokens.iter().map(|t| t.user_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for chunk in ids.chunks(CHUNK) {
+                let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
+                let sql =
+                    format!("SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE", placeholders.join(", "));
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *w.tx).await.map_err(map_err)?;
+            }
         }
-        for a in audits {
-            insert_audit(&mut w.tx, a).await?;
+        for chunk in tokens.chunks(CHUNK) {
+            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "UPDATE tokens SET revoked_at = $1 WHERE kind IN {ENROLL_KINDS} AND used_at IS NULL \
+                 AND revoked_at IS NULL AND user_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut q = sqlx::query(&sql).bind(first.created_at);
+            for t in chunk {
+                q = q.bind(t.user_id);
+            }
+            q.execute(&mut *w.tx).await.map_err(map_err)?;
         }
-        w.commit().await?;
-        Ok(ids)
+        for chunk in tokens.chunks(CHUNK / 5) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| {
+                    let b = i * 7;
+                    format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
+                })
+                .collect();
+            let sql = format!(
+                "INSERT INTO tokens (hash, kind, user_id, issued_by, email, created_at, expires_at) VALUES {}",
+                rows.join(", ")
+            );
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q
+                    .bind(&t.hash)
+                    .bind(&t.kind)
+                    .bind(t.user_id)
+                    .bind(t.issued_by)
+                    .bind(&t.email)
+                    .bind(t.created_at)
+                    .bind(t.expires_at);
+            }
+            q.execute(&mut *w.tx).await.map_err(map_err)?;
+        }
+        insert_audits(&mut w.tx, audits).await?;
+        w.commit().await
     }
 
     pub async fn token_by_hash(&self, hash: &str) -> StoreResult<TokenRow> {
@@ -682,15 +712,31 @@ impl Store {
         Ok(row)
     }
 
-    pub async fn api_token_by_hash(&self, hash: &str) -> StoreResult<ApiTokenRow> {
-        sqlx::query_as::<_, ApiTokenRow>(
-            "SELECT id, name, prefix, user_id, created_at, last_used_at, revoked_at FROM api_tokens WHERE hash = $1",
+    /// Everything authentication needs in one query: the token, its owner's state and
+    /// whether the owner is in an admin group.
+    pub async fn api_token_auth(&self, hash: &str) -> StoreResult<ApiTokenAuth> {
+        let row = sqlx::query(
+            "SELECT t.id, t.revoked_at, u.id, u.username, u.is_active, \
+               (SELECT COUNT(*) FROM group_members gm JOIN groups g ON g.id = gm.group_id \
+                WHERE gm.user_id = u.id AND g.is_admin = 1) \
+             FROM api_tokens t JOIN users u ON u.id = t.user_id WHERE t.hash = $1",
         )
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
         .map_err(map_err)?
-        .ok_or(StoreError::NotFound)
+        .ok_or(StoreError::NotFound)?;
+        let get = || -> Result<ApiTokenAuth, sqlx::Error> {
+            Ok(ApiTokenAuth {
+                token_id: row.try_get(0)?,
+                revoked: row.try_get::<Option<i64>, _>(1)?.is_some(),
+                user_id: row.try_get(2)?,
+                username: row.try_get(3)?,
+                user_active: row.try_get::<i64, _>(4)? != 0,
+                user_is_admin: row.try_get::<i64, _>(5)? > 0,
+            })
+        };
+        get().map_err(map_err)
     }
 
     pub async fn list_api_tokens(&self) -> StoreResult<Vec<ApiTokenRow>> {
@@ -942,6 +988,46 @@ async fn set_location_groups(
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Multi-row insert of audit events (8 columns per row).
+async fn insert_audits(tx: &mut sqlx::Transaction<'static, sqlx::Any>, audits: &[NewAudit]) -> StoreResult<()> {
+    for chunk in audits.chunks(100) {
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let b = i * 8;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
+                    b + 1,
+                    b + 2,
+                    b + 3,
+                    b + 4,
+                    b + 5,
+                    b + 6,
+                    b + 7,
+                    b + 8
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO audit_events (at, actor_user_id, actor, action, subject, details, ip, user_agent) VALUES {}",
+            rows.join(", ")
+        );
+        let mut q = sqlx::query(&sql);
+        for a in chunk {
+            q = q
+                .bind(a.at)
+                .bind(a.actor_user_id)
+                .bind(&a.actor)
+                .bind(&a.action)
+                .bind(&a.subject)
+                .bind(&a.details)
+                .bind(&a.ip)
+                .bind(&a.user_agent);
+        }
+        q.execute(&mut **tx).await.map_err(map_err)?;
     }
     Ok(())
 }

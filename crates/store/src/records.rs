@@ -157,6 +157,16 @@ pub struct ApiTokenRow {
     pub revoked_at: Option<i64>,
 }
 
+#[derive(Debug, Clone)]
+pub struct ApiTokenAuth {
+    pub token_id: i64,
+    pub revoked: bool,
+    pub user_id: i64,
+    pub username: String,
+    pub user_active: bool,
+    pub user_is_admin: bool,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditRow {
     pub id: i64,

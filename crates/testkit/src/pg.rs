@@ -395,7 +395,7 @@ fn server_dirs() -> Vec<PathBuf> {
                 Some((v, e.path().join("bin")))
             })
             .collect();
-        versioned.sort_by(|a, b| b.0.cmp(&a.0));
+        versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
         dirs.extend(versioned.into_iter().map(|(_, p)| p));
     }
     dirs.push("/usr/local/pgsql/bin".into());

@@ -1,0 +1,183 @@
+//! Token issuance benchmark (issue: control plane). Starts the real `onramp serve` binary on
+//! SQLite and on PostgreSQL, creates 10,000 users, then issues 10,000 enrollment tokens
+//! (a) through the bulk endpoint and (b) through per-user `start_enrollment` calls from 8
+//! concurrent HTTP clients. Prints tokens/s and the server's RSS (current and peak).
+//!
+//! Run: `cargo bench -p onramp-server --bench tokens` (env BENCH_USERS, BENCH_CLIENTS,
+//! BENCH_BACKENDS=sqlite,postgres).
+
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_onramp");
+
+struct Server {
+    child: Child,
+    addr: String,
+    env: Vec<(String, String)>,
+}
+
+impl Server {
+    fn start(env: Vec<(String, String)>) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let mut env = env;
+        env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
+        env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
+        env.push(("ONRAMP_LOG".into(), "warn".into()));
+        let child =
+            Command::new(BIN).arg("serve").envs(env.clone()).stdout(Stdio::null()).spawn().expect("spawn onramp");
+        let s = Server { child, addr, env };
+        for _ in 0..200 {
+            if Command::new(BIN).arg("healthcheck").envs(s.env.clone()).output().unwrap().status.success() {
+                return s;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("onramp serve did not start");
+    }
+
+    fn token(&self) -> String {
+        let out = Command::new(BIN)
+            .args(["admin", "api-token", "create", "--name", "bench"])
+            .envs(self.env.clone())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// (current RSS, peak RSS) in MiB, from /proc.
+    fn rss(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Row {
+    backend: &'static str,
+    users_per_s: f64,
+    bulk_per_s: f64,
+    per_user_per_s: f64,
+    rss_now: f64,
+    rss_peak: f64,
+}
+
+async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
+    let r = c.post(url).bearer_auth(token).json(&body).send().await.expect("request");
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {v}");
+    v
+}
+
+/// Runs `n` jobs over `clients` concurrent workers; returns elapsed seconds.
+async fn concurrently<F, Fut>(n: usize, clients: usize, job: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|w| {
+            let job = job.clone();
+            tokio::spawn(async move {
+                let mut i = w;
+                while i < n {
+                    job(i).await;
+                    i += clients;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    start.elapsed().as_secs_f64()
+}
+
+async fn run(backend: &'static str, env: Vec<(String, String)>, users: usize, clients: usize) -> Row {
+    let server = Server::start(env);
+    let token = server.token();
+    let base = format!("http://{}", server.addr);
+    let c = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
+
+    let t = {
+        let (c, base, token) = (c.clone(), base.clone(), token.clone());
+        concurrently(users, clients, move |i| {
+            let (c, base, token) = (c.clone(), base.clone(), token.clone());
+            async move {
+                let body = json!({"username": format!("user{i:05}"), "first_name": "Bench", "last_name": format!("User {i}"),
+                                  "email": format!("user{i:05}@example.com")});
+                post(&c, format!("{base}/api/v1/user"), &token, body).await;
+            }
+        })
+        .await
+    };
+    let users_per_s = users as f64 / t;
+    let members: Vec<String> = (0..users).map(|i| format!("user{i:05}")).collect();
+    post(&c, format!("{base}/api/v1/group"), &token, json!({"name": "rollout", "members": members})).await;
+
+    let start = Instant::now();
+    let v = post(&c, format!("{base}/api/v1/provisioning/bulk"), &token, json!({"group": "rollout"})).await;
+    let bulk_t = start.elapsed().as_secs_f64();
+    assert_eq!(v["issued"].as_u64(), Some(users as u64));
+
+    let t = {
+        let (c, base, token) = (c.clone(), base.clone(), token.clone());
+        concurrently(users, clients, move |i| {
+            let (c, base, token) = (c.clone(), base.clone(), token.clone());
+            async move {
+                post(&c, format!("{base}/api/v1/user/user{i:05}/start_enrollment"), &token, json!({})).await;
+            }
+        })
+        .await
+    };
+    let (rss_now, rss_peak) = server.rss();
+    Row { backend, users_per_s, bulk_per_s: users as f64 / bulk_t, per_user_per_s: users as f64 / t, rss_now, rss_peak }
+}
+
+fn main() {
+    let users: usize = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let clients: usize = std::env::var("BENCH_CLIENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let mut rows = vec![];
+    let dir = tempfile::tempdir().unwrap();
+    if backends.contains("sqlite") {
+        let env = vec![("ONRAMP_DATA_DIR".into(), dir.path().display().to_string())];
+        rows.push(rt.block_on(run("sqlite", env, users, clients)));
+    }
+    if backends.contains("postgres") {
+        let pg = rt.block_on(onramp_testkit::pg::fresh_database_url());
+        rows.push(rt.block_on(run("postgres", vec![("ONRAMP_DATABASE_URL".into(), pg)], users, clients)));
+    }
+    println!();
+    println!("Token issuance: {users} users, {clients} concurrent HTTP clients for per-user calls");
+    println!("| backend  | create users/s | bulk tokens/s | per-user tokens/s ({clients} clients) | core RSS after (MiB) | core peak RSS (MiB) |");
+    println!("|----------|---------------:|--------------:|-----------------------:|---------------------:|--------------------:|");
+    for r in rows {
+        println!(
+            "| {:<8} | {:>14.0} | {:>13.0} | {:>22.0} | {:>20.1} | {:>19.1} |",
+            r.backend, r.users_per_s, r.bulk_per_s, r.per_user_per_s, r.rss_now, r.rss_peak
+        );
+    }
+    println!("Targets: bulk >= 10,000 tokens/s (SQLite); per-user >= 2,500 tokens/s with 8 clients; core RSS < 60 MB after the run.");
+}
