@@ -66,7 +66,17 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
 
 pub async fn open_core(cfg: &Config, create: bool) -> anyhow::Result<Core> {
     let store = open_store(cfg, create).await?;
-    Ok(Core::new(store, Arc::new(SystemClock), core_config(cfg)).await?)
+    let core = Core::new(store, Arc::new(SystemClock), core_config(cfg)).await?;
+    // Persist a configured public URL so that every process (server, CLI, replicas) hands
+    // out the same enrollment_url, even one started without the variable.
+    if let Some(url) = &cfg.public_url {
+        if core.settings().await.public_url != *url {
+            let patch = onramp_core::SettingsPatch { public_url: Some(url.clone()), ..Default::default() };
+            core.update_settings(&onramp_core::Actor::system("config"), patch).await?;
+            tracing::info!(public_url = %url, "stored the configured public URL");
+        }
+    }
+    Ok(core)
 }
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
