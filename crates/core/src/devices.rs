@@ -95,10 +95,28 @@ impl Core {
     }
 
     /// The wg-quick configs of a device, one per location it holds addresses in.
+    /// Locations the user may use but the device has no address in yet (added later, or
+    /// opened to the user's group later) get addresses now, so syncing clients see them.
     pub async fn device_configs(&self, d: &DeviceRow) -> CoreResult<Vec<DeviceConfig>> {
-        let addresses = self.store().device_addresses(d.id).await?;
+        let mut addresses = self.store().device_addresses(d.id).await?;
+        let locations = self.store().locations_for_user(d.user_id).await?;
+        let missing: Vec<_> = locations
+            .iter()
+            .filter(|l| !addresses.iter().any(|a| a.location_id == l.id))
+            .map(|l| (l.id, subnets(l)))
+            .collect();
+        if !missing.is_empty() {
+            match self.store().add_device_addresses(d.id, &missing).await {
+                Ok(rows) => addresses.extend(rows),
+                // A full subnet must not break the device's other locations.
+                Err(StoreError::Conflict { field: "subnet_full" }) => {
+                    tracing::warn!(device_id = d.id, "no free address for a new location; it is left out of the config")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         let mut out = Vec::new();
-        for l in self.store().locations_for_user(d.user_id).await? {
+        for l in locations {
             let ips: Vec<String> =
                 addresses.iter().filter(|a| a.location_id == l.id).map(|a| a.address.clone()).collect();
             if ips.is_empty() {

@@ -113,17 +113,16 @@ pub enum StartDecision {
     Resume { deadline: i64 },
 }
 
-/// The session rules: revoked and used tokens are dead; an open session continues until its
-/// deadline; an unopened token opens a session if it has not expired.
+/// The session rules: revoked tokens are dead; an open session continues until its
+/// deadline, also after enrollment completed in it (browser to desktop hand-off); after
+/// that a used token says so; an unopened token opens a session if it has not expired.
 pub fn decide_start(t: &TokenTimes, now: i64, session_secs: i64) -> Result<StartDecision, TokenRejection> {
     if t.revoked_at.is_some() {
         return Err(TokenRejection::Revoked);
     }
-    if t.used_at.is_some() {
-        return Err(TokenRejection::Used);
-    }
     match t.session_deadline {
         Some(deadline) if now < deadline => Ok(StartDecision::Resume { deadline }),
+        _ if t.used_at.is_some() => Err(TokenRejection::Used),
         Some(_) => Err(TokenRejection::SessionEnded),
         None if now >= t.expires_at => Err(TokenRejection::Expired),
         None => Ok(StartDecision::Open { deadline: now + session_secs }),
@@ -182,6 +181,10 @@ mod tests {
         assert_eq!(decide_start(&revoked, 6, 600), Err(TokenRejection::Revoked));
         let used = TokenTimes { used_at: Some(5), ..t };
         assert_eq!(decide_start(&used, 6, 600), Err(TokenRejection::Used));
+        // Completed inside an open session: the hand-off still works until the deadline.
+        let done = TokenTimes { used_at: Some(500), ..open };
+        assert_eq!(decide_start(&done, 600, 600), Ok(StartDecision::Resume { deadline: 610 }));
+        assert_eq!(decide_start(&done, 700, 600), Err(TokenRejection::Used));
     }
 
     proptest! {

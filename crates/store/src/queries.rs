@@ -433,34 +433,31 @@ impl Store {
         .fetch_one(&mut *w.tx)
         .await
         .map_err(map_err)?;
-        let mut addresses = Vec::new();
-        for (location_id, location_subnets) in subnets {
-            let used: HashSet<IpAddr> =
-                sqlx::query_scalar::<_, String>("SELECT address FROM device_addresses WHERE location_id = $1")
-                    .bind(location_id)
-                    .fetch_all(&mut *w.tx)
-                    .await
-                    .map_err(map_err)?
-                    .iter()
-                    .filter_map(|a| a.parse().ok())
-                    .collect();
-            for subnet in location_subnets {
-                let Some(ip) = subnet.allocate(&used) else {
-                    return Err(StoreError::Conflict { field: "subnet_full" });
-                };
-                let address = ip.to_string();
-                sqlx::query("INSERT INTO device_addresses (device_id, location_id, address) VALUES ($1, $2, $3)")
-                    .bind(device.id)
-                    .bind(location_id)
-                    .bind(&address)
-                    .execute(&mut *w.tx)
-                    .await
-                    .map_err(map_err)?;
-                addresses.push(DeviceAddressRow { device_id: device.id, location_id: *location_id, address });
-            }
-        }
+        let addresses = allocate_addresses(&mut w.tx, device.id, subnets).await?;
         w.commit().await?;
         Ok((device, addresses))
+    }
+
+    /// Gives an existing device addresses in more locations (e.g. one created after the
+    /// device, or opened to the user's group later). Retried on a concurrent clash.
+    pub async fn add_device_addresses(
+        &self,
+        device_id: i64,
+        subnets: &[(i64, Vec<onramp_domain::net::LocationSubnet>)],
+    ) -> StoreResult<Vec<DeviceAddressRow>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut w = self.write_tx().await?;
+            match allocate_addresses(&mut w.tx, device_id, subnets).await {
+                Ok(rows) => {
+                    w.commit().await?;
+                    return Ok(rows);
+                }
+                Err(StoreError::Conflict { field: "address" }) if attempt < 5 => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     pub async fn device_by_id(&self, id: i64) -> StoreResult<DeviceRow> {
@@ -543,9 +540,10 @@ impl Store {
             ids.sort_unstable();
             ids.dedup();
             for chunk in ids.chunks(CHUNK) {
-                let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 1)).collect();
-                let sql =
-                    format!("SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE", placeholders.join(", "));
+                let sql = format!(
+                    "SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    placeholders(1, chunk.len())
+                );
                 let mut q = sqlx::query(&sql);
                 for id in chunk {
                     q = q.bind(*id);
@@ -554,11 +552,10 @@ impl Store {
             }
         }
         for chunk in tokens.chunks(CHUNK) {
-            let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
             let sql = format!(
                 "UPDATE tokens SET revoked_at = $1 WHERE kind IN {ENROLL_KINDS} AND used_at IS NULL \
                  AND revoked_at IS NULL AND user_id IN ({})",
-                placeholders.join(", ")
+                placeholders(2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(first.created_at);
             for t in chunk {
@@ -567,15 +564,9 @@ impl Store {
             q.execute(&mut *w.tx).await.map_err(map_err)?;
         }
         for chunk in tokens.chunks(CHUNK / 5) {
-            let rows: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 7;
-                    format!("(${}, ${}, ${}, ${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7)
-                })
-                .collect();
             let sql = format!(
                 "INSERT INTO tokens (hash, kind, user_id, issued_by, email, created_at, expires_at) VALUES {}",
-                rows.join(", ")
+                values_rows(chunk.len(), 7)
             );
             let mut q = sqlx::query(&sql);
             for t in chunk {
@@ -683,6 +674,34 @@ impl Store {
         }
         w.commit().await?;
         Ok(n)
+    }
+
+    /// Sets (or rotates) a device's polling token; the old one stops working at once.
+    pub async fn set_polling_token(&self, device_id: i64, hash: &str, now: i64) -> StoreResult<()> {
+        let mut w = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
+        )
+        .bind(hash)
+        .bind(device_id)
+        .bind(now)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+        w.commit().await
+    }
+
+    pub async fn device_by_polling_hash(&self, hash: &str) -> StoreResult<DeviceRow> {
+        sqlx::query_as::<_, DeviceRow>(
+            "SELECT d.id, d.user_id, d.name, d.pubkey, d.created_at FROM devices d \
+             JOIN polling_tokens p ON p.device_id = d.id WHERE p.hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)?
+        .ok_or(StoreError::NotFound)
     }
 
     // ----- admin API tokens -------------------------------------------------------------
@@ -992,28 +1011,48 @@ async fn set_location_groups(
     Ok(())
 }
 
+/// One free address per subnet of each location, allocated in memory from the addresses
+/// in use (one query per location, not per candidate address).
+async fn allocate_addresses(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    device_id: i64,
+    subnets: &[(i64, Vec<onramp_domain::net::LocationSubnet>)],
+) -> StoreResult<Vec<DeviceAddressRow>> {
+    let mut addresses = Vec::new();
+    for (location_id, location_subnets) in subnets {
+        let used: HashSet<IpAddr> =
+            sqlx::query_scalar::<_, String>("SELECT address FROM device_addresses WHERE location_id = $1")
+                .bind(location_id)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(map_err)?
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+        for subnet in location_subnets {
+            let Some(ip) = subnet.allocate(&used) else {
+                return Err(StoreError::Conflict { field: "subnet_full" });
+            };
+            let address = ip.to_string();
+            sqlx::query("INSERT INTO device_addresses (device_id, location_id, address) VALUES ($1, $2, $3)")
+                .bind(device_id)
+                .bind(location_id)
+                .bind(&address)
+                .execute(&mut **tx)
+                .await
+                .map_err(map_err)?;
+            addresses.push(DeviceAddressRow { device_id, location_id: *location_id, address });
+        }
+    }
+    Ok(addresses)
+}
+
 /// Multi-row insert of audit events (8 columns per row).
 async fn insert_audits(tx: &mut sqlx::Transaction<'static, sqlx::Any>, audits: &[NewAudit]) -> StoreResult<()> {
     for chunk in audits.chunks(100) {
-        let rows: Vec<String> = (0..chunk.len())
-            .map(|i| {
-                let b = i * 8;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    b + 1,
-                    b + 2,
-                    b + 3,
-                    b + 4,
-                    b + 5,
-                    b + 6,
-                    b + 7,
-                    b + 8
-                )
-            })
-            .collect();
         let sql = format!(
             "INSERT INTO audit_events (at, actor_user_id, actor, action, subject, details, ip, user_agent) VALUES {}",
-            rows.join(", ")
+            values_rows(chunk.len(), 8)
         );
         let mut q = sqlx::query(&sql);
         for a in chunk {
@@ -1051,6 +1090,25 @@ async fn insert_audit(tx: &mut sqlx::Transaction<'static, sqlx::Any>, a: &NewAud
     Ok(())
 }
 
+/// `($1, $2), ($3, $4), ...`: placeholders of a multi-row VALUES list.
+fn values_rows(rows: usize, cols: usize) -> String {
+    (0..rows).map(|r| format!("({})", placeholders(r * cols + 1, cols))).collect::<Vec<_>>().join(", ")
+}
+
+/// `$first, $first+1, ...`: `n` numbered placeholders.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 fn prefixed(alias: &str, cols: &str) -> String {
     cols.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(super::placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(super::values_rows(2, 2), "($1, $2), ($3, $4)");
+    }
 }

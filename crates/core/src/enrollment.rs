@@ -1,0 +1,203 @@
+//! Enrollment use cases behind the public edge API (PROTOCOL.md section 3): start,
+//! activate_user, create_device, network_info and poll. The session is bound to the
+//! enrollment token; every call re-checks it against the deadline.
+
+use crate::tokens::times;
+use crate::{Actor, Core, CoreError, CoreResult, DeviceInput};
+use onramp_domain::template::{self, Vars};
+use onramp_domain::token::{check_session, TokenKind, TokenSecret};
+use onramp_proto::{
+    AdminInfo, DeviceConfigResponse, EnrollmentSettings, EnrollmentStartResponse, InitialUserInfo, InstanceInfo,
+};
+use onramp_store::{DeviceRow, StoreError, TokenRow, UserRow};
+
+/// A validated, open enrollment session.
+struct Session {
+    token: TokenRow,
+    user: UserRow,
+}
+
+impl Core {
+    async fn session(&self, token: &TokenSecret) -> CoreResult<Session> {
+        let row = match self.store().token_by_hash(&token.hash()).await {
+            Ok(r) if TokenKind::parse(&r.kind).is_some_and(TokenKind::starts_enrollment) => r,
+            Ok(_) | Err(StoreError::NotFound) => return Err(CoreError::UnknownToken),
+            Err(e) => return Err(e.into()),
+        };
+        check_session(&times(&row), self.now()).map_err(CoreError::Token)?;
+        let user = self.store().user_by_id(row.user_id).await?;
+        if !user.is_active {
+            return Err(CoreError::refused("user_disabled", "this account is disabled; contact your administrator"));
+        }
+        Ok(Session { token: row, user })
+    }
+
+    pub async fn instance_info(&self, username: &str) -> InstanceInfo {
+        let s = self.settings().await;
+        let url = self.public_url().await;
+        InstanceInfo {
+            id: s.instance_id,
+            name: s.instance_name,
+            url: url.clone(),
+            proxy_url: url,
+            username: username.to_owned(),
+            enterprise_enabled: false,
+            disable_all_traffic: false,
+            openid_display_name: None,
+            client_traffic_policy: Some(0),
+        }
+    }
+
+    /// `enrollment/start`: opens or resumes the session and describes it.
+    pub async fn enrollment_start(&self, actor: &Actor, token: &TokenSecret) -> CoreResult<EnrollmentStartResponse> {
+        let started = self.start_session(actor, token).await?;
+        let user = started.user;
+        let admin = match started.token.issued_by {
+            Some(id) => self.store().user_by_id(id).await.ok(),
+            None => None,
+        };
+        let settings = self.settings().await;
+        let devices = self.store().list_devices(Some(user.id)).await?;
+        let is_admin = self.store().is_admin(user.id).await?;
+        let vars: Vars = self.template_vars(&user, admin.as_ref()).await;
+        Ok(EnrollmentStartResponse {
+            admin: admin.map(|a| AdminInfo {
+                name: format!("{} {}", a.first_name, a.last_name),
+                phone_number: a.phone,
+                email: a.email,
+            }),
+            user: InitialUserInfo {
+                first_name: user.first_name.clone(),
+                last_name: user.last_name.clone(),
+                login: user.username.clone(),
+                email: user.email.clone(),
+                phone_number: user.phone.clone(),
+                is_active: user.is_active,
+                device_names: devices.into_iter().map(|d| d.name).collect(),
+                enrolled: user.enrolled,
+                is_admin,
+            },
+            deadline_timestamp: started.deadline,
+            final_page_content: template::render(&settings.enrollment.welcome_message, &vars, template::plain),
+            instance: self.instance_info(&user.username).await,
+            settings: EnrollmentSettings {
+                vpn_setup_optional: settings.enrollment.vpn_setup_optional,
+                only_client_activation: settings.enrollment.only_client_activation,
+                admin_device_management: settings.enrollment.admin_device_management,
+                smtp_configured: settings.smtp.is_configured(),
+                mfa_required: settings.enrollment.mfa_required,
+            },
+        })
+    }
+
+    /// `enrollment/activate_user`: sets the password of a not yet enrolled user and
+    /// completes the enrollment (welcome and admin e-mails).
+    pub async fn activate_user(
+        &self,
+        actor: &Actor,
+        token: &TokenSecret,
+        password: String,
+        phone: Option<String>,
+    ) -> CoreResult<()> {
+        let Session { token: t, mut user } = self.session(token).await?;
+        if user.enrolled || user.password_hash.is_some() {
+            return Err(CoreError::refused("already_activated", "this account is already activated"));
+        }
+        if onramp_domain::password::explain(&password).is_some() {
+            return Err(CoreError::refused("weak_password", "password not strong enough"));
+        }
+        if let Some(p) = phone.filter(|p| !p.trim().is_empty()) {
+            user.phone = Some(onramp_domain::validate::parse_phone("phone_number", &p)?);
+        }
+        user.password_hash = Some(self.inner.passwords.hash(password).await?);
+        user.enrolled = true;
+        self.store().update_user(&user, self.now()).await?;
+        self.store().mark_token_used(t.id, self.now()).await?;
+        self.audit(actor, "enrollment.completed", Some(user.username.clone()), serde_json::json!({"token_id": t.id}))
+            .await;
+        self.send_enrollment_completed_mails(&user.username, t.issued_by).await
+    }
+
+    /// `enrollment/create_device`: registers a device for the session's user with an
+    /// address in every location they may use, and hands out its polling token.
+    pub async fn enrollment_create_device(
+        &self,
+        actor: &Actor,
+        token: &TokenSecret,
+        name: &str,
+        pubkey: &str,
+    ) -> CoreResult<DeviceConfigResponse> {
+        let Session { token: t, user } = self.session(token).await?;
+        // Headless clients enroll machines without naming them.
+        let name = if name.trim().is_empty() { default_device_name(pubkey) } else { name.to_owned() };
+        let info = self
+            .add_device(actor, DeviceInput { username: user.username.clone(), name, pubkey: pubkey.to_owned() })
+            .await?;
+        // Desktop-configuration tokens complete with the device.
+        if t.kind == TokenKind::DesktopConfig.as_str() || user.enrolled {
+            self.store().mark_token_used(t.id, self.now()).await?;
+        }
+        let device = self.store().device_by_id(info.id).await?;
+        self.device_config_response(&device, &user, true).await
+    }
+
+    /// `enrollment/network_info`: the full configuration of one of the session user's
+    /// devices, with a rotated polling token (used to update an existing instance).
+    pub async fn network_info(&self, token: &TokenSecret, pubkey: &str) -> CoreResult<DeviceConfigResponse> {
+        let Session { user, .. } = self.session(token).await?;
+        let key = onramp_domain::validate::WgPublicKey::parse("pubkey", pubkey)?;
+        let device = match self.store().device_by_pubkey(key.as_str()).await {
+            Ok(d) if d.user_id == user.id => d,
+            Ok(_) => return Err(CoreError::Forbidden("this device belongs to another user".into())),
+            Err(StoreError::NotFound) => return Err(CoreError::not_found("device", key.as_str())),
+            Err(e) => return Err(e.into()),
+        };
+        self.device_config_response(&device, &user, true).await
+    }
+
+    /// `poll`: the current configuration for a polling token.
+    pub async fn poll(&self, polling_token: &TokenSecret) -> CoreResult<DeviceConfigResponse> {
+        let device = match self.store().device_by_polling_hash(&polling_token.hash()).await {
+            Ok(d) => d,
+            Err(StoreError::NotFound) => return Err(CoreError::UnknownToken),
+            Err(e) => return Err(e.into()),
+        };
+        let user = self.store().user_by_id(device.user_id).await?;
+        if !user.is_active {
+            return Err(CoreError::Forbidden("this account is disabled".into()));
+        }
+        self.device_config_response(&device, &user, false).await
+    }
+
+    async fn device_config_response(
+        &self,
+        d: &DeviceRow,
+        user: &UserRow,
+        new_polling_token: bool,
+    ) -> CoreResult<DeviceConfigResponse> {
+        let token = if new_polling_token {
+            let secret = TokenSecret::generate(&mut rand::rngs::OsRng);
+            self.store().set_polling_token(d.id, &secret.hash(), self.now()).await?;
+            Some(secret.expose().to_owned())
+        } else {
+            None
+        };
+        Ok(DeviceConfigResponse {
+            device: onramp_proto::Device {
+                id: d.id,
+                name: d.name.clone(),
+                pubkey: d.pubkey.clone(),
+                user_id: d.user_id,
+                created_at: d.created_at,
+            },
+            configs: self.device_configs(d).await?,
+            instance: self.instance_info(&user.username).await,
+            token,
+        })
+    }
+}
+
+fn default_device_name(pubkey: &str) -> String {
+    let short: String = pubkey.chars().filter(|c| c.is_ascii_alphanumeric()).take(8).collect();
+    format!("device-{short}")
+}
