@@ -137,3 +137,83 @@ mod tests {
         assert!(!format!("{resp:?}").contains("\"T\""));
     }
 }
+
+/// Core <-> edge link messages. The edge turns each public API request into one
+/// [`EdgeRequest`]; core answers with one [`EdgeReply`] carrying the same id. The same
+/// messages travel in-process or over the network link.
+pub mod link {
+    use serde::{Deserialize, Serialize};
+
+    /// What the edge knows about the caller, for audit.
+    #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+    pub struct ClientMeta {
+        pub ip: Option<String>,
+        pub user_agent: Option<String>,
+        pub client_version: Option<String>,
+        pub client_platform: Option<String>,
+    }
+
+    /// One public API call. `token` is the enrollment token (from the body or the session
+    /// cookie), or the polling token for `Poll`.
+    #[derive(Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "call", rename_all = "snake_case")]
+    pub enum EdgeCall {
+        Start { token: String },
+        ActivateUser { token: String, password: String, phone_number: Option<String> },
+        CreateDevice { token: String, name: String, pubkey: String },
+        NetworkInfo { token: String, pubkey: String },
+        Poll { token: String },
+    }
+
+    impl EdgeCall {
+        pub fn name(&self) -> &'static str {
+            match self {
+                Self::Start { .. } => "start",
+                Self::ActivateUser { .. } => "activate_user",
+                Self::CreateDevice { .. } => "create_device",
+                Self::NetworkInfo { .. } => "network_info",
+                Self::Poll { .. } => "poll",
+            }
+        }
+    }
+
+    /// Secrets (tokens, passwords) never show in `Debug`.
+    impl std::fmt::Debug for EdgeCall {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "EdgeCall::{}(<redacted>)", self.name())
+        }
+    }
+
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct EdgeRequest {
+        pub id: u64,
+        pub call: EdgeCall,
+        pub meta: ClientMeta,
+    }
+
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum LinkError {
+        /// No core is connected to this edge.
+        Disconnected,
+        /// Core did not answer in time.
+        Timeout,
+    }
+
+    pub type LinkFuture<'a> =
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<EdgeReply, LinkError>> + Send + 'a>>;
+
+    /// How the edge reaches core: in-process (core implements this directly), or over the
+    /// core-initiated network link.
+    pub trait CoreLink: Send + Sync + 'static {
+        fn call(&self, req: EdgeRequest) -> LinkFuture<'_>;
+        fn connected(&self) -> bool;
+    }
+
+    /// Core's answer: an HTTP status and the JSON body to send (`{"error": ...}` on failure).
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct EdgeReply {
+        pub id: u64,
+        pub status: u16,
+        pub body: serde_json::Value,
+    }
+}

@@ -24,6 +24,7 @@ impl Server {
         let addr = format!("127.0.0.1:{port}");
         let mut env = env;
         env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
+        env.push(("ONRAMP_EDGE_ENABLED".into(), "false".into()));
         env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
         env.push(("ONRAMP_LOG".into(), "warn".into()));
         let child =

@@ -14,6 +14,12 @@ pub struct Config {
     pub http_addr: SocketAddr,
     /// Public edge listener (served by the edge; reserved and validated here).
     pub edge_addr: SocketAddr,
+    /// Serve the public edge in the core process.
+    pub edge_enabled: bool,
+    /// Reverse proxies whose `X-Forwarded-For` the edge believes.
+    pub edge_trusted_proxies: Vec<std::net::IpAddr>,
+    /// Public API requests per second per client IP (0 = no limit).
+    pub edge_rate_limit: u32,
     pub public_url: Option<String>,
     pub bootstrap_admin_email: String,
     pub log_format: LogFormat,
@@ -36,6 +42,9 @@ pub struct Raw {
     pub database_url_file: Option<String>,
     pub http_addr: Option<String>,
     pub edge_addr: Option<String>,
+    pub edge_enabled: Option<toml::Value>,
+    pub edge_trusted_proxies: Option<String>,
+    pub edge_rate_limit: Option<toml::Value>,
     pub public_url: Option<String>,
     pub bootstrap_admin_email: Option<String>,
     pub log_format: Option<String>,
@@ -50,6 +59,9 @@ const ENV: &[(&str, &str)] = &[
     ("database_url_file", "ONRAMP_DATABASE_URL_FILE"),
     ("http_addr", "ONRAMP_HTTP_ADDR"),
     ("edge_addr", "ONRAMP_EDGE_ADDR"),
+    ("edge_enabled", "ONRAMP_EDGE_ENABLED"),
+    ("edge_trusted_proxies", "ONRAMP_EDGE_TRUSTED_PROXIES"),
+    ("edge_rate_limit", "ONRAMP_EDGE_RATE_LIMIT"),
     ("public_url", "ONRAMP_PUBLIC_URL"),
     ("bootstrap_admin_email", "ONRAMP_BOOTSTRAP_ADMIN_EMAIL"),
     ("log_format", "ONRAMP_LOG_FORMAT"),
@@ -80,6 +92,9 @@ impl Raw {
             database_url_file: v("database_url_file"),
             http_addr: v("http_addr"),
             edge_addr: v("edge_addr"),
+            edge_enabled: v("edge_enabled").map(toml::Value::String),
+            edge_trusted_proxies: v("edge_trusted_proxies"),
+            edge_rate_limit: v("edge_rate_limit").map(toml::Value::String),
             public_url: v("public_url"),
             bootstrap_admin_email: v("bootstrap_admin_email"),
             log_format: v("log_format"),
@@ -102,6 +117,9 @@ impl Raw {
             database_url_file,
             http_addr: other.http_addr.or(self.http_addr),
             edge_addr: other.edge_addr.or(self.edge_addr),
+            edge_enabled: other.edge_enabled.or(self.edge_enabled),
+            edge_trusted_proxies: other.edge_trusted_proxies.or(self.edge_trusted_proxies),
+            edge_rate_limit: other.edge_rate_limit.or(self.edge_rate_limit),
             public_url: other.public_url.or(self.public_url),
             bootstrap_admin_email: other.bootstrap_admin_email.or(self.bootstrap_admin_email),
             log_format: other.log_format.or(self.log_format),
@@ -158,7 +176,29 @@ impl Raw {
             "json" => LogFormat::Json,
             other => return Err(err("log_format", format!("{other:?}: use text or json"))),
         };
+        let edge_enabled = match self.edge_enabled {
+            None => true,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(toml::Value::String(s)) => match s.trim() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                other => return Err(err("edge_enabled", format!("{other:?}: use true or false"))),
+            },
+            Some(other) => return Err(err("edge_enabled", format!("expected true or false, got {other}"))),
+        };
+        let edge_trusted_proxies = match &self.edge_trusted_proxies {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| p.parse().map_err(|_| err("edge_trusted_proxies", format!("{p:?} is not an IP address"))))
+                .collect::<anyhow::Result<_>>()?,
+        };
         Ok(Config {
+            edge_enabled,
+            edge_trusted_proxies,
+            edge_rate_limit: int("edge_rate_limit", self.edge_rate_limit, 30, 0, 1_000_000)? as u32,
             data_dir: PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into())),
             database_url,
             http_addr: addr("http_addr", self.http_addr, "127.0.0.1:8000")?,

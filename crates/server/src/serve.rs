@@ -90,7 +90,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if cfg.public_url.is_none() {
         tracing::warn!(public_url = %core.public_url().await, "ONRAMP_PUBLIC_URL not set; enrollment links use the stored public URL");
     }
-    tracing::info!(edge_addr = %cfg.edge_addr, "public edge address reserved (ONRAMP_EDGE_ADDR); the enrollment edge is not served by this build yet");
+    let edge = if cfg.edge_enabled {
+        let public_url = core.public_url().await;
+        let edge_cfg = onramp_edge::EdgeConfig {
+            secure_cookies: public_url.starts_with("https://"),
+            trusted_proxies: cfg.edge_trusted_proxies.clone(),
+            rate_limit_per_sec: cfg.edge_rate_limit,
+        };
+        let router = onramp_edge::router(std::sync::Arc::new(core.clone()), edge_cfg);
+        let listener = tokio::net::TcpListener::bind(cfg.edge_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} (ONRAMP_EDGE_ADDR; set ONRAMP_EDGE_ENABLED=false to run without the embedded edge)", cfg.edge_addr))?;
+        tracing::info!(addr = %listener.local_addr()?, %public_url, "public enrollment edge listening");
+        Some(tokio::spawn(async move {
+            let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
+        }))
+    } else {
+        None
+    };
     let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
     let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
@@ -101,6 +118,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     worker.abort();
+    if let Some(e) = edge {
+        e.abort();
+    }
     core.store().close().await;
     tracing::info!("stopped");
     Ok(())

@@ -27,6 +27,7 @@ impl Server {
         cmd.arg("serve")
             .env("ONRAMP_DATA_DIR", data_dir)
             .env("ONRAMP_HTTP_ADDR", &addr)
+            .env("ONRAMP_EDGE_ADDR", format!("127.0.0.1:{}", free_port()))
             .env("ONRAMP_PUBLIC_URL", "https://edge.example.com")
             .env("ONRAMP_LOG", "debug")
             .stdout(Stdio::null())

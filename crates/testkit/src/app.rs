@@ -35,6 +35,8 @@ pub async fn fresh_store(backend: Backend) -> (Store, String, Option<tempfile::T
 
 pub struct TestApp {
     pub base_url: String,
+    /// The public enrollment edge (in-process link), as a browser or client reaches it.
+    pub edge_url: String,
     /// The database this app runs on; reuse it with [`TestAppBuilder::database_url`].
     pub database_url: String,
     pub token: String,
@@ -43,6 +45,7 @@ pub struct TestApp {
     pub clock: Option<ManualClock>,
     pub client: reqwest::Client,
     server: tokio::task::JoinHandle<()>,
+    edge: tokio::task::JoinHandle<()>,
     worker: tokio::task::JoinHandle<()>,
     _dir: Option<tempfile::TempDir>,
 }
@@ -52,6 +55,7 @@ pub struct TestAppBuilder {
     manual_clock: bool,
     cfg: CoreConfig,
     reuse: Option<String>,
+    edge_rate_limit: u32,
 }
 
 impl TestApp {
@@ -60,6 +64,7 @@ impl TestApp {
             backend,
             manual_clock: false,
             reuse: None,
+            edge_rate_limit: 0,
             cfg: CoreConfig {
                 public_url: Some("https://edge.example.com/".into()),
                 mail_retry_base_secs: 1,
@@ -153,8 +158,10 @@ impl TestApp {
 
     pub async fn stop(self) {
         self.server.abort();
+        self.edge.abort();
         self.worker.abort();
         let _ = self.server.await;
+        let _ = self.edge.await;
         let _ = self.worker.await;
         self.core.store().close().await;
     }
@@ -170,6 +177,12 @@ impl TestApp {
 impl TestAppBuilder {
     pub fn manual_clock(mut self) -> Self {
         self.manual_clock = true;
+        self
+    }
+
+    /// Per-IP request limit of the edge (tests default to none).
+    pub fn edge_rate_limit(mut self, per_sec: u32) -> Self {
+        self.edge_rate_limit = per_sec;
         self
     }
 
@@ -204,15 +217,25 @@ impl TestAppBuilder {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
         });
+        let edge_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
+        let edge_addr = edge_listener.local_addr().expect("edge addr");
+        let edge_cfg = onramp_edge::EdgeConfig { rate_limit_per_sec: self.edge_rate_limit, ..Default::default() };
+        let edge_app = onramp_edge::router(Arc::new(core.clone()), edge_cfg);
+        let edge = tokio::spawn(async move {
+            let _ = axum::serve(edge_listener, edge_app.into_make_service_with_connect_info::<std::net::SocketAddr>())
+                .await;
+        });
         let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_millis(200)));
         TestApp {
             base_url: format!("http://{addr}"),
+            edge_url: format!("http://{edge_addr}"),
             database_url,
             token,
             core,
             clock: manual,
             client: reqwest::Client::new(),
             server,
+            edge,
             worker,
             _dir: dir,
         }

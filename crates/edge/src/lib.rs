@@ -1,0 +1,331 @@
+//! The public enrollment edge (PROTOCOL.md section 3). It holds no database and no
+//! long-lived secret: every request becomes one [`EdgeRequest`] sent to core through a
+//! [`CoreLink`], so a compromised edge can only do what the enrollment API allows.
+
+mod limit;
+
+use axum::extract::{ConnectInfo, FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use onramp_proto::link::{ClientMeta, EdgeCall, EdgeReply, EdgeRequest};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+pub use limit::RateLimiter;
+
+/// Session cookie name fixed by PROTOCOL.md (desktop clients copy it by hand).
+pub const SESSION_COOKIE: &str = "defguard_proxy";
+/// Largest request body the public API reads.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+pub use onramp_proto::link::{CoreLink, LinkError, LinkFuture};
+
+#[derive(Clone)]
+pub struct EdgeConfig {
+    /// Mark cookies `Secure` (the edge is reached over HTTPS, directly or via a proxy).
+    pub secure_cookies: bool,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Requests per second per client IP (burst = 4 s worth); 0 disables the limit.
+    pub rate_limit_per_sec: u32,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self { secure_cookies: false, trusted_proxies: vec![], rate_limit_per_sec: 30 }
+    }
+}
+
+#[derive(Clone)]
+struct EdgeState {
+    link: Arc<dyn CoreLink>,
+    cfg: Arc<EdgeConfig>,
+    limiter: Arc<RateLimiter>,
+    ids: Arc<AtomicU64>,
+}
+
+pub fn router(link: Arc<dyn CoreLink>, cfg: EdgeConfig) -> Router {
+    let limiter = Arc::new(RateLimiter::new(cfg.rate_limit_per_sec));
+    let state = EdgeState { link, cfg: Arc::new(cfg), limiter, ids: Arc::new(AtomicU64::new(1)) };
+    let api = Router::new()
+        .route("/enrollment/start", post(start))
+        .route("/enrollment/activate_user", post(activate_user))
+        .route("/enrollment/create_device", post(create_device))
+        .route("/enrollment/network_info", post(network_info))
+        .route("/poll", post(poll))
+        .route("/health", get(health))
+        .route("/info", get(info))
+        .fallback(|| async { edge_error(StatusCode::NOT_FOUND, "not found") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
+    Router::new()
+        .nest("/api/v1", api)
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(security_headers))
+        .with_state(state)
+}
+
+fn edge_error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+/// Security headers on every response; API answers are never cached.
+async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        ),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// Per-IP rate limit in front of the API.
+async fn guard(State(s): State<EdgeState>, req: Request, next: axum::middleware::Next) -> Response {
+    let ip = client_ip(&s.cfg, &req);
+    if let Some(ip) = ip {
+        if let Err(retry_after) = s.limiter.check(ip) {
+            let mut r = edge_error(StatusCode::TOO_MANY_REQUESTS, "too many requests; slow down");
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+/// The peer address, or the leftmost `X-Forwarded-For` entry when the peer is a trusted proxy.
+fn client_ip(cfg: &EdgeConfig, req: &Request) -> Option<IpAddr> {
+    let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
+    if cfg.trusted_proxies.contains(&peer) {
+        let forwarded = req
+            .headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return Some(ip);
+        }
+    }
+    Some(peer)
+}
+
+fn meta(cfg: &EdgeConfig, req: &Request) -> ClientMeta {
+    let h = req.headers();
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(|v| v.chars().take(512).collect::<String>());
+    ClientMeta {
+        ip: client_ip(cfg, req).map(|i| i.to_string()),
+        user_agent: text("user-agent"),
+        client_version: text("defguard-client-version"),
+        client_platform: text("defguard-client-platform"),
+    }
+}
+
+/// The session token: the body's `token` field, else the `defguard_proxy` cookie.
+fn session_token(headers: &HeaderMap, body_token: Option<String>) -> Option<String> {
+    body_token.filter(|t| !t.is_empty()).or_else(|| {
+        headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
+            |c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == SESSION_COOKIE && !v.is_empty()).then(|| v.to_owned())
+            },
+        )
+    })
+}
+
+/// Parses the JSON body with PROTOCOL.md-style errors.
+async fn body<T: for<'de> Deserialize<'de>>(req: Request) -> Result<T, Response> {
+    match Json::<T>::from_request(req, &()).await {
+        Ok(Json(v)) => Ok(v),
+        Err(rej) => {
+            let status = if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                StatusCode::PAYLOAD_TOO_LARGE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            let detail = std::error::Error::source(&rej).map(ToString::to_string).unwrap_or_else(|| rej.body_text());
+            Err(edge_error(status, &format!("invalid request: {detail}")))
+        }
+    }
+}
+
+async fn forward(s: &EdgeState, call: EdgeCall, meta: ClientMeta) -> Result<EdgeReply, Response> {
+    let id = s.ids.fetch_add(1, Ordering::Relaxed);
+    match s.link.call(EdgeRequest { id, call, meta }).await {
+        Ok(r) => Ok(r),
+        Err(LinkError::Disconnected) => {
+            Err(edge_error(StatusCode::SERVICE_UNAVAILABLE, "enrollment service unavailable: core is not connected"))
+        }
+        Err(LinkError::Timeout) => {
+            Err(edge_error(StatusCode::GATEWAY_TIMEOUT, "enrollment service did not answer in time"))
+        }
+    }
+}
+
+fn reply(r: EdgeReply) -> Response {
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if r.body.is_null() {
+        return status.into_response();
+    }
+    (status, Json(r.body)).into_response()
+}
+
+fn missing_session() -> Response {
+    edge_error(StatusCode::UNAUTHORIZED, "invalid token")
+}
+
+#[derive(Deserialize)]
+struct StartBody {
+    token: String,
+}
+
+async fn start(State(s): State<EdgeState>, req: Request) -> Response {
+    let m = meta(&s.cfg, &req);
+    let b: StartBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let token = b.token.trim().to_owned();
+    match forward(&s, EdgeCall::Start { token: token.clone() }, m).await {
+        Ok(r) if r.status == 200 => {
+            let deadline = r.body.get("deadline_timestamp").and_then(Value::as_i64).unwrap_or(0);
+            let mut resp = reply(r);
+            let cookie = session_cookie(&token, deadline, s.cfg.secure_cookies);
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            resp
+        }
+        Ok(r) => reply(r),
+        Err(resp) => resp,
+    }
+}
+
+/// `defguard_proxy=<token>`, HttpOnly, SameSite=Strict, expiring with the session.
+fn session_cookie(token: &str, deadline: i64, secure: bool) -> String {
+    let max_age = (deadline - now()).max(0);
+    format!(
+        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        if secure { "; Secure" } else { "" }
+    )
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+#[derive(Deserialize)]
+struct ActivateBody {
+    password: String,
+    #[serde(default)]
+    phone_number: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn activate_user(State(s): State<EdgeState>, req: Request) -> Response {
+    let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
+    let b: ActivateBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    forward(&s, EdgeCall::ActivateUser { token, password: b.password, phone_number: b.phone_number }, m)
+        .await
+        .map_or_else(|r| r, reply)
+}
+
+#[derive(Deserialize)]
+struct DeviceBody {
+    #[serde(default)]
+    name: String,
+    pubkey: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn create_device(State(s): State<EdgeState>, req: Request) -> Response {
+    let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
+    let b: DeviceBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    forward(&s, EdgeCall::CreateDevice { token, name: b.name, pubkey: b.pubkey }, m).await.map_or_else(|r| r, reply)
+}
+
+#[derive(Deserialize)]
+struct NetworkInfoBody {
+    pubkey: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn network_info(State(s): State<EdgeState>, req: Request) -> Response {
+    let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
+    let b: NetworkInfoBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    forward(&s, EdgeCall::NetworkInfo { token, pubkey: b.pubkey }, m).await.map_or_else(|r| r, reply)
+}
+
+#[derive(Deserialize)]
+struct PollBody {
+    token: String,
+}
+
+async fn poll(State(s): State<EdgeState>, req: Request) -> Response {
+    let m = meta(&s.cfg, &req);
+    let b: PollBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    forward(&s, EdgeCall::Poll { token: b.token }, m).await.map_or_else(|r| r, reply)
+}
+
+async fn health(State(s): State<EdgeState>) -> Response {
+    if s.link.connected() {
+        (StatusCode::OK, Json(json!({ "status": "ok", "core": "connected" }))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": "core is not connected", "core": "disconnected" })))
+            .into_response()
+    }
+}
+
+async fn info() -> Json<Value> {
+    Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_from_body_or_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b; defguard_proxy=TOKEN123; c=d"));
+        assert_eq!(session_token(&h, None).as_deref(), Some("TOKEN123"));
+        assert_eq!(session_token(&h, Some("BODY".into())).as_deref(), Some("BODY"));
+        assert_eq!(session_token(&HeaderMap::new(), None), None);
+    }
+
+    #[test]
+    fn cookie_flags() {
+        let c = session_cookie("T", now() + 600, true);
+        assert!(c.starts_with("defguard_proxy=T; Path=/; Max-Age="));
+        assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("; Secure"));
+        assert!(!session_cookie("T", now() + 600, false).contains("Secure"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The public edge API over HTTP (PROTOCOL.md section 3): paths, cookie, status codes and
+//! `{"error": ...}` bodies, with core behind the in-process link.
+
+mod common;
+use common::*;
+
+async fn edge(
+    app: &TestApp,
+    path: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+    let mut req =
+        app.client.post(format!("{}{path}", app.edge_url)).json(&body).header("user-agent", "defguard-desktop/1.3 <b>");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let r = req.send().await.unwrap();
+    let (status, headers) = (r.status(), r.headers().clone());
+    let text = r.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }, headers)
+}
+
+async fn issue(app: &TestApp, user: &str) -> String {
+    let (_, v) = app.call("POST", &format!("/api/v1/user/{user}/start_enrollment"), Some(json!({}))).await;
+    v["enrollment_token"].as_str().unwrap().to_owned()
+}
+
+on_both_backends!(desktop_client_flow_over_http);
+
+async fn desktop_client_flow_over_http(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.create_user("ann").await;
+    app.create_location("office", "10.1.0.1/24").await;
+    let token = issue(&app, "ann").await;
+    let (s, start, h) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": token})).await;
+    assert_eq!(s, StatusCode::OK, "{start}");
+    for key in ["admin", "user", "deadline_timestamp", "final_page_content", "instance", "settings"] {
+        assert!(start.get(key).is_some(), "{key} missing: {start}");
+    }
+    assert_eq!(start["user"]["login"], "ann");
+    assert_eq!(start["user"]["phone_number"], Value::Null);
+    let set_cookie = h.get("set-cookie").unwrap().to_str().unwrap().to_owned();
+    assert!(
+        set_cookie.starts_with("defguard_proxy=")
+            && set_cookie.contains("HttpOnly")
+            && set_cookie.contains("SameSite=Strict")
+    );
+    let cookie = set_cookie.split(';').next().unwrap().to_owned();
+    // Desktop clients: create_device first (cookie only), activation last.
+    let key = pubkey(1);
+    let (s, dev, _) =
+        edge(&app, "/api/v1/enrollment/create_device", Some(&cookie), json!({"name": "laptop", "pubkey": key})).await;
+    assert_eq!(s, StatusCode::OK, "{dev}");
+    assert_eq!(dev["configs"][0]["assigned_ip"], "10.1.0.2");
+    assert_eq!(dev["configs"][0]["keepalive_interval"], 25);
+    assert!(dev["configs"][0]["config"].as_str().unwrap().contains("YOUR_PRIVATE_KEY"));
+    let polling = dev["token"].as_str().unwrap().to_owned();
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/create_device", Some(&cookie), json!({"name": "laptop", "pubkey": pubkey(2)}))
+            .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "duplicate device name is a 400: {v}");
+    assert!(v["error"].as_str().unwrap().contains("laptop"));
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/create_device", Some(&cookie), json!({"name": "x", "pubkey": "bad"})).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/activate_user", Some(&cookie), json!({"password": "weak"})).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::BAD_REQUEST, Some("password not strong enough")));
+    let (s, v, _) = edge(
+        &app,
+        "/api/v1/enrollment/activate_user",
+        Some(&cookie),
+        json!({"password": "Str0ng!Pass", "phone_number": null}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // The token in the body works as well as the cookie.
+    let (s, info, _) =
+        edge(&app, "/api/v1/enrollment/network_info", None, json!({"pubkey": key, "token": token})).await;
+    assert_eq!(s, StatusCode::OK, "{info}");
+    let rotated = info["token"].as_str().unwrap().to_owned();
+    let (s, v, _) = edge(&app, "/api/v1/poll", None, json!({"token": polling})).await;
+    assert_eq!(
+        (s, v["error"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token")),
+        "old polling token after rotation"
+    );
+    let (s, v, _) = edge(&app, "/api/v1/poll", None, json!({"token": rotated})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["device_config"]["device"]["pubkey"], key);
+    // Audit carries the client address and a sanitised user agent.
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=enrollment.completed", None).await;
+    assert_eq!(
+        (ev[0]["ip"].as_str(), ev[0]["user_agent"].as_str()),
+        (Some("127.0.0.1"), Some("defguard-desktop/1.3 b"))
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_errors_and_bad_requests() {
+    let app = TestApp::builder(Backend::Sqlite).manual_clock().spawn().await;
+    let clock = app.clock.clone().unwrap();
+    app.create_user("ann").await;
+    app.create_user("bob").await;
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/start", None, json!({"token": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"})).await;
+    assert_eq!(
+        (s, v["error"].as_str(), v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("invalid_token"))
+    );
+    let (_, t) =
+        app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "1h"}))).await;
+    clock.advance(3600);
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": t["enrollment_token"]})).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("token expired")));
+    assert!(v["detail"].as_str().unwrap().contains("administrator"));
+    // Session ends after 10 minutes.
+    let t = issue(&app, "bob").await;
+    let (s, _, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": t})).await;
+    assert_eq!(s, StatusCode::OK);
+    clock.advance(601);
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Str0ng!Pass", "token": t})).await;
+    assert_eq!(
+        (s, v["error"].as_str(), v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("session_expired"))
+    );
+    // No session at all, malformed bodies, unknown paths.
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/create_device", None, json!({"name": "x", "pubkey": pubkey(3)})).await;
+    assert_eq!((s, v["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid token")));
+    let r = app
+        .client
+        .post(format!("{}/api/v1/enrollment/start", app.edge_url))
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.json::<Value>().await.unwrap()["error"].as_str().unwrap().starts_with("invalid request"));
+    let r = app
+        .client
+        .post(format!("{}/api/v1/enrollment/start", app.edge_url))
+        .json(&json!({"token": "x".repeat(70_000)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let r = app.client.get(format!("{}/api/v1/nope", app.edge_url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Health, info and security headers.
+    let r = app.client.get(format!("{}/api/v1/health", app.edge_url)).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    for h in ["content-security-policy", "x-content-type-options", "x-frame-options", "referrer-policy"] {
+        assert!(r.headers().get(h).is_some(), "{h}");
+    }
+    let v: Value = app.client.get(format!("{}/api/v1/info", app.edge_url)).send().await.unwrap().json().await.unwrap();
+    assert!(v["version"].is_string());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_retry_after() {
+    let app = TestApp::builder(Backend::Sqlite).edge_rate_limit(2).spawn().await;
+    let mut limited = None;
+    for _ in 0..20 {
+        let r = app.client.get(format!("{}/api/v1/info", app.edge_url)).send().await.unwrap();
+        if r.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(r);
+            break;
+        }
+    }
+    let r = limited.expect("no 429 after 20 quick requests at 2/s");
+    assert!(r.headers().get("retry-after").is_some());
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "too many requests; slow down");
+    app.stop().await;
+}
