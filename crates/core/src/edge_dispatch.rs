@@ -34,6 +34,16 @@ impl Core {
                 .await
                 .and_then(|c| serde_json::to_value(c).map_err(|e| CoreError::Internal(e.to_string())))
                 .map(|c| json!({ "device_config": c })),
+            EdgeCall::PasswordResetRequest { email } => {
+                self.request_password_reset(&actor, &email).await.map(|()| Value::Null)
+            }
+            EdgeCall::PasswordResetStart { token } => self
+                .start_password_reset(&actor, &TokenSecret::from_user(&token))
+                .await
+                .map(|deadline| json!({ "deadline_timestamp": deadline })),
+            EdgeCall::PasswordReset { token, password } => {
+                self.reset_password(&actor, &TokenSecret::from_user(&token), password).await.map(|()| Value::Null)
+            }
         };
         metrics::counter!("onramp_edge_requests_total", "call" => call).increment(1);
         match result {

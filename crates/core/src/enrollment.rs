@@ -19,8 +19,12 @@ struct Session {
 
 impl Core {
     async fn session(&self, token: &TokenSecret) -> CoreResult<Session> {
+        self.session_of(token, TokenKind::starts_enrollment).await
+    }
+
+    async fn session_of(&self, token: &TokenSecret, accepts: fn(TokenKind) -> bool) -> CoreResult<Session> {
         let row = match self.store().token_by_hash(&token.hash()).await {
-            Ok(r) if TokenKind::parse(&r.kind).is_some_and(TokenKind::starts_enrollment) => r,
+            Ok(r) if TokenKind::parse(&r.kind).is_some_and(accepts) => r,
             Ok(_) | Err(StoreError::NotFound) => return Err(CoreError::UnknownToken),
             Err(e) => return Err(e.into()),
         };
@@ -194,6 +198,68 @@ impl Core {
             instance: self.instance_info(&user.username).await,
             token,
         })
+    }
+}
+
+impl Core {
+    /// `password-reset/request`: e-mails a reset link to an active, enrolled user with that
+    /// address. Answers the same whether or not the address is known (no enumeration).
+    pub async fn request_password_reset(&self, actor: &Actor, email: &str) -> CoreResult<()> {
+        let settings = self.settings().await;
+        let user = match self.store().user_by_email(email.trim()).await {
+            Ok(u) if u.is_active && u.enrolled && settings.smtp.is_configured() => u,
+            Ok(_) | Err(StoreError::NotFound) => {
+                tracing::info!("password reset requested for an address that cannot reset");
+                return Ok(());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let now = self.now();
+        let lifetime = settings.enrollment.token_lifetime_secs;
+        let secret = TokenSecret::generate(&mut rand::rngs::OsRng);
+        let row = onramp_store::NewToken {
+            hash: secret.hash(),
+            kind: TokenKind::PasswordReset.as_str().to_owned(),
+            user_id: user.id,
+            issued_by: None,
+            email: Some(user.email.clone()),
+            created_at: now,
+            expires_at: now + lifetime,
+        };
+        let audit =
+            self.audit_record(actor, "password_reset.requested", Some(user.username.clone()), serde_json::json!({}));
+        self.store().issue_tokens(&[row], &[audit]).await?;
+        let issued = crate::IssuedToken {
+            username: user.username.clone(),
+            email: user.email.clone(),
+            kind: TokenKind::PasswordReset,
+            token: secret,
+            enrollment_url: self.public_url().await,
+            expires_at: now + lifetime,
+        };
+        self.enqueue_mail(crate::mail::MailKind::PasswordReset, &user.email, &user, None, Some(&issued)).await
+    }
+
+    /// `password-reset/start`: opens the reset session; returns its deadline.
+    pub async fn start_password_reset(&self, actor: &Actor, token: &TokenSecret) -> CoreResult<i64> {
+        let is_reset = |k: TokenKind| k == TokenKind::PasswordReset;
+        Ok(self.start_session_of(actor, token, is_reset, "password_reset.started").await?.deadline)
+    }
+
+    /// `password-reset/reset`: sets the new password inside the reset session.
+    pub async fn reset_password(&self, actor: &Actor, token: &TokenSecret, password: String) -> CoreResult<()> {
+        let Session { token: t, mut user } = self.session_of(token, |k| k == TokenKind::PasswordReset).await?;
+        if t.used_at.is_some() {
+            return Err(CoreError::Token(onramp_domain::token::TokenRejection::Used));
+        }
+        if onramp_domain::password::explain(&password).is_some() {
+            return Err(CoreError::refused("weak_password", "password not strong enough"));
+        }
+        user.password_hash = Some(self.inner.passwords.hash(password).await?);
+        self.store().update_user(&user, self.now()).await?;
+        self.store().mark_token_used(t.id, self.now()).await?;
+        self.audit(actor, "password_reset.completed", Some(user.username.clone()), serde_json::json!({})).await;
+        self.enqueue_mail(crate::mail::MailKind::PasswordResetDone, &user.email, &user, None, None).await
     }
 }
 

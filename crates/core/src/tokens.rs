@@ -325,12 +325,24 @@ impl Core {
     /// `enrollment/start`: opens (or resumes) the 10-minute session bound to a token. The
     /// open is a conditional UPDATE, so concurrent starts of one token yield one session.
     pub async fn start_session(&self, actor: &Actor, token: &TokenSecret) -> CoreResult<SessionStart> {
+        self.start_session_of(actor, token, TokenKind::starts_enrollment, "enrollment.started").await
+    }
+
+    /// Opens or resumes the session of a token whose kind `accepts`; other kinds are
+    /// unknown here (a reset token cannot start an enrollment and vice versa).
+    pub(crate) async fn start_session_of(
+        &self,
+        actor: &Actor,
+        token: &TokenSecret,
+        accepts: fn(TokenKind) -> bool,
+        audit_action: &str,
+    ) -> CoreResult<SessionStart> {
         let row = match self.store().token_by_hash(&token.hash()).await {
             Ok(r) => r,
             Err(onramp_store::StoreError::NotFound) => return Err(CoreError::UnknownToken),
             Err(e) => return Err(e.into()),
         };
-        if !TokenKind::parse(&row.kind).is_some_and(TokenKind::starts_enrollment) {
+        if !TokenKind::parse(&row.kind).is_some_and(accepts) {
             return Err(CoreError::UnknownToken);
         }
         let user = self.store().user_by_id(row.user_id).await?;
@@ -349,7 +361,7 @@ impl Core {
                 StartDecision::Open { deadline } => {
                     let audit = self.audit_record(
                         actor,
-                        "enrollment.started",
+                        audit_action,
                         Some(user.username.clone()),
                         serde_json::json!({"token_id": current.id}),
                     );

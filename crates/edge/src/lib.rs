@@ -58,6 +58,9 @@ pub fn router(link: Arc<dyn CoreLink>, cfg: EdgeConfig) -> Router {
         .route("/enrollment/create_device", post(create_device))
         .route("/enrollment/network_info", post(network_info))
         .route("/poll", post(poll))
+        .route("/password-reset/request", post(password_reset_request))
+        .route("/password-reset/start", post(password_reset_start))
+        .route("/password-reset/reset", post(password_reset))
         .route("/health", get(health))
         .route("/info", get(info))
         .fallback(|| async { edge_error(StatusCode::NOT_FOUND, "not found") })
@@ -196,11 +199,16 @@ async fn start(State(s): State<EdgeState>, req: Request) -> Response {
         Err(r) => return r,
     };
     let token = b.token.trim().to_owned();
-    match forward(&s, EdgeCall::Start { token: token.clone() }, m).await {
+    with_session_cookie(&s, forward(&s, EdgeCall::Start { token: token.clone() }, m).await, &token)
+}
+
+/// On success, sets the session cookie (expiring with the session) for later calls.
+fn with_session_cookie(s: &EdgeState, r: Result<EdgeReply, Response>, token: &str) -> Response {
+    match r {
         Ok(r) if r.status == 200 => {
             let deadline = r.body.get("deadline_timestamp").and_then(Value::as_i64).unwrap_or(0);
             let mut resp = reply(r);
-            let cookie = session_cookie(&token, deadline, s.cfg.secure_cookies);
+            let cookie = session_cookie(token, deadline, s.cfg.secure_cookies);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -293,6 +301,52 @@ async fn poll(State(s): State<EdgeState>, req: Request) -> Response {
         Err(r) => return r,
     };
     forward(&s, EdgeCall::Poll { token: b.token }, m).await.map_or_else(|r| r, reply)
+}
+
+#[derive(Deserialize)]
+struct EmailBody {
+    email: String,
+}
+
+/// Always 200 with an empty body: whether the address is known is not revealed.
+async fn password_reset_request(State(s): State<EdgeState>, req: Request) -> Response {
+    let m = meta(&s.cfg, &req);
+    let b: EmailBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match forward(&s, EdgeCall::PasswordResetRequest { email: b.email }, m).await {
+        Ok(r) if r.status < 500 => StatusCode::OK.into_response(),
+        Ok(r) => reply(r),
+        Err(resp) => resp,
+    }
+}
+
+async fn password_reset_start(State(s): State<EdgeState>, req: Request) -> Response {
+    let m = meta(&s.cfg, &req);
+    let b: StartBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let token = b.token.trim().to_owned();
+    with_session_cookie(&s, forward(&s, EdgeCall::PasswordResetStart { token: token.clone() }, m).await, &token)
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    password: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+async fn password_reset(State(s): State<EdgeState>, req: Request) -> Response {
+    let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
+    let b: ResetBody = match body(req).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    forward(&s, EdgeCall::PasswordReset { token, password: b.password }, m).await.map_or_else(|r| r, reply)
 }
 
 async fn health(State(s): State<EdgeState>) -> Response {

@@ -163,6 +163,9 @@ pub mod link {
         CreateDevice { token: String, name: String, pubkey: String },
         NetworkInfo { token: String, pubkey: String },
         Poll { token: String },
+        PasswordResetRequest { email: String },
+        PasswordResetStart { token: String },
+        PasswordReset { token: String, password: String },
     }
 
     impl EdgeCall {
@@ -173,6 +176,9 @@ pub mod link {
                 Self::CreateDevice { .. } => "create_device",
                 Self::NetworkInfo { .. } => "network_info",
                 Self::Poll { .. } => "poll",
+                Self::PasswordResetRequest { .. } => "password_reset_request",
+                Self::PasswordResetStart { .. } => "password_reset_start",
+                Self::PasswordReset { .. } => "password_reset",
             }
         }
     }

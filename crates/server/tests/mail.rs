@@ -173,3 +173,55 @@ async fn failed_messages_are_visible_and_retryable() {
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
     app.stop().await;
 }
+
+/// Password reset over the public edge: no account enumeration, a mailed token, a
+/// session, the new password, and the confirmation mail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_reset_over_the_edge() {
+    let sink = SmtpSink::start().await;
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    configure_smtp(&app, &sink).await;
+    app.call(
+        "POST",
+        "/api/v1/user",
+        Some(json!({"username": "ann", "first_name": "Ann", "last_name": "L", "email": "ann@example.com", "password": "Str0ng!Pass"})),
+    )
+    .await;
+    let post = |path: &str, body: Value, cookie: Option<String>| {
+        let mut r = app.client.post(format!("{}{path}", app.edge_url)).json(&body);
+        if let Some(c) = cookie {
+            r = r.header("cookie", c);
+        }
+        r.send()
+    };
+    // Unknown and known addresses get the same answer; only the known one gets mail.
+    let r = post("/api/v1/password-reset/request", json!({"email": "nobody@example.com"}), None).await.unwrap();
+    assert_eq!((r.status(), r.text().await.unwrap()), (StatusCode::OK, String::new()));
+    let r = post("/api/v1/password-reset/request", json!({"email": "ann@example.com"}), None).await.unwrap();
+    assert_eq!((r.status(), r.text().await.unwrap()), (StatusCode::OK, String::new()));
+    let mail = sink.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!((mail.to[0].as_str(), mail.subject.as_str()), ("ann@example.com", "Reset your Onramp password"));
+    let token = mail.text.split("token=").nth(1).unwrap().chars().take(32).collect::<String>();
+    assert!(onramp_domain::token::is_well_formed(&token), "{}", mail.text);
+    // A reset token cannot start an enrollment.
+    let r = post("/api/v1/enrollment/start", json!({"token": token}), None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let r = post("/api/v1/password-reset/start", json!({"token": token}), None).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert!(r.json::<Value>().await.unwrap()["deadline_timestamp"].as_i64().unwrap() > app.core.now());
+    let r = post("/api/v1/password-reset/reset", json!({"password": "short"}), Some(cookie.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r =
+        post("/api/v1/password-reset/reset", json!({"password": "N3w!Password"}), Some(cookie.clone())).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    let r = post("/api/v1/password-reset/reset", json!({"password": "An0ther!Pass"}), Some(cookie)).await.unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a reset token works once");
+    let all = sink.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(all[1].subject, "Your Onramp password was changed");
+    for action in ["password_reset.requested", "password_reset.started", "password_reset.completed"] {
+        let (_, ev) = app.call("GET", &format!("/api/v1/audit?action={action}"), None).await;
+        assert_eq!(ev.as_array().unwrap().len(), 1, "{action}");
+    }
+    app.stop().await;
+}
