@@ -107,10 +107,9 @@ impl Default for EnrollmentSettings {
             token_lifetime_secs: 86_400,
             desktop_token_lifetime_secs: 86_400,
             session_lifetime_secs: 600,
-            welcome_message:
-                "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
-                Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }}, {{ admin_phone }})."
-                    .into(),
+            welcome_message: "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
+                Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }})."
+                .into(),
             welcome_email_subject: "Welcome to {{ instance_name }}".into(),
             use_welcome_message_as_email: false,
         }
