@@ -66,6 +66,8 @@ pub fn router(link: Arc<dyn CoreLink>, cfg: EdgeConfig) -> Router {
         .fallback(|| async { edge_error(StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
+        .route("/", get(wizard_page))
+        .route("/assets/{file}", get(asset))
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(security_headers))
@@ -347,6 +349,21 @@ async fn password_reset(State(s): State<EdgeState>, req: Request) -> Response {
     };
     let Some(token) = session_token(&headers, b.token) else { return missing_session() };
     forward(&s, EdgeCall::PasswordReset { token, password: b.password }, m).await.map_or_else(|r| r, reply)
+}
+
+/// The browser enrollment wizard (also `/?token=...`); all assets are embedded.
+async fn wizard_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../assets/index.html")).into_response()
+}
+
+async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
+    let (ct, body): (&str, &'static str) = match file.as_str() {
+        "app.js" => ("text/javascript; charset=utf-8", include_str!("../assets/app.js")),
+        "app.css" => ("text/css; charset=utf-8", include_str!("../assets/app.css")),
+        "qrcode.js" => ("text/javascript; charset=utf-8", include_str!("../assets/qrcode.js")),
+        _ => return edge_error(StatusCode::NOT_FOUND, "not found"),
+    };
+    ([(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
 async fn health(State(s): State<EdgeState>) -> Response {

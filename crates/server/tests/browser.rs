@@ -1,0 +1,169 @@
+//! The browser wizard in real headless Chromium (Debian `chromium` + `chromium-driver`),
+//! driven over WebDriver: a full enrollment whose downloaded configuration's private key
+//! must match the public key core registered.
+
+mod common;
+use common::*;
+use fantoccini::{Client, ClientBuilder, Locator};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+
+struct Driver {
+    child: Child,
+    port: u16,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_chromedriver() -> Driver {
+    for bin in [CHROMIUM, CHROMEDRIVER] {
+        assert!(
+            std::path::Path::new(bin).exists(),
+            "{bin} not found: install it with `apt-get install -y chromium chromium-driver`"
+        );
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(CHROMEDRIVER)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    // Owned by `Driver` at once, so every exit path (panics included) reaps it.
+    let driver = Driver { child, port, _profile: tempfile::tempdir().unwrap() };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return driver;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("chromedriver did not listen on {port}");
+}
+
+async fn browser(d: &Driver) -> Client {
+    // Several rustls backends are linked into the test; pick one for the WebDriver client.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let caps = json!({
+        "goog:chromeOptions": {
+            "binary": CHROMIUM,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-quic",
+                     format!("--user-data-dir={}", d._profile.path().display())]
+        }
+    });
+    let Value::Object(caps) = caps else { unreachable!() };
+    ClientBuilder::rustls()
+        .expect("rustls")
+        .capabilities(caps)
+        .connect(&format!("http://127.0.0.1:{}", d.port))
+        .await
+        .expect("connect to chromedriver")
+}
+
+async fn visible(c: &Client, step: &str) -> fantoccini::elements::Element {
+    c.wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css(&format!("section[data-step=\"{step}\"]:not([hidden])")))
+        .await
+        .unwrap_or_else(|e| panic!("step {step} never showed: {e}"))
+}
+
+async fn text(c: &Client, css: &str) -> String {
+    c.find(Locator::Css(css)).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_enrollment_end_to_end() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    app.call(
+        "PUT",
+        "/api/v1/user/admin",
+        Some(json!({"first_name": "Ada", "last_name": "Admin", "phone": "+1 555 0100"})),
+    )
+    .await;
+    app.create_user("jdoe").await;
+    app.create_location("office", "10.1.0.1/24").await;
+    app.create_location("lab", "10.2.0.1/24").await;
+    let (_, t) = app.call("POST", "/api/v1/user/jdoe/start_enrollment", Some(json!({}))).await;
+    let token = t["enrollment_token"].as_str().unwrap().to_owned();
+
+    let driver = start_chromedriver();
+    let c = browser(&driver).await;
+    c.goto(&format!("{}/?token={token}", app.edge_url)).await.unwrap();
+    visible(&c, "welcome").await;
+    assert!(!c.current_url().await.unwrap().as_str().contains("token="), "token left in the address bar");
+    assert!(text(&c, "#user-data").await.contains("jdoe@example.com"));
+    let admin = text(&c, "#admin-data").await;
+    assert!(
+        admin.contains("Ada Admin") && admin.contains("admin@example.com") && admin.contains("+1 555 0100"),
+        "{admin}"
+    );
+    assert!(text(&c, "#countdown").await.starts_with("Time left: "));
+    c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
+
+    visible(&c, "password").await;
+    c.find(Locator::Id("password")).await.unwrap().send_keys("weak").await.unwrap();
+    assert!(c.find(Locator::Css("#rules li:not(.ok)")).await.is_ok(), "live policy feedback shows unmet rules");
+    let submit = c.find(Locator::Id("password-submit")).await.unwrap();
+    assert_eq!(submit.attr("disabled").await.unwrap().as_deref(), Some("true"));
+    c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password2")).await.unwrap().send_keys("weakStr0ng!Pass").await.unwrap();
+    assert!(c.find(Locator::Css("#rules li:not(.ok)")).await.is_err(), "all rules met");
+    submit.click().await.unwrap();
+
+    visible(&c, "device").await;
+    let name = c.find(Locator::Id("device-name")).await.unwrap();
+    name.clear().await.unwrap();
+    name.send_keys("Browser laptop").await.unwrap();
+    c.find(Locator::Id("device-submit")).await.unwrap().click().await.unwrap();
+
+    visible(&c, "configs").await;
+    let configs = c.find_all(Locator::Css("pre.wg-config")).await.unwrap();
+    assert_eq!(configs.len(), 2);
+    let conf = configs[0].text().await.unwrap();
+    assert!(!conf.contains("YOUR_PRIVATE_KEY"), "{conf}");
+    assert_eq!(c.find_all(Locator::Css(".config img")).await.unwrap().len(), 2, "a QR code per config");
+    let private =
+        conf.lines().find_map(|l| l.strip_prefix("PrivateKey = ")).expect("PrivateKey line").trim().to_owned();
+    let bytes: [u8; 32] = base64_decode(&private).try_into().expect("32-byte private key");
+    let public = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(bytes));
+    let (_, devices) = app.call("GET", "/api/v1/device?username=jdoe", None).await;
+    assert_eq!(devices[0]["name"], "Browser laptop");
+    assert_eq!(
+        devices[0]["pubkey"].as_str().unwrap(),
+        base64_encode(public.as_bytes()),
+        "downloaded private key matches the registered public key"
+    );
+    let (_, user) = app.call("GET", "/api/v1/user/jdoe", None).await;
+    assert_eq!(user["enrolled"], true);
+
+    c.find(Locator::Id("configs-next")).await.unwrap().click().await.unwrap();
+    visible(&c, "done").await;
+    assert!(text(&c, "#final-page h3").await.contains("Welcome, First!"));
+
+    // A used-up or unknown token gets a clear page, not a blank screen.
+    c.goto(&format!("{}/?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", app.edge_url)).await.unwrap();
+    visible(&c, "error").await;
+    assert!(text(&c, "#error-text").await.contains("not valid"));
+    c.close().await.unwrap();
+    app.stop().await;
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
