@@ -6,71 +6,11 @@
 //! Run: `cargo bench -p onramp-server --bench tokens` (env BENCH_USERS, BENCH_CLIENTS,
 //! BENCH_BACKENDS=sqlite,postgres).
 
-use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_onramp");
-
-struct Server {
-    child: Child,
-    addr: String,
-    env: Vec<(String, String)>,
-}
-
-impl Server {
-    fn start(env: Vec<(String, String)>) -> Server {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let addr = format!("127.0.0.1:{port}");
-        let mut env = env;
-        env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
-        env.push(("ONRAMP_EDGE_ENABLED".into(), "false".into()));
-        env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
-        env.push(("ONRAMP_LOG".into(), "warn".into()));
-        let child =
-            Command::new(BIN).arg("serve").envs(env.clone()).stdout(Stdio::null()).spawn().expect("spawn onramp");
-        let s = Server { child, addr, env };
-        for _ in 0..200 {
-            if Command::new(BIN).arg("healthcheck").envs(s.env.clone()).output().unwrap().status.success() {
-                return s;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("onramp serve did not start");
-    }
-
-    fn token(&self) -> String {
-        let out = Command::new(BIN)
-            .args(["admin", "api-token", "create", "--name", "bench"])
-            .envs(self.env.clone())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
-    }
-
-    /// (current RSS, peak RSS) in MiB, from /proc.
-    fn rss(&self) -> (f64, f64) {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-                / 1024.0
-        };
-        (field("VmRSS:"), field("VmHWM:"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{concurrently, post, Proc};
+use serde_json::json;
+use std::time::Instant;
 
 struct Row {
     backend: &'static str,
@@ -81,43 +21,16 @@ struct Row {
     rss_peak: f64,
 }
 
-async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
-    let r = c.post(url).bearer_auth(token).json(&body).send().await.expect("request");
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    assert!(status.is_success(), "{status}: {v}");
-    v
-}
-
-/// Runs `n` jobs over `clients` concurrent workers; returns elapsed seconds.
-async fn concurrently<F, Fut>(n: usize, clients: usize, job: F) -> f64
-where
-    F: Fn(usize) -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
-    let start = Instant::now();
-    let workers: Vec<_> = (0..clients)
-        .map(|w| {
-            let job = job.clone();
-            tokio::spawn(async move {
-                let mut i = w;
-                while i < n {
-                    job(i).await;
-                    i += clients;
-                }
-            })
-        })
-        .collect();
-    for w in workers {
-        w.await.unwrap();
-    }
-    start.elapsed().as_secs_f64()
-}
-
 async fn run(backend: &'static str, env: Vec<(String, String)>, users: usize, clients: usize) -> Row {
-    let server = Server::start(env);
-    let token = server.token();
-    let base = format!("http://{}", server.addr);
+    let addr = format!("127.0.0.1:{}", common::free_port());
+    let mut env = env;
+    env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
+    env.push(("ONRAMP_EDGE_ENABLED".into(), "false".into()));
+    env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
+    let server = Proc::spawn("serve", env);
+    server.wait_healthy();
+    let token = server.api_token();
+    let base = format!("http://{addr}");
     let c = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
 
     let t = {

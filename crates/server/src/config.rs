@@ -20,6 +20,19 @@ pub struct Config {
     pub edge_trusted_proxies: Vec<std::net::IpAddr>,
     /// Public API requests per second per client IP (0 = no limit).
     pub edge_rate_limit: u32,
+    /// Edges core dials (standalone `onramp edge` processes), e.g. `http://edge1:50051`.
+    pub edge_urls: Vec<String>,
+    /// Where a standalone edge listens for core's link.
+    pub edge_link_addr: SocketAddr,
+    /// Link TLS. On core: CA of the edges' certificates; on an edge: CA of core's client
+    /// certificate (then only that core gets in).
+    pub link_ca_file: Option<PathBuf>,
+    /// Link TLS. On an edge: its server certificate and key; on core: its client certificate.
+    pub link_cert: Option<(PathBuf, PathBuf)>,
+    /// Allow a plaintext or unauthenticated link (a private network or a test).
+    pub link_insecure: bool,
+    /// The edge serves HTTPS itself with this certificate chain and key.
+    pub edge_tls: Option<(PathBuf, PathBuf)>,
     pub public_url: Option<String>,
     pub bootstrap_admin_email: String,
     pub log_format: LogFormat,
@@ -45,6 +58,14 @@ pub struct Raw {
     pub edge_enabled: Option<toml::Value>,
     pub edge_trusted_proxies: Option<String>,
     pub edge_rate_limit: Option<toml::Value>,
+    pub edge_urls: Option<String>,
+    pub edge_link_addr: Option<String>,
+    pub link_ca_file: Option<String>,
+    pub link_cert_file: Option<String>,
+    pub link_key_file: Option<String>,
+    pub link_insecure: Option<toml::Value>,
+    pub edge_tls_cert_file: Option<String>,
+    pub edge_tls_key_file: Option<String>,
     pub public_url: Option<String>,
     pub bootstrap_admin_email: Option<String>,
     pub log_format: Option<String>,
@@ -62,6 +83,14 @@ const ENV: &[(&str, &str)] = &[
     ("edge_enabled", "ONRAMP_EDGE_ENABLED"),
     ("edge_trusted_proxies", "ONRAMP_EDGE_TRUSTED_PROXIES"),
     ("edge_rate_limit", "ONRAMP_EDGE_RATE_LIMIT"),
+    ("edge_urls", "ONRAMP_EDGE_URLS"),
+    ("edge_link_addr", "ONRAMP_EDGE_LINK_ADDR"),
+    ("link_ca_file", "ONRAMP_LINK_CA_FILE"),
+    ("link_cert_file", "ONRAMP_LINK_CERT_FILE"),
+    ("link_key_file", "ONRAMP_LINK_KEY_FILE"),
+    ("link_insecure", "ONRAMP_LINK_INSECURE"),
+    ("edge_tls_cert_file", "ONRAMP_EDGE_TLS_CERT_FILE"),
+    ("edge_tls_key_file", "ONRAMP_EDGE_TLS_KEY_FILE"),
     ("public_url", "ONRAMP_PUBLIC_URL"),
     ("bootstrap_admin_email", "ONRAMP_BOOTSTRAP_ADMIN_EMAIL"),
     ("log_format", "ONRAMP_LOG_FORMAT"),
@@ -95,6 +124,14 @@ impl Raw {
             edge_enabled: v("edge_enabled").map(toml::Value::String),
             edge_trusted_proxies: v("edge_trusted_proxies"),
             edge_rate_limit: v("edge_rate_limit").map(toml::Value::String),
+            edge_urls: v("edge_urls"),
+            edge_link_addr: v("edge_link_addr"),
+            link_ca_file: v("link_ca_file"),
+            link_cert_file: v("link_cert_file"),
+            link_key_file: v("link_key_file"),
+            link_insecure: v("link_insecure").map(toml::Value::String),
+            edge_tls_cert_file: v("edge_tls_cert_file"),
+            edge_tls_key_file: v("edge_tls_key_file"),
             public_url: v("public_url"),
             bootstrap_admin_email: v("bootstrap_admin_email"),
             log_format: v("log_format"),
@@ -120,6 +157,14 @@ impl Raw {
             edge_enabled: other.edge_enabled.or(self.edge_enabled),
             edge_trusted_proxies: other.edge_trusted_proxies.or(self.edge_trusted_proxies),
             edge_rate_limit: other.edge_rate_limit.or(self.edge_rate_limit),
+            edge_urls: other.edge_urls.or(self.edge_urls),
+            edge_link_addr: other.edge_link_addr.or(self.edge_link_addr),
+            link_ca_file: other.link_ca_file.or(self.link_ca_file),
+            link_cert_file: other.link_cert_file.or(self.link_cert_file),
+            link_key_file: other.link_key_file.or(self.link_key_file),
+            link_insecure: other.link_insecure.or(self.link_insecure),
+            edge_tls_cert_file: other.edge_tls_cert_file.or(self.edge_tls_cert_file),
+            edge_tls_key_file: other.edge_tls_key_file.or(self.edge_tls_key_file),
             public_url: other.public_url.or(self.public_url),
             bootstrap_admin_email: other.bootstrap_admin_email.or(self.bootstrap_admin_email),
             log_format: other.log_format.or(self.log_format),
@@ -176,16 +221,29 @@ impl Raw {
             "json" => LogFormat::Json,
             other => return Err(err("log_format", format!("{other:?}: use text or json"))),
         };
-        let edge_enabled = match self.edge_enabled {
-            None => true,
-            Some(toml::Value::Boolean(b)) => b,
-            Some(toml::Value::String(s)) => match s.trim() {
-                "1" | "true" | "yes" | "on" => true,
-                "0" | "false" | "no" | "off" => false,
-                other => return Err(err("edge_enabled", format!("{other:?}: use true or false"))),
-            },
-            Some(other) => return Err(err("edge_enabled", format!("expected true or false, got {other}"))),
+        let boolean = |field: &str, v: Option<toml::Value>, default: bool| -> anyhow::Result<bool> {
+            match v {
+                None => Ok(default),
+                Some(toml::Value::Boolean(b)) => Ok(b),
+                Some(toml::Value::String(s)) => match s.trim() {
+                    "1" | "true" | "yes" | "on" => Ok(true),
+                    "0" | "false" | "no" | "off" => Ok(false),
+                    other => Err(err(field, format!("{other:?}: use true or false"))),
+                },
+                Some(other) => Err(err(field, format!("expected true or false, got {other}"))),
+            }
         };
+        let edge_enabled = boolean("edge_enabled", self.edge_enabled, true)?;
+        // A certificate goes with its key; one without the other is a mistake.
+        let pair = |cert: (&str, Option<String>), key: (&str, Option<String>)| match (cert.1, key.1) {
+            (Some(c), Some(k)) => Ok(Some((PathBuf::from(c), PathBuf::from(k)))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(err(key.0, format!("missing: {} is set, so its private key is needed", cert.0))),
+            (None, Some(_)) => Err(err(cert.0, format!("missing: {} is set, so its certificate is needed", key.0))),
+        };
+        let link_cert = pair(("link_cert_file", self.link_cert_file), ("link_key_file", self.link_key_file))?;
+        let edge_tls =
+            pair(("edge_tls_cert_file", self.edge_tls_cert_file), ("edge_tls_key_file", self.edge_tls_key_file))?;
         let edge_trusted_proxies = match &self.edge_trusted_proxies {
             None => vec![],
             Some(list) => list
@@ -195,7 +253,25 @@ impl Raw {
                 .map(|p| p.parse().map_err(|_| err("edge_trusted_proxies", format!("{p:?} is not an IP address"))))
                 .collect::<anyhow::Result<_>>()?,
         };
+        let edge_urls = match &self.edge_urls {
+            None => vec![],
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| match url::Url::parse(u) {
+                    Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => Ok(u.to_owned()),
+                    _ => Err(err("edge_urls", format!("{u:?} is not an http(s) URL like http://edge.internal:50051"))),
+                })
+                .collect::<anyhow::Result<_>>()?,
+        };
         Ok(Config {
+            edge_urls,
+            edge_link_addr: addr("edge_link_addr", self.edge_link_addr.clone(), "0.0.0.0:50051")?,
+            link_ca_file: self.link_ca_file.map(PathBuf::from),
+            link_cert,
+            link_insecure: boolean("link_insecure", self.link_insecure, false)?,
+            edge_tls,
             edge_enabled,
             edge_trusted_proxies,
             edge_rate_limit: int("edge_rate_limit", self.edge_rate_limit, 30, 0, 1_000_000)? as u32,

@@ -3,6 +3,7 @@
 mod admin;
 mod config;
 mod serve;
+mod tls;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Run core: migrate, bootstrap an empty database, serve the admin API, deliver mail.
     Serve,
+    /// Run a standalone public edge (no database); core connects to it (ONRAMP_EDGE_URLS).
+    Edge,
     /// Apply database migrations and exit.
     Migrate {
         /// Create the SQLite file named by ONRAMP_DATABASE_URL if it does not exist.
@@ -76,6 +79,8 @@ impl Cli {
 }
 
 fn main() -> std::process::ExitCode {
+    // One TLS crypto provider for every rustls user in the process (link, HTTPS, SMTP).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     let cfg = match cli.config() {
         Ok(c) => c,
@@ -84,7 +89,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    serve::init_tracing(cfg.log_format, matches!(cli.command, Command::Serve));
+    serve::init_tracing(cfg.log_format, matches!(cli.command, Command::Serve | Command::Edge));
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -95,6 +100,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Serve => serve::serve(cfg).await,
+            Command::Edge => serve::edge(cfg).await,
             Command::Migrate { create } => serve::migrate(cfg, create).await,
             Command::Healthcheck { url } => serve::healthcheck(cfg, url).await,
             Command::Admin { command } => admin::run(cfg, command).await,

@@ -90,24 +90,32 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if cfg.public_url.is_none() {
         tracing::warn!(public_url = %core.public_url().await, "ONRAMP_PUBLIC_URL not set; enrollment links use the stored public URL");
     }
+    // Check the link settings before anything starts listening.
+    let link_tls = cfg
+        .edge_urls
+        .iter()
+        .map(|u| Ok((u.clone(), crate::tls::core_link_tls(&cfg, u)?)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let edge = if cfg.edge_enabled {
         let public_url = core.public_url().await;
-        let edge_cfg = onramp_edge::EdgeConfig {
-            secure_cookies: public_url.starts_with("https://"),
-            trusted_proxies: cfg.edge_trusted_proxies.clone(),
-            rate_limit_per_sec: cfg.edge_rate_limit,
-        };
-        let router = onramp_edge::router(std::sync::Arc::new(core.clone()), edge_cfg);
+        let tls = crate::tls::public_tls(&cfg).await?;
+        let router = onramp_edge::router(Arc::new(core.clone()), edge_config(&cfg, &public_url, tls.is_some()));
         let listener = tokio::net::TcpListener::bind(cfg.edge_addr)
             .await
             .with_context(|| format!("cannot listen on {} (ONRAMP_EDGE_ADDR; set ONRAMP_EDGE_ENABLED=false to run without the embedded edge)", cfg.edge_addr))?;
-        tracing::info!(addr = %listener.local_addr()?, %public_url, "public enrollment edge listening");
-        Some(tokio::spawn(async move {
-            let _ = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
-        }))
+        tracing::info!(addr = %listener.local_addr()?, %public_url, https = tls.is_some(), "public enrollment edge listening");
+        Some(tokio::spawn(crate::tls::serve_public(listener, router, tls, std::future::pending())))
     } else {
         None
     };
+    // Core dials every standalone edge; edges never reach core.
+    let links: Vec<_> = link_tls
+        .into_iter()
+        .map(|(url, tls)| {
+            let link: Arc<dyn onramp_proto::link::CoreLink> = Arc::new(core.clone());
+            tokio::spawn(onramp_link::run_core_side(url, link, tls))
+        })
+        .collect();
     let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
     let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
     let listener = tokio::net::TcpListener::bind(cfg.http_addr)
@@ -118,6 +126,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     worker.abort();
+    links.iter().for_each(|l| l.abort());
     if let Some(e) = edge {
         e.abort();
     }
@@ -139,6 +148,37 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+fn edge_config(cfg: &Config, public_url: &str, https: bool) -> onramp_edge::EdgeConfig {
+    onramp_edge::EdgeConfig {
+        secure_cookies: https || public_url.starts_with("https://"),
+        trusted_proxies: cfg.edge_trusted_proxies.clone(),
+        rate_limit_per_sec: cfg.edge_rate_limit,
+    }
+}
+
+/// A standalone public edge: no database; serves the enrollment API and wizard, and waits
+/// for core to connect on the link address.
+pub async fn edge(cfg: Config) -> anyhow::Result<()> {
+    let link_tls = crate::tls::edge_link_tls(&cfg)?;
+    let public_tls = crate::tls::public_tls(&cfg).await?;
+    let hub = onramp_link::EdgeHub::new();
+    let public_url = cfg.public_url.clone().unwrap_or_default();
+    let router = onramp_edge::router(Arc::new(hub.clone()), edge_config(&cfg, &public_url, public_tls.is_some()));
+    let public = tokio::net::TcpListener::bind(cfg.edge_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ONRAMP_EDGE_ADDR)", cfg.edge_addr))?;
+    tracing::info!(addr = %public.local_addr()?, https = public_tls.is_some(), "public enrollment edge listening; waiting for core");
+    tracing::info!(addr = %cfg.edge_link_addr, mutual_tls = link_tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "core link listening (ONRAMP_EDGE_LINK_ADDR)");
+    let link = onramp_link::serve_edge_link(cfg.edge_link_addr, hub, link_tls, shutdown_signal());
+    let http = crate::tls::serve_public(public, router, public_tls, shutdown_signal());
+    tokio::select! {
+        r = link => r.map_err(anyhow::Error::msg)?,
+        r = http => r?,
+    }
+    tracing::info!("stopped");
+    Ok(())
 }
 
 pub async fn migrate(cfg: Config, create: bool) -> anyhow::Result<()> {

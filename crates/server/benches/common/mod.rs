@@ -1,0 +1,120 @@
+//! What the benchmarks share: the real `onramp` binary as a child process, its memory
+//! figures from /proc, and a bounded pool of concurrent HTTP workers.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_onramp");
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One `onramp` process (`serve` or `edge`), killed on drop.
+pub struct Proc {
+    pub child: Child,
+    pub env: Vec<(String, String)>,
+}
+
+impl Proc {
+    pub fn spawn(subcommand: &str, mut env: Vec<(String, String)>) -> Proc {
+        env.push(("ONRAMP_LOG".into(), "warn".into()));
+        let child = Command::new(BIN)
+            .arg(subcommand)
+            .envs(env.clone())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn onramp {subcommand}: {e}"));
+        Proc { child, env }
+    }
+
+    /// Waits until `onramp healthcheck` (same settings) succeeds.
+    pub fn wait_healthy(&self) {
+        for _ in 0..200 {
+            if Command::new(BIN).arg("healthcheck").envs(self.env.clone()).output().unwrap().status.success() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("onramp did not become healthy");
+    }
+
+    /// A new admin API token, made with the CLI on the same database.
+    pub fn api_token(&self) -> String {
+        let out = Command::new(BIN)
+            .args(["admin", "api-token", "create", "--name", "bench"])
+            .envs(self.env.clone())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// (current RSS, peak RSS) in MiB, from /proc.
+    pub fn rss(&self) -> (f64, f64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+                / 1024.0
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// POSTs JSON with a bearer token and insists on success.
+pub async fn post(c: &reqwest::Client, url: String, token: &str, body: Value) -> Value {
+    let r = c.post(url).bearer_auth(token).json(&body).send().await.expect("request");
+    let status = r.status();
+    let v: Value = r.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status}: {v}");
+    v
+}
+
+/// Runs jobs `0..n` over `clients` concurrent workers; returns elapsed seconds.
+pub async fn concurrently<F, Fut>(n: usize, clients: usize, job: F) -> f64
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let start = Instant::now();
+    let workers: Vec<_> = (0..clients)
+        .map(|w| {
+            let job = job.clone();
+            tokio::spawn(async move {
+                let mut i = w;
+                while i < n {
+                    job(i).await;
+                    i += clients;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// The q-quantile (0..=1) of unsorted samples, in milliseconds.
+pub fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_unstable();
+    let i = ((samples.len() - 1) as f64 * q).round() as usize;
+    samples[i].as_secs_f64() * 1000.0
+}

@@ -1,0 +1,105 @@
+//! TLS settings turned into what the link and the public listener need. Files are read once
+//! at start; every error names the setting.
+
+use crate::config::Config;
+use anyhow::Context;
+use onramp_link::{CoreTls, EdgeTls, PemIdentity};
+use std::path::Path;
+
+fn read_pem(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    let bytes = std::fs::read(path).with_context(|| format!("{setting}: cannot read {}", path.display()))?;
+    if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+        anyhow::bail!("{setting}: {} is not a PEM file (no -----BEGIN line)", path.display());
+    }
+    Ok(bytes)
+}
+
+fn identity(cert: &Path, key: &Path, names: (&str, &str)) -> anyhow::Result<PemIdentity> {
+    Ok(PemIdentity { cert: read_pem(names.0, cert)?, key: read_pem(names.1, key)? })
+}
+
+/// How core reaches one edge URL: `https://` needs the CA of the edges' certificates;
+/// `http://` is plaintext and only allowed with `link_insecure`.
+pub fn core_link_tls(cfg: &Config, edge_url: &str) -> anyhow::Result<Option<CoreTls>> {
+    if edge_url.starts_with("http://") {
+        if !cfg.link_insecure {
+            anyhow::bail!(
+                "edge_urls (ONRAMP_EDGE_URLS): {edge_url} is a plaintext link; use https:// with \
+                 ONRAMP_LINK_CA_FILE (and ONRAMP_LINK_CERT_FILE/ONRAMP_LINK_KEY_FILE for mutual TLS), \
+                 or set ONRAMP_LINK_INSECURE=true on a private network"
+            );
+        }
+        return Ok(None);
+    }
+    let ca = cfg.link_ca_file.as_deref().with_context(|| {
+        format!("link_ca_file (ONRAMP_LINK_CA_FILE): needed to verify the certificate of {edge_url}")
+    })?;
+    let identity = match &cfg.link_cert {
+        Some((c, k)) => Some(identity(c, k, ("link_cert_file", "link_key_file"))?),
+        None => None,
+    };
+    Ok(Some(CoreTls { ca: read_pem("link_ca_file", ca)?, identity }))
+}
+
+/// The standalone edge's link listener. Secure means mutual TLS: only a core with a
+/// certificate from `link_ca_file` can connect and receive enrollment requests.
+pub fn edge_link_tls(cfg: &Config) -> anyhow::Result<Option<EdgeTls>> {
+    let Some((cert, key)) = &cfg.link_cert else {
+        if cfg.link_insecure {
+            tracing::warn!(
+                "core link without TLS (ONRAMP_LINK_INSECURE): any host that reaches the link address can pose as core"
+            );
+            return Ok(None);
+        }
+        anyhow::bail!(
+            "link_cert_file (ONRAMP_LINK_CERT_FILE): the edge needs a certificate and key for the core link, and \
+             ONRAMP_LINK_CA_FILE to accept only core; set ONRAMP_LINK_INSECURE=true to run it in plaintext"
+        );
+    };
+    let client_ca = match &cfg.link_ca_file {
+        Some(ca) => Some(read_pem("link_ca_file", ca)?),
+        None if cfg.link_insecure => {
+            tracing::warn!("core link without client certificates (ONRAMP_LINK_INSECURE): any host can pose as core");
+            None
+        }
+        None => anyhow::bail!(
+            "link_ca_file (ONRAMP_LINK_CA_FILE): needed so the edge accepts only core's client certificate; \
+             set ONRAMP_LINK_INSECURE=true to accept any client"
+        ),
+    };
+    Ok(Some(EdgeTls { identity: identity(cert, key, ("link_cert_file", "link_key_file"))?, client_ca }))
+}
+
+/// HTTPS for the public listener, when certificate files are configured.
+pub async fn public_tls(cfg: &Config) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
+    let Some((cert, key)) = &cfg.edge_tls else { return Ok(None) };
+    let id = identity(cert, key, ("edge_tls_cert_file", "edge_tls_key_file"))?;
+    let tls = axum_server::tls_rustls::RustlsConfig::from_pem(id.cert, id.key)
+        .await
+        .context("edge_tls_cert_file / edge_tls_key_file (ONRAMP_EDGE_TLS_*): not a usable certificate and key")?;
+    Ok(Some(tls))
+}
+
+/// Serves the public edge router on `listener`, over HTTPS when `tls` is set, until
+/// `shutdown` resolves.
+pub async fn serve_public(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
+        Some(tls) => {
+            let handle = axum_server::Handle::new();
+            let h = handle.clone();
+            tokio::spawn(async move {
+                shutdown.await;
+                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
+            });
+            axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle).serve(app).await?
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,291 @@
+//! Split deployment: core and a standalone edge as separate processes, linked by the
+//! core-initiated gRPC stream over mutual TLS, the edge serving HTTPS itself. The edge
+//! answers 503 without core; restarting the edge or core mid-enrollment loses nothing; a
+//! "core" whose certificate the edge's CA did not sign never gets in.
+
+mod common;
+use common::*;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_onramp");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    fn stop(mut self) {
+        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = self.0.wait();
+    }
+}
+
+struct Ports {
+    http: u16,
+    edge: u16,
+    link: u16,
+}
+
+/// A test PKI: one CA for the link and the edge's HTTPS, certificates written as files.
+struct Pki {
+    dir: tempfile::TempDir,
+    ca_pem: String,
+}
+
+impl Pki {
+    fn new() -> Pki {
+        let dir = tempfile::tempdir().unwrap();
+        let (ca, ca_pem) = Self::ca(dir.path(), "ca");
+        Self::leaf(dir.path(), "edge", &ca, vec!["localhost".into(), "127.0.0.1".into()]);
+        Self::leaf(dir.path(), "core", &ca, vec!["onramp-core".into()]);
+        // A client certificate from a CA the edge does not trust.
+        let (rogue_ca, _) = Self::ca(dir.path(), "rogue-ca");
+        Self::leaf(dir.path(), "rogue", &rogue_ca, vec!["onramp-core".into()]);
+        Pki { dir, ca_pem }
+    }
+
+    fn write(dir: &std::path::Path, name: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) {
+        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+
+    /// A self-signed CA written as NAME.pem/NAME.key; returns it as an issuer and its PEM.
+    fn ca(dir: &std::path::Path, name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        Self::write(dir, name, &cert, &key);
+        (rcgen::Issuer::new(params, key), cert.pem())
+    }
+
+    fn leaf(dir: &std::path::Path, name: &str, ca: &rcgen::Issuer<'static, rcgen::KeyPair>, sans: Vec<String>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(sans).unwrap();
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, ca).unwrap();
+        Self::write(dir, name, &cert, &key);
+    }
+
+    fn path(&self, file: &str) -> std::path::PathBuf {
+        self.dir.path().join(file)
+    }
+
+    fn client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
+        reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
+    }
+}
+
+fn spawn_edge(p: &Ports, pki: &Pki) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .arg("edge")
+            .env("ONRAMP_EDGE_ADDR", format!("127.0.0.1:{}", p.edge))
+            .env("ONRAMP_EDGE_LINK_ADDR", format!("127.0.0.1:{}", p.link))
+            .env("ONRAMP_EDGE_RATE_LIMIT", "0")
+            .env("ONRAMP_LINK_CERT_FILE", pki.path("edge.pem"))
+            .env("ONRAMP_LINK_KEY_FILE", pki.path("edge.key"))
+            .env("ONRAMP_LINK_CA_FILE", pki.path("ca.pem"))
+            .env("ONRAMP_EDGE_TLS_CERT_FILE", pki.path("edge.pem"))
+            .env("ONRAMP_EDGE_TLS_KEY_FILE", pki.path("edge.key"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn onramp edge"),
+    )
+}
+
+fn spawn_core_as(p: &Ports, data: &std::path::Path, pki: &Pki, identity: &str) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .arg("serve")
+            .env("ONRAMP_DATA_DIR", data)
+            .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{}", p.http))
+            .env("ONRAMP_EDGE_ENABLED", "false")
+            .env("ONRAMP_EDGE_URLS", format!("https://localhost:{}", p.link))
+            .env("ONRAMP_LINK_CA_FILE", pki.path("ca.pem"))
+            .env("ONRAMP_LINK_CERT_FILE", pki.path(&format!("{identity}.pem")))
+            .env("ONRAMP_LINK_KEY_FILE", pki.path(&format!("{identity}.key")))
+            .env("ONRAMP_PUBLIC_URL", format!("https://localhost:{}", p.edge))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn onramp serve"),
+    )
+}
+
+fn spawn_core(p: &Ports, data: &std::path::Path, pki: &Pki) -> Proc {
+    spawn_core_as(p, data, pki, "core")
+}
+
+/// Waits until the edge's health endpoint answers `want`.
+async fn edge_health(c: &reqwest::Client, p: &Ports, want: StatusCode) -> Value {
+    for _ in 0..300 {
+        if let Ok(r) = c.get(format!("https://localhost:{}/api/v1/health", p.edge)).send().await {
+            if r.status() == want {
+                return r.json().await.unwrap();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("edge health never became {want}");
+}
+
+async fn edge_post(
+    c: &reqwest::Client,
+    p: &Ports,
+    path: &str,
+    cookie: Option<&str>,
+    body: Value,
+) -> (StatusCode, Value, Option<String>) {
+    let mut r = c.post(format!("https://localhost:{}/api/v1/{path}", p.edge)).json(&body);
+    if let Some(ck) = cookie {
+        r = r.header("cookie", ck);
+    }
+    let r = r.send().await.unwrap();
+    let set_cookie = r.headers().get("set-cookie").map(|v| v.to_str().unwrap().to_owned());
+    if let Some(sc) = &set_cookie {
+        // Served over HTTPS, so the session cookie must not travel in clear.
+        assert!(sc.contains("Secure") && sc.contains("HttpOnly") && sc.contains("SameSite=Strict"), "{sc}");
+    }
+    let cookie = set_cookie.map(|v| v.split(';').next().unwrap().to_owned());
+    let status = r.status();
+    let text = r.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }, cookie)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_deployment_survives_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let p = Ports { http: free_port(), edge: free_port(), link: free_port() };
+    let pki = Pki::new();
+    let c = pki.client();
+
+    // An edge without core says so.
+    let edge = spawn_edge(&p, &pki);
+    let v = edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
+    assert_eq!(v["core"], "disconnected");
+    let (s, v, _) = edge_post(&c, &p, "enrollment/start", None, json!({"token": "x"})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(v["error"].as_str().unwrap().contains("core is not connected"), "{v}");
+
+    // A "core" whose client certificate another CA signed is refused by the TLS handshake.
+    let rogue = spawn_core_as(&p, &data, &pki, "rogue");
+    std::thread::sleep(Duration::from_secs(3));
+    edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
+    rogue.stop();
+
+    let core = spawn_core(&p, &data, &pki);
+    edge_health(&c, &p, StatusCode::OK).await;
+    let out = Command::new(BIN)
+        .args(["admin", "api-token", "create", "--name", "t"])
+        .env("ONRAMP_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let api = |path: &str| format!("http://127.0.0.1:{}/api/v1/{path}", p.http);
+    for (path, body) in [
+        ("location", json!({"name": "office", "address": "10.1.0.1/24", "endpoint": "vpn.example.com", "port": 51820})),
+        ("user", json!({"username": "ann", "first_name": "Ann", "last_name": "L", "email": "ann@example.com"})),
+    ] {
+        let r = c.post(api(path)).bearer_auth(&token).json(&body).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+    }
+    let t: Value = c
+        .post(api("user/ann/start_enrollment"))
+        .bearer_auth(&token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["enrollment_url"], format!("https://localhost:{}/", p.edge));
+    let enroll = t["enrollment_token"].as_str().unwrap().to_owned();
+
+    let (s, start, cookie) = edge_post(&c, &p, "enrollment/start", None, json!({"token": enroll})).await;
+    assert_eq!(s, StatusCode::OK, "{start}");
+    let cookie = cookie.unwrap();
+
+    // Restart the edge mid-flow: core reconnects, the session cookie still works.
+    edge.stop();
+    let edge = spawn_edge(&p, &pki);
+    edge_health(&c, &p, StatusCode::OK).await;
+    let (s, dev, _) =
+        edge_post(&c, &p, "enrollment/create_device", Some(&cookie), json!({"name": "laptop", "pubkey": pubkey(1)}))
+            .await;
+    assert_eq!(s, StatusCode::OK, "{dev}");
+    assert_eq!(dev["configs"][0]["assigned_ip"], "10.1.0.2");
+
+    // Restart core: the edge reports it gone, then the link comes back.
+    core.stop();
+    edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
+    let core = spawn_core(&p, &data, &pki);
+    edge_health(&c, &p, StatusCode::OK).await;
+    let (s, v, _) =
+        edge_post(&c, &p, "enrollment/activate_user", Some(&cookie), json!({"password": "Str0ng!Pass"})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, again, _) = edge_post(&c, &p, "enrollment/start", None, json!({"token": enroll})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(again["deadline_timestamp"], start["deadline_timestamp"]);
+    assert_eq!(again["user"]["enrolled"], true);
+    core.stop();
+    edge.stop();
+}
+
+#[test]
+fn insecure_link_needs_an_explicit_opt_in() {
+    let p = Ports { http: free_port(), edge: free_port(), link: free_port() };
+    let out = Command::new(BIN)
+        .arg("edge")
+        .env("ONRAMP_EDGE_ADDR", format!("127.0.0.1:{}", p.edge))
+        .env("ONRAMP_EDGE_LINK_ADDR", format!("127.0.0.1:{}", p.link))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ONRAMP_LINK_CERT_FILE") && err.contains("ONRAMP_LINK_INSECURE"), "{err}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .arg("serve")
+        .env("ONRAMP_DATA_DIR", tmp.path())
+        .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{}", p.http))
+        .env("ONRAMP_EDGE_ENABLED", "false")
+        .env("ONRAMP_EDGE_URLS", format!("http://127.0.0.1:{}", p.link))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plaintext link") && err.contains("ONRAMP_LINK_INSECURE"), "{err}");
+
+    // A certificate that is not PEM is named.
+    let bogus = tmp.path().join("cert.pem");
+    std::fs::write(&bogus, "hello").unwrap();
+    let out = Command::new(BIN)
+        .arg("edge")
+        .env("ONRAMP_EDGE_ADDR", format!("127.0.0.1:{}", p.edge))
+        .env("ONRAMP_EDGE_LINK_ADDR", format!("127.0.0.1:{}", p.link))
+        .env("ONRAMP_LINK_INSECURE", "true")
+        .env("ONRAMP_EDGE_TLS_CERT_FILE", &bogus)
+        .env("ONRAMP_EDGE_TLS_KEY_FILE", &bogus)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("edge_tls_cert_file") && err.contains("not a PEM file"), "{err}");
+}
