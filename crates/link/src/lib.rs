@@ -243,8 +243,12 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut msg = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
+        // Some errors repeat their source in their own message.
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
         cur = s.source();
     }
     msg

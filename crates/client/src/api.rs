@@ -1,0 +1,237 @@
+//! The edge API of PROTOCOL.md section 3 as the desktop client calls it: the session cookie
+//! copied by hand, retries with backoff on network errors, and errors a person can act on.
+
+use onramp_proto::{DeviceConfigResponse, EnrollmentStartResponse};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+pub const CLIENT_PLATFORM: &str = std::env::consts::OS;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// The edge could not be reached (after retries).
+    #[error("cannot reach {url}: {message}")]
+    Network { url: String, message: String },
+    #[error("the enrollment token has expired; ask your administrator for a new one")]
+    TokenExpired,
+    #[error("the enrollment token was already used; ask your administrator for a new one")]
+    TokenUsed,
+    #[error(
+        "the enrollment token was revoked (a newer one was issued); use the newest token or ask your administrator"
+    )]
+    TokenRevoked,
+    #[error(
+        "the enrollment session ended (sessions last 10 minutes); start again with a new token from your administrator"
+    )]
+    SessionExpired,
+    #[error("the enrollment token is not known to {url}; check the token and the URL, or ask your administrator")]
+    UnknownToken { url: String },
+    /// 401/403 outside enrollment (a polling token no longer accepted, a disabled account).
+    #[error("{url} refused the request ({status}): {message}")]
+    Unauthorized { url: String, status: u16, message: String },
+    /// 402: the server no longer serves this client (the protocol's "stop polling").
+    #[error("{url} stopped serving this client (402)")]
+    Stopped { url: String },
+    /// A request the server judged wrong (400/404/409...), with its message.
+    #[error("{message}")]
+    Rejected { status: u16, code: Option<String>, message: String },
+    #[error("{url} answered {status}: {message}")]
+    Server { url: String, status: u16, message: String },
+}
+
+impl ApiError {
+    /// Token problems the user must take to their administrator.
+    pub fn is_token_problem(&self) -> bool {
+        matches!(
+            self,
+            ApiError::TokenExpired
+                | ApiError::TokenUsed
+                | ApiError::TokenRevoked
+                | ApiError::SessionExpired
+                | ApiError::UnknownToken { .. }
+        )
+    }
+}
+
+#[derive(Clone)]
+pub struct EdgeClient {
+    http: reqwest::Client,
+    base: url::Url,
+    cookie: Option<String>,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl EdgeClient {
+    /// `base` is the public edge URL (`enrollment_url`). `retries` network attempts after
+    /// the first, with doubling backoff.
+    pub fn new(base: &url::Url) -> EdgeClient {
+        let retries = std::env::var("ONRAMP_CLIENT_RETRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(format!("onramp-client/{}", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("HTTP client");
+        let mut base = base.clone();
+        if !base.path().ends_with('/') {
+            base.set_path(&format!("{}/", base.path()));
+        }
+        EdgeClient { http, base, cookie: None, retries, backoff: Duration::from_millis(500) }
+    }
+
+    pub fn base(&self) -> &url::Url {
+        &self.base
+    }
+
+    async fn post(&mut self, path: &str, body: Value) -> Result<Value, ApiError> {
+        let url = self.base.join(path).map_err(|e| ApiError::Network { url: path.into(), message: e.to_string() })?;
+        let mut delay = self.backoff;
+        let mut attempt = 0;
+        loop {
+            let mut req = self
+                .http
+                .post(url.clone())
+                .header("defguard-client-version", env!("CARGO_PKG_VERSION"))
+                .header("defguard-client-platform", CLIENT_PLATFORM)
+                .json(&body);
+            if let Some(c) = &self.cookie {
+                req = req.header(reqwest::header::COOKIE, c);
+            }
+            let retryable = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    if let Some(c) = resp
+                        .headers()
+                        .get(reqwest::header::SET_COOKIE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.split(';').next())
+                        .filter(|c| c.starts_with("defguard_proxy="))
+                    {
+                        self.cookie = Some(c.to_owned());
+                    }
+                    let text = resp.text().await.unwrap_or_default();
+                    let v: Value = if text.trim().is_empty() {
+                        Value::Null
+                    } else {
+                        serde_json::from_str(&text).unwrap_or(Value::Null)
+                    };
+                    if (200..300).contains(&status) {
+                        return Ok(v);
+                    }
+                    let err = classify(&url, status, &v);
+                    if !matches!(status, 502..=504) || attempt >= self.retries {
+                        return Err(err);
+                    }
+                    err
+                }
+                Err(e) => {
+                    let err = ApiError::Network { url: url.to_string(), message: error_chain(&e) };
+                    if attempt >= self.retries {
+                        return Err(err);
+                    }
+                    err
+                }
+            };
+            attempt += 1;
+            tracing::warn!(error = %retryable, retry_in = ?delay, "retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(8));
+        }
+    }
+
+    /// Opens (or rejoins) the enrollment session; the session cookie is kept for later calls.
+    pub async fn start(&mut self, token: &str) -> Result<EnrollmentStartResponse, ApiError> {
+        self.cookie = None;
+        let v = self.post("api/v1/enrollment/start", json!({ "token": token })).await?;
+        decode(v)
+    }
+
+    pub async fn activate_user(&mut self, password: &str, phone: Option<&str>) -> Result<(), ApiError> {
+        self.post("api/v1/enrollment/activate_user", json!({ "password": password, "phone_number": phone })).await?;
+        Ok(())
+    }
+
+    pub async fn create_device(&mut self, name: &str, pubkey: &str) -> Result<DeviceConfigResponse, ApiError> {
+        decode(self.post("api/v1/enrollment/create_device", json!({ "name": name, "pubkey": pubkey })).await?)
+    }
+
+    pub async fn network_info(&mut self, pubkey: &str) -> Result<DeviceConfigResponse, ApiError> {
+        decode(self.post("api/v1/enrollment/network_info", json!({ "pubkey": pubkey })).await?)
+    }
+
+    pub async fn poll(&mut self, polling_token: &str) -> Result<DeviceConfigResponse, ApiError> {
+        let v = self.post("api/v1/poll", json!({ "token": polling_token })).await?;
+        decode(v["device_config"].clone())
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {
+    serde_json::from_value(v).map_err(|e| ApiError::Rejected {
+        status: 200,
+        code: None,
+        message: format!("unexpected answer from the server: {e}"),
+    })
+}
+
+/// Maps an error answer: PROTOCOL.md's `"token expired"` / `"invalid token"`, refined by
+/// Onramp's `code` where the edge sends one.
+fn classify(url: &url::Url, status: u16, v: &Value) -> ApiError {
+    let message = v["error"].as_str().unwrap_or("").to_owned();
+    let code = v["code"].as_str().map(str::to_owned);
+    let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
+    let is_enrollment = url.path().contains("/enrollment/");
+    match (status, code.as_deref(), message.as_str()) {
+        (_, Some("token_expired"), _) | (401, None, "token expired") => ApiError::TokenExpired,
+        (_, Some("token_used"), _) => ApiError::TokenUsed,
+        (_, Some("token_revoked"), _) => ApiError::TokenRevoked,
+        (_, Some("session_expired"), _) => ApiError::SessionExpired,
+        (401, _, "invalid token") if is_enrollment || url.path().ends_with("/start") => {
+            ApiError::UnknownToken { url: base }
+        }
+        (402, _, _) => ApiError::Stopped { url: base },
+        (401 | 403, _, _) => ApiError::Unauthorized { url: base, status, message },
+        (400..=499, _, _) => ApiError::Rejected {
+            status,
+            code,
+            message: if message.is_empty() { format!("the server refused the request ({status})") } else { message },
+        },
+        _ => ApiError::Server {
+            url: base,
+            status,
+            message: if message.is_empty() { "no details".into() } else { message },
+        },
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        // Some errors repeat their source in their own message.
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = s.source();
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_protocol_errors() {
+        let u = url::Url::parse("https://edge.example.com/api/v1/enrollment/start").unwrap();
+        assert_eq!(classify(&u, 401, &json!({"error": "token expired"})), ApiError::TokenExpired);
+        assert_eq!(classify(&u, 401, &json!({"error": "invalid token", "code": "token_used"})), ApiError::TokenUsed);
+        assert!(matches!(classify(&u, 401, &json!({"error": "invalid token"})), ApiError::UnknownToken { .. }));
+        let p = url::Url::parse("https://edge.example.com/api/v1/poll").unwrap();
+        assert!(matches!(classify(&p, 402, &json!({})), ApiError::Stopped { .. }));
+        assert!(matches!(classify(&p, 403, &json!({"error": "x"})), ApiError::Unauthorized { status: 403, .. }));
+        assert!(matches!(classify(&p, 500, &json!({})), ApiError::Server { .. }));
+    }
+}

@@ -1,0 +1,464 @@
+//! `onramp-client`: the command-line Onramp client. Exit codes: 0 success (also "nothing to
+//! do"); 1 other errors; 2 usage; 3 unusable provisioning file; 4 token problem (expired,
+//! used, revoked, unknown: contact the administrator); 5 the edge cannot be reached.
+
+use clap::{Parser, Subcommand};
+use onramp_client::enroll::{self, EnrollError, Interaction};
+use onramp_client::store::Instance;
+use onramp_client::{dirs, provision, sync, ApiError, Settings, Store};
+use onramp_proto::EnrollmentStartResponse;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "onramp-client",
+    version,
+    about = "Onramp VPN client: enroll this machine and keep its VPN locations current"
+)]
+struct Cli {
+    /// Data directory (default: the per-user app data folder; ONRAMP_CLIENT_DATA_DIR).
+    #[arg(long, global = true, env = "ONRAMP_CLIENT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Clone)]
+struct EnrollArgs {
+    /// Read the new password from FILE (unattended runs) instead of asking on the terminal.
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+    /// Device name (default: this machine's host name).
+    #[arg(long)]
+    device_name: Option<String>,
+}
+
+#[derive(clap::Args, Clone)]
+struct TokenArgs {
+    /// Edge URL (the enrollment URL from the invitation).
+    #[arg(long)]
+    url: Option<String>,
+    /// File holding the token. Without it: ONRAMP_TOKEN, else standard input.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// What the client does on every start: show the instances, or enroll from provisioning.json.
+    Start {
+        #[command(flatten)]
+        enroll: EnrollArgs,
+        /// Where to look for provisioning.json (default: in the data directory).
+        #[arg(long, value_name = "PATH")]
+        provisioning_file: Option<PathBuf>,
+        /// Keep running afterwards and sync the configuration.
+        #[arg(long)]
+        watch: bool,
+        /// Seconds between polls with --watch.
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
+    /// Enroll in an instance with a token (from --token-file, ONRAMP_TOKEN or standard input).
+    AddInstance {
+        #[command(flatten)]
+        token: TokenArgs,
+        #[command(flatten)]
+        enroll: EnrollArgs,
+    },
+    /// Apply a new token from the administrator to an instance this machine already has.
+    UpdateInstance {
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// List instances.
+    Instances {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List VPN locations.
+    Locations {
+        /// Only this instance (id or name).
+        #[arg(long)]
+        instance: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Instances, their sync state and locations.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget an instance (id or name) with its locations and keys.
+    RemoveInstance { instance: String },
+    /// Poll every instance once and apply changes.
+    Sync {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Keep the configuration current: poll every --interval seconds (with jitter).
+    Daemon {
+        #[arg(long, default_value_t = 30)]
+        interval: u64,
+    },
+}
+
+/// A failure with the exit code that tells scripts what kind it was.
+struct Failure(u8, String);
+
+impl From<EnrollError> for Failure {
+    fn from(e: EnrollError) -> Self {
+        let code = match &e {
+            EnrollError::Api(a) if a.is_token_problem() => 4,
+            EnrollError::Api(ApiError::Network { .. }) => 5,
+            _ => 1,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+impl From<onramp_client::store::StoreError> for Failure {
+    fn from(e: onramp_client::store::StoreError) -> Self {
+        Failure(1, e.to_string())
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_CLIENT_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(code, msg)) => {
+            eprintln!("error: {msg}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    let dir = match cli.data_dir {
+        Some(d) => d,
+        None => dirs::data_dir().map_err(|e| Failure(1, format!("cannot find the app data folder: {e}")))?,
+    };
+    dirs::ensure_private_dir(&dir).map_err(|e| Failure(1, format!("cannot create {}: {e}", dir.display())))?;
+    let settings = Settings::load(&dir);
+    let store = Store::open(&dir).await?;
+    let result = command(cli.command, &dir, &settings, &store).await;
+    store.close().await;
+    result
+}
+
+async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -> Result<(), Failure> {
+    match cmd {
+        Command::Start { enroll, provisioning_file, watch, interval } => {
+            if !store.is_initialized().await? {
+                let path = provisioning_file.unwrap_or_else(|| provision::default_path(dir));
+                let prov = provision::load(&path, settings.allow_http).map_err(|e| Failure(3, e.to_string()))?;
+                let Some(prov) = prov else {
+                    println!(
+                        "This client is not enrolled yet.\nAsk your administrator for an enrollment token, then run\n  \
+                         onramp-client add-instance --url <ENROLLMENT URL> --token-file <FILE>\nor place provisioning.json in {}",
+                        dir.display()
+                    );
+                    return Ok(());
+                };
+                let url = onramp_domain::provisioning::check_url(&prov.enrollment_url, settings.allow_http)
+                    .map_err(|e| Failure(3, format!("{}: {e}", path.display())))?;
+                println!("Found {}; enrolling at {url}", path.display());
+                let done = enroll_with(store, &url, &prov.enrollment_token, &enroll).await?;
+                provision::consume(&path);
+                report_enrolled(&done);
+            }
+            print_status(store, false).await?;
+            if watch {
+                daemon(store, interval).await?;
+            }
+            Ok(())
+        }
+        Command::AddInstance { token, enroll } => {
+            let (url, secret) = token_input(&token, settings, None)?;
+            let done = enroll_with(store, &url, &secret, &enroll).await?;
+            report_enrolled(&done);
+            Ok(())
+        }
+        Command::UpdateInstance { token } => {
+            let only = match store.instances().await?.as_slice() {
+                [one] => Some(one.edge_url.clone()),
+                _ => None,
+            };
+            let (url, secret) = token_input(&token, settings, only)?;
+            let done = enroll::update_instance(store, &url, &secret).await?;
+            println!(
+                "Updated {}: {} location(s): {}",
+                done.instance_name,
+                done.locations.len(),
+                done.locations.join(", ")
+            );
+            Ok(())
+        }
+        Command::Instances { json } => {
+            let list = store.instances().await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+            } else if list.is_empty() {
+                println!("no instances");
+            } else {
+                for i in list {
+                    println!(
+                        "{}  {}  user {}  device {}  edge {}  sync {}",
+                        i.id, i.name, i.username, i.device_name, i.edge_url, i.sync_state
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Locations { instance, json } => {
+            let mut all = vec![];
+            for i in store.instances().await? {
+                if instance.as_deref().is_some_and(|w| w != i.id && w != i.name) {
+                    continue;
+                }
+                for l in store.locations(&i.id).await? {
+                    all.push((i.name.clone(), l));
+                }
+            }
+            if json {
+                let v: Vec<_> = all.iter().map(|(i, l)| serde_json::json!({"instance": i, "location": l})).collect();
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                for (i, l) in all {
+                    println!(
+                        "{i}: {}  {}  via {}  allowed {}",
+                        l.network_name, l.assigned_ip, l.endpoint, l.allowed_ips
+                    );
+                }
+            }
+            Ok(())
+        }
+        Command::Status { json } => print_status(store, json).await,
+        Command::RemoveInstance { instance } => {
+            let found = store.instances().await?.into_iter().find(|i| i.id == instance || i.name == instance);
+            let Some(i) = found else {
+                return Err(Failure(1, format!("no instance {instance:?}; see onramp-client instances")));
+            };
+            store.remove_instance(&i.id).await?;
+            println!("removed instance {} ({})", i.name, i.id);
+            Ok(())
+        }
+        Command::Sync { json } => {
+            let results = sync::sync_once(store).await?;
+            report_sync(&results, json);
+            Ok(())
+        }
+        Command::Daemon { interval } => daemon(store, interval).await,
+    }
+}
+
+async fn daemon(store: &Store, interval: u64) -> Result<(), Failure> {
+    let interval = Duration::from_secs(interval.max(1));
+    loop {
+        let results = sync::sync_once(store).await?;
+        report_sync(&results, false);
+        tokio::select! {
+            _ = tokio::time::sleep(sync::jittered(interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+fn report_sync(results: &[(Instance, sync::Outcome)], json: bool) {
+    if json {
+        let v: Vec<_> = results
+            .iter()
+            .map(|(i, o)| {
+                let (state, detail) = match o {
+                    sync::Outcome::Updated(d) => ("updated", serde_json::to_value(d).unwrap_or_default()),
+                    sync::Outcome::NeedsToken(m) => ("needs_token", m.clone().into()),
+                    sync::Outcome::Stopped => ("stopped", serde_json::Value::Null),
+                    sync::Outcome::Skipped(m) => ("skipped", (*m).into()),
+                    sync::Outcome::Failed(e) => ("failed", e.to_string().into()),
+                };
+                serde_json::json!({"instance": i.name, "id": i.id, "state": state, "detail": detail})
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return;
+    }
+    for (i, o) in results {
+        match o {
+            sync::Outcome::Updated(d) if d.is_empty() => println!("{}: up to date", i.name),
+            sync::Outcome::Updated(d) => println!(
+                "{}: added [{}] removed [{}] changed [{}]",
+                i.name,
+                d.added.join(", "),
+                d.removed.join(", "),
+                d.changed.join(", ")
+            ),
+            sync::Outcome::NeedsToken(m) => println!(
+                "{}: the server no longer accepts this device's token ({m}); ask your administrator for a new token and run onramp-client update-instance",
+                i.name
+            ),
+            sync::Outcome::Stopped => tracing::info!(instance = %i.name, "server stopped serving this client; not polling"),
+            sync::Outcome::Skipped(why) => tracing::info!(instance = %i.name, why, "not polled"),
+            sync::Outcome::Failed(e) => println!("{}: sync failed: {e}", i.name),
+        }
+    }
+}
+
+async fn print_status(store: &Store, json: bool) -> Result<(), Failure> {
+    let instances = store.instances().await?;
+    if json {
+        let mut v = vec![];
+        for i in &instances {
+            v.push(serde_json::json!({"instance": i, "locations": store.locations(&i.id).await?}));
+        }
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    for i in &instances {
+        let state = match i.sync_state.as_str() {
+            "needs_token" => " (needs a new token from the administrator)",
+            "stopped" => " (server stopped serving this client)",
+            _ => "",
+        };
+        println!("Instance {} as {} (device {}){state}", i.name, i.username, i.device_name);
+        for l in store.locations(&i.id).await? {
+            println!("  {}  {}  via {}", l.network_name, l.assigned_ip, l.endpoint);
+        }
+    }
+    Ok(())
+}
+
+fn report_enrolled(done: &enroll::Enrolled) {
+    println!(
+        "Enrolled in {} as device {:?} with {} location(s): {}",
+        done.instance_name,
+        done.device_name,
+        done.locations.len(),
+        done.locations.join(", ")
+    );
+}
+
+async fn enroll_with(
+    store: &Store,
+    url: &url::Url,
+    token: &str,
+    args: &EnrollArgs,
+) -> Result<enroll::Enrolled, Failure> {
+    let device = args
+        .device_name
+        .clone()
+        .unwrap_or_else(|| hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default());
+    let mut ui = Terminal { password_file: args.password_file.clone(), admin: None };
+    enroll::enroll(store, url, token, &device, &mut ui).await.map_err(|e| {
+        let mut f = Failure::from(e);
+        if f.0 == 4 {
+            if let Some(a) = &ui.admin {
+                f.1.push_str(&format!(" (administrator: {a})"));
+            }
+        }
+        f
+    })
+}
+
+/// The edge URL and the token: never from argv.
+fn token_input(
+    args: &TokenArgs,
+    settings: &Settings,
+    default_url: Option<String>,
+) -> Result<(url::Url, String), Failure> {
+    let url = args
+        .url
+        .clone()
+        .or(default_url)
+        .ok_or_else(|| Failure(1, "--url is required (the enrollment URL from the invitation)".into()))?;
+    let url =
+        onramp_domain::provisioning::check_url(&url, settings.allow_http).map_err(|e| Failure(1, e.to_string()))?;
+    let raw = if let Some(f) = &args.token_file {
+        std::fs::read_to_string(f).map_err(|e| Failure(1, format!("{}: cannot be read: {e}", f.display())))?
+    } else if let Ok(t) = std::env::var("ONRAMP_TOKEN") {
+        t
+    } else {
+        if std::io::stdin().is_terminal() {
+            eprint!("Enrollment token: ");
+        }
+        let mut s = String::new();
+        std::io::stdin()
+            .read_line(&mut s)
+            .map_err(|e| Failure(1, format!("cannot read the token from standard input: {e}")))?;
+        s
+    };
+    let token = raw.trim().to_owned();
+    if !onramp_domain::token::is_well_formed(&token) {
+        return Err(Failure(
+            4,
+            format!("the token must be 32 letters and digits (got {} characters)", token.chars().count()),
+        ));
+    }
+    Ok((url, token))
+}
+
+struct Terminal {
+    password_file: Option<PathBuf>,
+    admin: Option<String>,
+}
+
+impl Interaction for Terminal {
+    fn show_start(&mut self, s: &EnrollmentStartResponse) {
+        let u = &s.user;
+        println!("Welcome to {}, {} {}", s.instance.name, u.first_name, u.last_name);
+        println!(
+            "  login: {}   e-mail: {}{}",
+            u.login,
+            u.email,
+            u.phone_number.as_deref().map(|p| format!("   phone: {p}")).unwrap_or_default()
+        );
+        self.admin = enroll::admin_contact(s);
+        if let Some(a) = &self.admin {
+            println!("  questions? your administrator: {a}");
+        }
+        let left = s.deadline_timestamp - onramp_client::now();
+        println!("  this enrollment session ends in {} min {} s", left.max(0) / 60, left.max(0) % 60);
+    }
+
+    fn password(&mut self) -> Result<String, String> {
+        if let Some(f) = &self.password_file {
+            let p = std::fs::read_to_string(f).map_err(|e| format!("{}: cannot be read: {e}", f.display()))?;
+            let p = p.trim_end_matches(['\r', '\n']).to_owned();
+            if let Some(why) = onramp_domain::password::explain(&p) {
+                return Err(format!("{}: {why}", f.display()));
+            }
+            return Ok(p);
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err("a new password is needed and there is no terminal to ask on; use --password-file FILE".into());
+        }
+        println!("Choose your password: 8-128 characters with a lower-case and an upper-case letter, a digit and a special character.");
+        loop {
+            let p =
+                rpassword::prompt_password("New password: ").map_err(|e| format!("cannot read the password: {e}"))?;
+            if let Some(why) = onramp_domain::password::explain(&p) {
+                println!("  {why}");
+                continue;
+            }
+            let again =
+                rpassword::prompt_password("Repeat it: ").map_err(|e| format!("cannot read the password: {e}"))?;
+            if again != p {
+                println!("  the two entries differ; once more");
+                continue;
+            }
+            return Ok(p);
+        }
+    }
+}

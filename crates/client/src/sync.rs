@@ -1,0 +1,55 @@
+//! Config sync: poll every instance with its polling token and apply what changed.
+
+use crate::api::{ApiError, EdgeClient};
+use crate::store::{Instance, Store, StoreError, SyncDiff};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub enum Outcome {
+    Updated(SyncDiff),
+    /// 401/403: the polling token is no longer accepted; the user needs a new token.
+    NeedsToken(String),
+    /// 402: the server stopped serving this client; polling stops quietly.
+    Stopped,
+    /// Not polled (no token, or stopped earlier).
+    Skipped(&'static str),
+    Failed(ApiError),
+}
+
+/// Polls each instance once and stores the result.
+pub async fn sync_once(store: &Store) -> Result<Vec<(Instance, Outcome)>, StoreError> {
+    let mut out = vec![];
+    for i in store.instances().await? {
+        let outcome = sync_instance(store, &i).await?;
+        out.push((i, outcome));
+    }
+    Ok(out)
+}
+
+async fn sync_instance(store: &Store, i: &Instance) -> Result<Outcome, StoreError> {
+    if i.sync_state == "stopped" {
+        return Ok(Outcome::Skipped("the server stopped serving this client"));
+    }
+    let Some(token) = i.polling_token.as_deref() else { return Ok(Outcome::Skipped("no polling token")) };
+    let Ok(url) = url::Url::parse(&i.edge_url) else { return Ok(Outcome::Skipped("no valid edge URL")) };
+    let mut client = EdgeClient::new(&url);
+    Ok(match client.poll(token).await {
+        Ok(resp) => Outcome::Updated(store.apply_poll(&i.id, &resp).await?),
+        Err(ApiError::Unauthorized { message, .. }) => {
+            store.set_sync_state(&i.id, "needs_token").await?;
+            Outcome::NeedsToken(message)
+        }
+        Err(ApiError::Stopped { .. }) => {
+            store.set_sync_state(&i.id, "stopped").await?;
+            Outcome::Stopped
+        }
+        Err(e) => Outcome::Failed(e),
+    })
+}
+
+/// The wait before the next poll: `interval` ± 10 % so many clients do not poll in step.
+pub fn jittered(interval: Duration) -> Duration {
+    use rand::Rng;
+    let ms = interval.as_millis() as f64;
+    Duration::from_millis((ms * rand::thread_rng().gen_range(0.9..=1.1)) as u64)
+}
