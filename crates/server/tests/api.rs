@@ -10,6 +10,7 @@ on_both_backends!(
     groups_and_membership,
     locations_and_group_access,
     device_address_allocation,
+    two_cores_allocate_distinct_addresses,
     start_enrollment_rules,
     start_desktop_rules,
     pending_tokens_and_revocation,
@@ -546,5 +547,47 @@ async fn health_metrics_and_docs() {
     assert_eq!(error_code(s, &v, StatusCode::NOT_FOUND), "not_found");
     let (s, v) = app.call("PATCH", "/api/v1/audit", None).await;
     assert_eq!(error_code(s, &v, StatusCode::METHOD_NOT_ALLOWED), "method_not_allowed");
+    app.stop().await;
+}
+
+/// Two core replicas on one database, each with its own address cache, register devices
+/// concurrently: every address is handed out once, and a deleted device's address returns.
+async fn two_cores_allocate_distinct_addresses(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.create_location("office", "10.9.0.1/24").await;
+    for u in ["u1", "u2"] {
+        app.create_user(u).await;
+    }
+    let store = onramp_store::Store::connect(&app.database_url, false).await.unwrap();
+    let other =
+        onramp_core::Core::new(store, std::sync::Arc::new(onramp_core::SystemClock), Default::default()).await.unwrap();
+    let cores = [app.core.clone(), other];
+    let jobs = (0..24).map(|i| {
+        let core = cores[i % 2].clone();
+        async move {
+            let input = onramp_core::DeviceInput {
+                username: format!("u{}", i % 2 + 1),
+                name: format!("d{i}"),
+                pubkey: pubkey(i as u8),
+            };
+            core.add_device(&Actor::system("test"), input).await.unwrap()
+        }
+    });
+    let devices = futures::future::join_all(jobs).await;
+    let mut ips: Vec<String> = devices.iter().map(|d| d.configs[0].assigned_ip.clone()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 24, "an address was handed out twice");
+    // Delete on one replica, allocate on the same one: the lowest free address is reused.
+    let freed = devices.iter().find(|d| d.configs[0].assigned_ip == "10.9.0.2").unwrap();
+    cores[0].delete_device(&Actor::system("test"), freed.id).await.unwrap();
+    let again = cores[0]
+        .add_device(
+            &Actor::system("test"),
+            onramp_core::DeviceInput { username: "u1".into(), name: "again".into(), pubkey: pubkey(99) },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.configs[0].assigned_ip, "10.9.0.2");
     app.stop().await;
 }

@@ -72,6 +72,9 @@ pub struct Store {
     pub(crate) write_lock: Option<Arc<tokio::sync::Mutex<()>>>,
     /// Group-commit queue for small token issuances (see `batch`).
     pub(crate) token_batches: Option<tokio::sync::mpsc::Sender<crate::batch::Job>>,
+    /// Addresses in use per location, so allocation does not read every address of a
+    /// location per device (see `queries::allocate_addresses`).
+    pub(crate) address_cache: Arc<crate::queries::AddressCache>,
 }
 
 impl Store {
@@ -128,7 +131,7 @@ impl Store {
             }
         };
         let write_lock = (kind == DatabaseKind::Sqlite).then(|| Arc::new(tokio::sync::Mutex::new(())));
-        let mut store = Self { pool, kind, write_lock, token_batches: None };
+        let mut store = Self { pool, kind, write_lock, token_batches: None, address_cache: Default::default() };
         let (tx, rx) = tokio::sync::mpsc::channel(1024);
         tokio::spawn(crate::batch::run(store.clone(), rx));
         store.token_batches = Some(tx);

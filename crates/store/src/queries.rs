@@ -1,7 +1,7 @@
 use crate::db::{map_err, Store, StoreError, StoreResult};
 use crate::records::*;
 use sqlx::Row;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 
 const USER_COLS: &str =
@@ -140,6 +140,8 @@ impl Store {
             .map_err(map_err)?
             .rows_affected();
         w.commit().await?;
+        // Deleting a user, device or location frees addresses: let allocation see them.
+        self.address_cache.clear();
         if n == 0 {
             return Err(StoreError::NotFound);
         }
@@ -433,7 +435,7 @@ impl Store {
         .fetch_one(&mut *w.tx)
         .await
         .map_err(map_err)?;
-        let addresses = allocate_addresses(&mut w.tx, device.id, subnets).await?;
+        let addresses = allocate_addresses(&self.address_cache, &mut w.tx, device.id, subnets).await?;
         w.commit().await?;
         Ok((device, addresses))
     }
@@ -449,7 +451,7 @@ impl Store {
         loop {
             attempt += 1;
             let mut w = self.write_tx().await?;
-            match allocate_addresses(&mut w.tx, device_id, subnets).await {
+            match allocate_addresses(&self.address_cache, &mut w.tx, device_id, subnets).await {
                 Ok(rows) => {
                     w.commit().await?;
                     return Ok(rows);
@@ -1011,36 +1013,84 @@ async fn set_location_groups(
     Ok(())
 }
 
-/// One free address per subnet of each location, allocated in memory from the addresses
-/// in use (one query per location, not per candidate address).
+/// Addresses in use per location, kept between allocations. The unique index on
+/// (location_id, address) stays the authority: a stale entry (another core replica took an
+/// address) ends in a clash, which drops the entry and retries with a fresh read. Entries
+/// also expire, and deletions clear them, so freed addresses are reused.
+#[derive(Default)]
+pub(crate) struct AddressCache(std::sync::Mutex<HashMap<i64, (HashSet<IpAddr>, std::time::Instant)>>);
+
+const ADDRESS_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl AddressCache {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (HashSet<IpAddr>, std::time::Instant)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn clear(&self) {
+        self.lock().clear();
+    }
+
+    /// Picks the lowest free address of `subnet` and marks it used at once, so concurrent
+    /// allocations in this process never pick the same one. `None` = no fresh entry.
+    fn reserve(&self, location_id: i64, subnet: &onramp_domain::net::LocationSubnet) -> Option<Option<IpAddr>> {
+        let mut map = self.lock();
+        let (used, loaded) = map.get_mut(&location_id)?;
+        if loaded.elapsed() > ADDRESS_CACHE_TTL {
+            return None;
+        }
+        let ip = subnet.allocate(used);
+        if let Some(ip) = ip {
+            used.insert(ip);
+        }
+        Some(ip)
+    }
+}
+
+/// One free address per subnet of each location, chosen in memory from the addresses in
+/// use (read once per location and cached, not one query per candidate address).
 async fn allocate_addresses(
+    cache: &AddressCache,
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     device_id: i64,
     subnets: &[(i64, Vec<onramp_domain::net::LocationSubnet>)],
 ) -> StoreResult<Vec<DeviceAddressRow>> {
     let mut addresses = Vec::new();
     for (location_id, location_subnets) in subnets {
-        let used: HashSet<IpAddr> =
-            sqlx::query_scalar::<_, String>("SELECT address FROM device_addresses WHERE location_id = $1")
-                .bind(location_id)
-                .fetch_all(&mut **tx)
-                .await
-                .map_err(map_err)?
-                .iter()
-                .filter_map(|a| a.parse().ok())
-                .collect();
         for subnet in location_subnets {
-            let Some(ip) = subnet.allocate(&used) else {
+            let picked = match cache.reserve(*location_id, subnet) {
+                Some(p) => p,
+                None => {
+                    let used: HashSet<IpAddr> =
+                        sqlx::query_scalar::<_, String>("SELECT address FROM device_addresses WHERE location_id = $1")
+                            .bind(location_id)
+                            .fetch_all(&mut **tx)
+                            .await
+                            .map_err(map_err)?
+                            .iter()
+                            .filter_map(|a| a.parse().ok())
+                            .collect();
+                    cache.lock().insert(*location_id, (used, std::time::Instant::now()));
+                    cache.reserve(*location_id, subnet).flatten()
+                }
+            };
+            let Some(ip) = picked else {
                 return Err(StoreError::Conflict { field: "subnet_full" });
             };
             let address = ip.to_string();
-            sqlx::query("INSERT INTO device_addresses (device_id, location_id, address) VALUES ($1, $2, $3)")
-                .bind(device_id)
-                .bind(location_id)
-                .bind(&address)
-                .execute(&mut **tx)
-                .await
-                .map_err(map_err)?;
+            let inserted =
+                sqlx::query("INSERT INTO device_addresses (device_id, location_id, address) VALUES ($1, $2, $3)")
+                    .bind(device_id)
+                    .bind(location_id)
+                    .bind(&address)
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(map_err);
+            if let Err(e) = inserted {
+                // Taken behind our back (another replica): read the location afresh on retry.
+                cache.lock().remove(location_id);
+                return Err(e);
+            }
             addresses.push(DeviceAddressRow { device_id, location_id: *location_id, address });
         }
     }
