@@ -126,7 +126,7 @@ impl EdgeClient {
                     err
                 }
                 Err(e) => {
-                    let err = ApiError::Network { url: url.to_string(), message: error_chain(&e) };
+                    let err = ApiError::Network { url: url.to_string(), message: onramp_proto::error_chain(&e) };
                     if attempt >= self.retries {
                         return Err(err);
                     }
@@ -202,21 +202,6 @@ fn classify(url: &url::Url, status: u16, v: &Value) -> ApiError {
             message: if message.is_empty() { "no details".into() } else { message },
         },
     }
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        // Some errors repeat their source in their own message.
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cur = s.source();
-    }
-    msg
 }
 
 #[cfg(test)]

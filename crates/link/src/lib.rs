@@ -210,10 +210,11 @@ async fn connect_once(edge_url: &str, core: Arc<dyn CoreLink>, tls: Option<&Core
         endpoint = endpoint.tls_config(cfg).map_err(|e| format!("link TLS: {e}"))?;
     }
     // The error's source chain says why (refused, certificate unknown, ...).
-    let channel = endpoint.connect().await.map_err(|e| error_chain(&e))?;
+    let channel = endpoint.connect().await.map_err(|e| onramp_proto::error_chain(&e))?;
     let mut client = EdgeLinkClient::new(channel);
     let (tx, rx) = mpsc::channel::<LinkFrame>(256);
-    let mut requests = client.link(ReceiverStream::new(rx)).await.map_err(|e| error_chain(&e))?.into_inner();
+    let mut requests =
+        client.link(ReceiverStream::new(rx)).await.map_err(|e| onramp_proto::error_chain(&e))?.into_inner();
     tracing::info!(edge = %edge_url, "edge link up");
     while let Some(frame) = requests.next().await {
         let frame = frame.map_err(|e| e.to_string())?;
@@ -237,19 +238,4 @@ async fn connect_once(edge_url: &str, core: Arc<dyn CoreLink>, tls: Option<&Core
         });
     }
     Ok(())
-}
-
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut msg = e.to_string();
-    let mut cur = e.source();
-    while let Some(s) = cur {
-        // Some errors repeat their source in their own message.
-        let text = s.to_string();
-        if !msg.contains(&text) {
-            msg.push_str(": ");
-            msg.push_str(&text);
-        }
-        cur = s.source();
-    }
-    msg
 }

@@ -223,3 +223,19 @@ pub mod link {
         pub body: serde_json::Value,
     }
 }
+
+/// An error with its causes, one sentence (`a: b: c`), for messages that must say why a
+/// connection failed; causes already quoted by their parent are skipped.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !msg.contains(&text) {
+            msg.push_str(": ");
+            msg.push_str(&text);
+        }
+        cur = s.source();
+    }
+    msg
+}
