@@ -5,6 +5,7 @@
 pub mod api;
 pub mod dirs;
 pub mod enroll;
+pub mod helper;
 pub mod keys;
 pub mod provision;
 pub mod store;

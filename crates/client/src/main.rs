@@ -104,6 +104,60 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         interval: u64,
     },
+    /// Write provisioning.json from a directory attribute or a prepared file (installers).
+    /// Exit codes: 0 written or nothing to do, 10 directory unreachable, 11 attribute or
+    /// user missing, 12 attribute malformed, 13 target not writable, 14 target exists
+    /// (--force replaces it), 15 directory refused the credentials.
+    Provision(ProvisionArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Source {
+    /// A configured directory (ONRAMP_LDAP_URL) or, without one, nothing to do.
+    Auto,
+    /// Active Directory over LDAP: the user's sAMAccountName.
+    Ad,
+    /// An LDAP server: the user's uid.
+    Ldap,
+    /// A prepared file (--from), snake_case or camelCase.
+    File,
+}
+
+#[derive(clap::Args)]
+struct ProvisionArgs {
+    #[arg(long, value_enum, default_value = "auto")]
+    source: Source,
+    /// The directory attribute holding {"enrollmentUrl","enrollmentToken"}.
+    #[arg(long, default_value = onramp_directory::DEFAULT_ATTRIBUTE)]
+    ad_attribute: String,
+    /// Where to write (default: the target user's app data directory).
+    #[arg(long, value_name = "PATH")]
+    output: Option<PathBuf>,
+    /// The user who will run the client (default: the current user); needed when an
+    /// installer runs as SYSTEM or root.
+    #[arg(long)]
+    user: Option<String>,
+    /// Replace an existing provisioning.json.
+    #[arg(long)]
+    force: bool,
+    /// Read and check everything, write nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --source file: the prepared file.
+    #[arg(long, value_name = "FILE")]
+    from: Option<PathBuf>,
+    /// Directory URL, ldap://host:389 or ldaps://host:636.
+    #[arg(long, env = "ONRAMP_LDAP_URL")]
+    ldap_url: Option<String>,
+    /// Search base for users.
+    #[arg(long, env = "ONRAMP_LDAP_BASE_DN")]
+    ldap_base_dn: Option<String>,
+    /// Bind DN for a simple bind (anonymous without it).
+    #[arg(long, env = "ONRAMP_LDAP_BIND_DN")]
+    ldap_bind_dn: Option<String>,
+    /// File holding the bind password (or ONRAMP_LDAP_PASSWORD).
+    #[arg(long, env = "ONRAMP_LDAP_PASSWORD_FILE", value_name = "FILE")]
+    ldap_password_file: Option<PathBuf>,
 }
 
 /// A failure with the exit code that tells scripts what kind it was.
@@ -147,6 +201,10 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Provision(args) = cli.command {
+        let dir = cli.data_dir.clone().or_else(|| dirs::data_dir().ok()).unwrap_or_default();
+        return provision(args, &Settings::load(&dir)).await;
+    }
     let dir = match cli.data_dir {
         Some(d) => d,
         None => dirs::data_dir().map_err(|e| Failure(1, format!("cannot find the app data folder: {e}")))?,
@@ -262,7 +320,77 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
             Ok(())
         }
         Command::Daemon { interval } => daemon(store, interval).await,
+        Command::Provision(_) => unreachable!("handled before the store is opened"),
     }
+}
+
+/// `provision` runs before any store exists (often as another user than the client's).
+async fn provision(a: ProvisionArgs, settings: &Settings) -> Result<(), Failure> {
+    use onramp_client::helper::{self, ProvisionError};
+    let fail = |e: ProvisionError| Failure(e.exit_code(), e.to_string());
+    let username = a
+        .user
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .ok_or_else(|| Failure(2, "cannot tell the user; pass --user NAME".into()))?;
+    let ldap = |user_attribute: &str| -> Result<onramp_directory::LdapConfig, Failure> {
+        let url = a.ldap_url.clone().ok_or_else(|| Failure(2, "--ldap-url (ONRAMP_LDAP_URL) is required".into()))?;
+        let base_dn = a
+            .ldap_base_dn
+            .clone()
+            .ok_or_else(|| Failure(2, "--ldap-base-dn (ONRAMP_LDAP_BASE_DN) is required".into()))?;
+        let password = match &a.ldap_password_file {
+            Some(f) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| Failure(2, format!("{}: cannot be read: {e}", f.display())))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            None => std::env::var("ONRAMP_LDAP_PASSWORD").ok(),
+        };
+        Ok(onramp_directory::LdapConfig {
+            url,
+            bind_dn: a.ldap_bind_dn.clone(),
+            password,
+            base_dn,
+            user_attribute: user_attribute.into(),
+        })
+    };
+    let source = match a.source {
+        Source::Auto if a.ldap_url.is_none() => {
+            println!("{}", ProvisionError::NotJoined);
+            return Ok(());
+        }
+        Source::Auto if cfg!(windows) => Source::Ad,
+        Source::Auto => Source::Ldap,
+        other => other,
+    };
+    let file = match source {
+        Source::File => {
+            let from = a.from.as_deref().ok_or_else(|| Failure(2, "--source file needs --from FILE".into()))?;
+            helper::from_file(from, settings.allow_http).map_err(fail)?
+        }
+        Source::Ad => helper::from_ldap(&ldap("sAMAccountName")?, &username, &a.ad_attribute, settings.allow_http)
+            .await
+            .map_err(fail)?,
+        _ => helper::from_ldap(&ldap("uid")?, &username, &a.ad_attribute, settings.allow_http).await.map_err(fail)?,
+    };
+    let output = match a.output {
+        Some(o) => o,
+        None => helper::default_output(a.user.as_deref()).map_err(fail)?,
+    };
+    if a.dry_run {
+        println!(
+            "would write {} for {username}: enrollment URL {} (token not shown)",
+            output.display(),
+            file.enrollment_url
+        );
+        return Ok(());
+    }
+    helper::write(&output, &file, a.force, a.user.as_deref()).map_err(fail)?;
+    println!("wrote {} for {username}: enrollment URL {}", output.display(), file.enrollment_url);
+    Ok(())
 }
 
 async fn daemon(store: &Store, interval: u64) -> Result<(), Failure> {

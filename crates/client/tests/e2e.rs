@@ -231,7 +231,7 @@ async fn bad_provisioning_files_are_named_and_kept() {
         ("bom only", vec![0xEF, 0xBB, 0xBF], "the file is empty"),
         ("utf-16 without bom", utf16, "UTF-16 without a byte order mark"),
         ("not json", b"enrollment_token=abc".to_vec(), "not valid JSON"),
-        ("array", b"[]".to_vec(), "must hold a JSON object"),
+        ("array", b"[]".to_vec(), "must be a JSON object"),
         (
             "missing token",
             format!(r#"{{"enrollment_url":"{good_url}"}}"#).into_bytes(),

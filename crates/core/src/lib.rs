@@ -6,6 +6,7 @@ mod audit;
 mod bootstrap;
 pub mod clock;
 mod devices;
+pub mod directory;
 mod edge_dispatch;
 mod enrollment;
 mod error;

@@ -56,18 +56,18 @@ pub enum ProvisioningError {
     #[error("the file is not valid JSON: {0}")]
     Json(String),
     #[error(
-        "the file must hold a JSON object like {{\"enrollment_token\": \"...\", \"enrollment_url\": \"https://...\"}}"
+        "the content must be a JSON object like {{\"enrollment_token\": \"...\", \"enrollment_url\": \"https://...\"}}"
     )]
     NotObject,
     #[error("the key {0:?} is missing")]
     Missing(&'static str),
     #[error("the key {0:?} must be a string, not {1}")]
     WrongType(&'static str, &'static str),
-    #[error("enrollment_token must be 32 letters and digits (it has {0} characters{1})")]
+    #[error("the enrollment token must be 32 letters and digits (it has {0} characters{1})")]
     TokenShape(usize, &'static str),
-    #[error("enrollment_url {0:?} is not an absolute URL")]
+    #[error("the enrollment URL {0:?} is not an absolute URL")]
     NotAbsolute(String),
-    #[error("enrollment_url {0:?} must use https:// (plain http is allowed only when the operator enables it: ONRAMP_CLIENT_ALLOW_HTTP=1)")]
+    #[error("the enrollment URL {0:?} must use https:// (plain http is allowed only when the operator enables it: ONRAMP_CLIENT_ALLOW_HTTP=1)")]
     Insecure(String),
 }
 
@@ -110,9 +110,25 @@ pub fn decode_text(bytes: &[u8]) -> Result<String, ProvisioningError> {
 /// Parses and checks a provisioning file (PROTOCOL.md 1.1): both keys, a well-formed token,
 /// an absolute https URL (http only when `allow_http`). Unknown keys are ignored.
 pub fn parse_provisioning(bytes: &[u8], allow_http: bool) -> Result<ProvisioningFile, ProvisioningError> {
-    let text = decode_text(bytes)?;
+    parse_pair(&decode_text(bytes)?, ("enrollment_token", "enrollment_url"), allow_http)
+}
+
+/// Parses a directory attribute value (PROTOCOL.md 1.2/1.3: camelCase keys) with the same
+/// checks, into the provisioning file it becomes.
+pub fn parse_directory_attribute(text: &str, allow_http: bool) -> Result<ProvisioningFile, ProvisioningError> {
+    if text.trim().is_empty() {
+        return Err(ProvisioningError::Empty);
+    }
+    parse_pair(text, ("enrollmentToken", "enrollmentUrl"), allow_http)
+}
+
+fn parse_pair(
+    text: &str,
+    (token_key, url_key): (&'static str, &'static str),
+    allow_http: bool,
+) -> Result<ProvisioningFile, ProvisioningError> {
     // Parsed as a generic value first: serde's typed errors could quote the token.
-    let v: serde_json::Value = serde_json::from_str(&text)
+    let v: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| ProvisioningError::Json(format!("{} at line {} column {}", classify(&e), e.line(), e.column())))?;
     let obj = v.as_object().ok_or(ProvisioningError::NotObject)?;
     let field = |key: &'static str| match obj.get(key) {
@@ -120,8 +136,8 @@ pub fn parse_provisioning(bytes: &[u8], allow_http: bool) -> Result<Provisioning
         Some(serde_json::Value::String(s)) => Ok(s.trim().to_owned()),
         Some(other) => Err(ProvisioningError::WrongType(key, json_kind(other))),
     };
-    let token = field("enrollment_token")?;
-    let url = field("enrollment_url")?;
+    let token = field(token_key)?;
+    let url = field(url_key)?;
     if !crate::token::is_well_formed(&token) {
         let why = if token.chars().all(|c| c.is_ascii_alphanumeric()) { "" } else { ", not all letters and digits" };
         return Err(ProvisioningError::TokenShape(token.chars().count(), why));
@@ -219,6 +235,19 @@ mod tests {
         assert_eq!(parse_provisioning(&[0x66, 0xFF, 0x00], false).unwrap_err(), NotUtf8(1));
         let http = format!(r#"{{"enrollment_token":"{TOKEN}","enrollment_url":"http://e/"}}"#);
         assert!(parse_provisioning(http.as_bytes(), true).is_ok());
+    }
+
+    #[test]
+    fn directory_attribute_values() {
+        let v = format!(r#"{{"enrollmentUrl":"https://edge.example.com/","enrollmentToken":"{TOKEN}"}}"#);
+        assert_eq!(parse_directory_attribute(&v, false).unwrap().enrollment_token, TOKEN);
+        assert_eq!(parse_directory_attribute("", false).unwrap_err(), ProvisioningError::Empty);
+        let snake = format!(r#"{{"enrollment_url":"https://e/","enrollment_token":"{TOKEN}"}}"#);
+        assert_eq!(
+            parse_directory_attribute(&snake, false).unwrap_err(),
+            ProvisioningError::Missing("enrollmentToken")
+        );
+        assert!(matches!(parse_directory_attribute("{oops", false).unwrap_err(), ProvisioningError::Json(_)));
     }
 
     proptest! {

@@ -56,6 +56,37 @@ pub enum AdminCommand {
         #[command(flatten)]
         who: As,
     },
+    /// Issue tokens for a group and write each member's {"enrollmentUrl","enrollmentToken"}
+    /// into their directory attribute over LDAP (where the Windows installer reads it).
+    ProvisionDirectory {
+        #[arg(long)]
+        group: String,
+        /// ldap://host:389 or ldaps://host:636
+        #[arg(long, env = "ONRAMP_LDAP_URL")]
+        ldap_url: String,
+        /// Search base for users.
+        #[arg(long, env = "ONRAMP_LDAP_BASE_DN")]
+        base_dn: String,
+        /// DN allowed to write the attribute.
+        #[arg(long, env = "ONRAMP_LDAP_BIND_DN")]
+        bind_dn: String,
+        /// File holding the bind password (or ONRAMP_LDAP_PASSWORD).
+        #[arg(long, env = "ONRAMP_LDAP_PASSWORD_FILE", value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// How users are found: uid (LDAP) or sAMAccountName (Active Directory).
+        #[arg(long, default_value = "uid")]
+        user_attribute: String,
+        /// The attribute to write (e.g. extensionAttribute4).
+        #[arg(long, default_value = onramp_directory::DEFAULT_ATTRIBUTE)]
+        attribute: String,
+        /// Token lifetime such as 12h, 3d, 1w (default: the setting, 24h).
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        who: As,
+    },
     /// Mail outbox.
     Mail {
         /// pending, sent or failed
@@ -253,6 +284,44 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::ProvisionGroup { group, out, expires, include_token, who } => {
             let a = actor(core, &who.user).await;
             provision_group(core, &a, &group, &out, expires, include_token).await?;
+        }
+        AdminCommand::ProvisionDirectory {
+            group,
+            ldap_url,
+            base_dn,
+            bind_dn,
+            password_file,
+            user_attribute,
+            attribute,
+            expires,
+            json,
+            who,
+        } => {
+            let password = match password_file {
+                Some(f) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("--password-file {}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+                None => std::env::var("ONRAMP_LDAP_PASSWORD")
+                    .context("the bind password: --password-file FILE or ONRAMP_LDAP_PASSWORD")?,
+            };
+            let ldap = onramp_directory::LdapConfig {
+                url: ldap_url,
+                bind_dn: Some(bind_dn),
+                password: Some(password),
+                base_dn,
+                user_attribute,
+            };
+            let a = actor(core, &who.user).await;
+            let report = core.provision_directory(&a, &group, &ldap, &attribute, expires).await?;
+            if json {
+                return print_json(&report);
+            }
+            for r in &report {
+                println!("{:<24} {:<17} {}", r.username, r.outcome, r.detail.as_deref().unwrap_or(""));
+            }
+            let written = report.iter().filter(|r| r.outcome == "written").count();
+            eprintln!("{written} of {} member(s) of {group} written to {attribute}", report.len());
         }
         AdminCommand::Mail { status, json } => {
             let list = core.list_mail(status.as_deref(), 100).await?;

@@ -1,5 +1,6 @@
-//! Shared test harness: real PostgreSQL and SMTP servers, and a spawned Onramp app.
+//! Shared test harness: real PostgreSQL, SMTP and LDAP servers, and a spawned Onramp app.
 
 pub mod app;
+pub mod ldap;
 pub mod pg;
 pub mod smtp;

@@ -1,0 +1,207 @@
+//! Directory-driven provisioning against a real slapd: core writes each member's
+//! attribute (`provision_directory`, what `onramp admin provision-directory` runs), the
+//! client's helper turns it into provisioning.json, and the client enrolls. Then every way
+//! the helper can fail, each with its exit code.
+
+use onramp_core::Actor;
+use onramp_testkit::app::{Backend, TestApp};
+use onramp_testkit::ldap::{Slapd, ADMIN_DN, ADMIN_PASSWORD, BASE_DN, USERS_DN};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_onramp-client");
+const ATTR: &str = "defguardProvisioningConfig";
+const TOKEN: &str = "DuK8xRes5zYqem0fcAViQPRvIrNkGz7S";
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn client(args: Vec<String>, env: Vec<(&'static str, String)>) -> Out {
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args(&args)
+            .envs(env)
+            .env("ONRAMP_CLIENT_ALLOW_HTTP", "1")
+            .env("ONRAMP_CLIENT_RETRIES", "1")
+            .env_remove("ONRAMP_LDAP_URL")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn ldap_args(url: &str, user: &str, output: &Path) -> Vec<String> {
+    [
+        "provision",
+        "--source",
+        "ldap",
+        "--ldap-url",
+        url,
+        "--ldap-base-dn",
+        BASE_DN,
+        "--ldap-bind-dn",
+        &format!("uid={user},{USERS_DN}"),
+        "--user",
+        user,
+        "--output",
+        output.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The user's own password, as the logged-on user would bind.
+fn password_env(user: &str) -> Vec<(&'static str, String)> {
+    vec![("ONRAMP_LDAP_PASSWORD", format!("{user}-pw"))]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_writes_attribute_client_provisions_and_enrolls() {
+    let slapd = Slapd::start();
+    slapd.add_user("ann", "ann-pw", None);
+    // The URL handed out is the stored setting (the harness's configured one is a placeholder).
+    let app = TestApp::builder(Backend::Sqlite).config(|c| c.public_url = None).spawn().await;
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(json!({"public_url": format!("{}/", app.edge_url)}))).await;
+    assert!(s.is_success(), "{v}");
+    app.create_location("office", "10.1.0.1/24").await;
+    app.create_user("ann").await;
+    app.create_user("bob").await; // not in the directory
+    let (s, v) = app.call("POST", "/api/v1/group", Some(json!({"name": "staff", "members": ["ann", "bob"]}))).await;
+    assert!(s.is_success(), "{v}");
+
+    let ldap = onramp_directory::LdapConfig {
+        url: slapd.url(),
+        bind_dn: Some(ADMIN_DN.into()),
+        password: Some(ADMIN_PASSWORD.into()),
+        base_dn: BASE_DN.into(),
+        user_attribute: "uid".into(),
+    };
+    let report = app.core.provision_directory(&Actor::system("test"), "staff", &ldap, ATTR, None).await.unwrap();
+    let outcomes: Vec<(&str, &str)> = report.iter().map(|r| (r.username.as_str(), r.outcome.as_str())).collect();
+    assert_eq!(outcomes, [("ann", "written"), ("bob", "not_in_directory")]);
+    let (_, bob_tokens) = app.call("GET", "/api/v1/user/bob/tokens", None).await;
+    assert_eq!(bob_tokens.as_array().unwrap().len(), 0, "no token stranded for a user the directory lacks");
+    // The value in the directory, read with ldapsearch: camelCase JSON of PROTOCOL.md 1.2.
+    let value: Value = serde_json::from_str(&slapd.read_attribute("ann", ATTR).unwrap()).unwrap();
+    assert_eq!(value["enrollmentUrl"], format!("{}/", app.edge_url));
+    let token = value["enrollmentToken"].as_str().unwrap().to_owned();
+
+    // The helper, binding as ann, writes provisioning.json (snake_case, no BOM, 0600).
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let file = data.join("provisioning.json");
+    let r = client(ldap_args(&slapd.url(), "ann", &file), password_env("ann")).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains(&token) && !r.stderr.contains(&token));
+    let bytes = std::fs::read(&file).unwrap();
+    assert_eq!(bytes[0], b'{', "no BOM");
+    let written: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(written, json!({"enrollment_token": token, "enrollment_url": format!("{}/", app.edge_url)}));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    // Without --force an existing file stays.
+    let r = client(ldap_args(&slapd.url(), "ann", &file), password_env("ann")).await;
+    assert_eq!(r.code, 14, "{}", r.stderr);
+    assert!(r.stderr.contains("--force"));
+
+    // First start of the client enrolls from it.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
+    let r = client(
+        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
+        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helper_failures_have_their_own_exit_codes() {
+    let slapd = Slapd::start();
+    let good = format!(r#"{{"enrollmentUrl":"https://edge.example.com/","enrollmentToken":"{TOKEN}"}}"#);
+    slapd.add_user("ann", "ann-pw", Some((ATTR, &good)));
+    slapd.add_user("carol", "carol-pw", None);
+    slapd.add_user("dave", "dave-pw", Some((ATTR, "{not json")));
+    let snake = format!(r#"{{"enrollment_url":"https://edge.example.com/","enrollment_token":"{TOKEN}"}}"#);
+    slapd.add_user("erin", "erin-pw", Some((ATTR, &snake)));
+    slapd.add_user("finn", "finn-pw", Some(("extensionAttribute4", &good)));
+    let dir = tempfile::tempdir().unwrap();
+    let out = |name: &str| -> PathBuf { dir.path().join(name).join("provisioning.json") };
+
+    let cases: Vec<(&str, &str, i32, &str)> = vec![
+        ("carol", "carol-pw", 11, "no value in defguardProvisioningConfig"),
+        ("dave", "dave-pw", 12, "not valid JSON"),
+        ("erin", "erin-pw", 12, "\"enrollmentToken\" is missing"),
+        ("ann", "wrong-pw", 15, "invalid credentials"),
+    ];
+    for (user, password, code, want) in cases {
+        let r =
+            client(ldap_args(&slapd.url(), user, &out(user)), vec![("ONRAMP_LDAP_PASSWORD", password.into())]).await;
+        assert_eq!(r.code, code, "{user}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{user}: wanted {want:?} in {}", r.stderr);
+        assert!(!out(user).exists(), "{user}: nothing written");
+        assert!(!r.stderr.contains(TOKEN));
+    }
+    // A user the directory does not have (searching anonymously).
+    let mut args = ldap_args(&slapd.url(), "zoe", &out("zoe"));
+    let bind = args.iter().position(|a| a == "--ldap-bind-dn").unwrap();
+    args.drain(bind..bind + 2);
+    let r = client(args, vec![]).await;
+    assert_eq!(r.code, 11, "{}", r.stderr);
+    assert!(r.stderr.contains("no directory entry with uid=zoe"), "{}", r.stderr);
+    // Another attribute name (installer's ADAttribute="extensionAttribute4").
+    let mut args = ldap_args(&slapd.url(), "finn", &out("finn"));
+    args.extend(["--ad-attribute".into(), "extensionAttribute4".into()]);
+    let r = client(args, password_env("finn")).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(out("finn").exists());
+    // --dry-run reads and checks, writes nothing.
+    let mut args = ldap_args(&slapd.url(), "ann", &out("dry"));
+    args.push("--dry-run".into());
+    let r = client(args, password_env("ann")).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("would write") && !r.stdout.contains(TOKEN));
+    assert!(!out("dry").exists());
+    // Target not writable: its folder would be inside a file.
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "x").unwrap();
+    let r = client(ldap_args(&slapd.url(), "ann", &blocker.join("provisioning.json")), password_env("ann")).await;
+    assert_eq!(r.code, 13, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot write"), "{}", r.stderr);
+    // --force replaces.
+    std::fs::create_dir_all(dir.path().join("force")).unwrap();
+    std::fs::write(out("force"), "old").unwrap();
+    let mut args = ldap_args(&slapd.url(), "ann", &out("force"));
+    args.push("--force".into());
+    assert_eq!(client(args, password_env("ann")).await.code, 0);
+    assert!(std::fs::read_to_string(out("force")).unwrap().contains(TOKEN));
+
+    // The directory down.
+    let url = slapd.url();
+    drop(slapd);
+    let r = client(ldap_args(&url, "ann", &out("down")), password_env("ann")).await;
+    assert_eq!(r.code, 10, "{}", r.stderr);
+    assert!(r.stderr.contains("cannot reach the directory"), "{}", r.stderr);
+
+    // No directory configured: nothing to do, success.
+    let r = client(vec!["provision".into(), "--user".into(), "ann".into()], vec![]).await;
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("not joined"), "{}", r.stdout);
+}

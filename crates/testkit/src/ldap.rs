@@ -1,0 +1,182 @@
+//! A real OpenLDAP server (Debian `slapd`) for directory tests: one per test, on a free
+//! port, with a schema that has the provisioning attribute (`defguardProvisioningConfig`,
+//! PROTOCOL.md 1.2) and users loaded with `ldapadd`. Fails loudly, naming the install
+//! command, when slapd is missing.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BASE_DN: &str = "dc=example,dc=com";
+pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
+pub const ADMIN_PASSWORD: &str = "ldap-admin-secret";
+pub const USERS_DN: &str = "ou=people,dc=example,dc=com";
+
+const SCHEMA: &str = r#"
+attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'defguardProvisioningConfig'
+    DESC 'Enrollment URL and token as JSON (PROTOCOL.md 1.2)'
+    EQUALITY caseExactMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.55555.1.2 NAME 'extensionAttribute4'
+    DESC 'Active Directory style extension attribute'
+    EQUALITY caseIgnoreMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'onrampProvisioning'
+    DESC 'Holds the Onramp provisioning attributes'
+    SUP top AUXILIARY MAY ( defguardProvisioningConfig $ extensionAttribute4 ) )
+"#;
+
+/// A running slapd, stopped on drop.
+pub struct Slapd {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+fn need(bin: &str) -> String {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(bin);
+        if p.exists() {
+            return p.display().to_string();
+        }
+    }
+    panic!("{bin} not found: the directory tests need a real LDAP server; install it with: apt-get install -y slapd ldap-utils");
+}
+
+impl Slapd {
+    /// Starts slapd with the schema and an empty `ou=people`.
+    pub fn start() -> Slapd {
+        let slapd = need("slapd");
+        need("ldapadd");
+        let dir = tempfile::Builder::new().prefix("onramp-slapd-").tempdir().expect("slapd dir");
+        let d = dir.path();
+        std::fs::create_dir(d.join("db")).unwrap();
+        std::fs::write(d.join("onramp.schema"), SCHEMA).unwrap();
+        let conf = format!(
+            "include /etc/ldap/schema/core.schema\n\
+             include /etc/ldap/schema/cosine.schema\n\
+             include /etc/ldap/schema/inetorgperson.schema\n\
+             include {schema}\n\
+             pidfile {d}/slapd.pid\n\
+             modulepath /usr/lib/ldap\n\
+             moduleload back_mdb\n\
+             database mdb\n\
+             maxsize 10485760\n\
+             suffix \"{BASE_DN}\"\n\
+             rootdn \"{ADMIN_DN}\"\n\
+             rootpw {ADMIN_PASSWORD}\n\
+             directory {d}/db\n",
+            schema = d.join("onramp.schema").display(),
+            d = d.display()
+        );
+        std::fs::write(d.join("slapd.conf"), conf).unwrap();
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(&slapd)
+            .args(["-f", d.join("slapd.conf").to_str().unwrap(), "-h", &format!("ldap://127.0.0.1:{port}/"), "-d", "0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {slapd}: {e}"));
+        let mut s = Slapd { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                let mut err = String::new();
+                if let Some(mut e) = s.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut err);
+                }
+                panic!("slapd exited ({status}): {err}");
+            }
+            assert!(Instant::now() < deadline, "slapd did not start listening on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s.add(&format!(
+            "dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
+             dn: {USERS_DN}\nobjectClass: organizationalUnit\nou: people\n"
+        ));
+        s
+    }
+
+    pub fn url(&self) -> String {
+        format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// Adds LDIF entries as the admin.
+    pub fn add(&self, ldif: &str) {
+        let path = self.dir.path().join("add.ldif");
+        std::fs::write(&path, ldif).unwrap();
+        let out = Command::new(need("ldapadd"))
+            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-f", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldapadd failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Adds a person `uid=NAME` (with a password, and the attribute value when given).
+    pub fn add_user(&self, uid: &str, password: &str, attribute: Option<(&str, &str)>) {
+        let mut ldif = format!(
+            "dn: uid={uid},{USERS_DN}\nobjectClass: inetOrgPerson\nobjectClass: onrampProvisioning\n\
+             uid: {uid}\ncn: {uid}\nsn: {uid}\nmail: {uid}@example.com\nuserPassword: {password}\n"
+        );
+        if let Some((name, value)) = attribute {
+            ldif.push_str(&format!("{name}: {value}\n"));
+        }
+        self.add(&ldif);
+    }
+
+    /// The attribute's value on `uid=NAME`, read with ldapsearch (independent of our client).
+    pub fn read_attribute(&self, uid: &str, attribute: &str) -> Option<String> {
+        let out = Command::new(need("ldapsearch"))
+            .args([
+                "-x",
+                "-LLL",
+                "-o",
+                "ldif-wrap=no",
+                "-H",
+                &self.url(),
+                "-D",
+                ADMIN_DN,
+                "-w",
+                ADMIN_PASSWORD,
+                "-b",
+                &format!("uid={uid},{USERS_DN}"),
+                "-s",
+                "base",
+                attribute,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldapsearch failed: {}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            if !k.eq_ignore_ascii_case(attribute) {
+                return None;
+            }
+            Some(match v.strip_prefix(':') {
+                // base64 (ldapsearch encodes values it deems unsafe)
+                Some(b64) => String::from_utf8(base64_decode(b64.trim())).unwrap_or_default(),
+                None => v.trim().to_owned(),
+            })
+        })
+    }
+}
+
+fn base64_decode(s: &str) -> Vec<u8> {
+    let out =
+        Command::new("base64").arg("-d").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(s.as_bytes())?;
+            c.wait_with_output()
+        });
+    out.map(|o| o.stdout).unwrap_or_default()
+}
+
+impl Drop for Slapd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
