@@ -221,9 +221,9 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
     match cmd {
         Command::Start { enroll, provisioning_file, watch, interval } => {
             if !store.is_initialized().await? {
-                let path = provisioning_file.unwrap_or_else(|| provision::default_path(dir));
-                let prov = provision::load(&path, settings.allow_http).map_err(|e| Failure(3, e.to_string()))?;
-                let Some(prov) = prov else {
+                let found = provision::find(dir, provisioning_file.as_deref(), settings.allow_http)
+                    .map_err(|e| Failure(3, e.to_string()))?;
+                let Some((path, prov)) = found else {
                     println!(
                         "This client is not enrolled yet.\nAsk your administrator for an enrollment token, then run\n  \
                          onramp-client add-instance --url <ENROLLMENT URL> --token-file <FILE>\nor place provisioning.json in {}",
@@ -232,8 +232,8 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
                     return Ok(());
                 };
                 let url = onramp_domain::provisioning::check_url(&prov.enrollment_url, settings.allow_http)
-                    .map_err(|e| Failure(3, format!("{}: {e}", path.display())))?;
-                println!("Found {}; enrolling at {url}", path.display());
+                    .map_err(|e| Failure(3, format!("{path}: {e}")))?;
+                println!("Found {path}; enrolling at {url}");
                 let done = enroll_with(store, &url, &prov.enrollment_token, &enroll).await?;
                 provision::consume(&path);
                 report_enrolled(&done);

@@ -29,6 +29,7 @@ impl Client {
             .env("ONRAMP_CLIENT_DATA_DIR", self.data())
             .env("ONRAMP_CLIENT_ALLOW_HTTP", "1")
             .env("ONRAMP_CLIENT_RETRIES", "1")
+            .env("ONRAMP_CLIENT_SYSTEM_DIR", self.dir.path().join("etc-onramp"))
             .env_remove("ONRAMP_TOKEN")
             .stdin(Stdio::null());
         c
@@ -494,5 +495,48 @@ async fn token_problems_have_distinct_messages() {
     let r = c4.run(&["start"], &[]).await.without(&t);
     assert_eq!(r.code, 5, "{}", r.stderr);
     assert!(r.stderr.contains(&format!("127.0.0.1:{port}")), "{}", r.stderr);
+    app.stop().await;
+}
+
+/// The machine-wide file (/etc/onramp/provisioning.json) is read when the user has none,
+/// left in place afterwards, loses to the user's own file, and is refused when others can
+/// write it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn system_wide_file_and_precedence() {
+    let app = setup().await;
+    app.create_user("bob").await;
+    let pw_holder = Client::new();
+    let pw = pw_holder.password_file();
+    let system_file = |c: &Client, bytes: &[u8], mode: u32| {
+        use std::os::unix::fs::PermissionsExt;
+        let d = c.dir.path().join("etc-onramp");
+        std::fs::create_dir_all(&d).unwrap();
+        let f = d.join("provisioning.json");
+        std::fs::write(&f, bytes).unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(mode)).unwrap();
+        f
+    };
+
+    let t = token(&app, "ann", "start_enrollment").await;
+    let c = Client::new();
+    let sys = system_file(&c, &provisioning(&app, &t), 0o644);
+    let r = c.run(&["start", "--password-file", &pw], &[]).await.ok().without(&t);
+    assert!(r.stdout.contains(&sys.display().to_string()) && r.stdout.contains("Enrolled"), "{}", r.stdout);
+    assert!(sys.exists(), "a machine-wide file is not the user's to delete");
+
+    // The user's own file wins over the machine-wide one.
+    let tb = token(&app, "bob", "start_enrollment").await;
+    let c = Client::new();
+    system_file(&c, &provisioning(&app, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), 0o644);
+    c.write_provisioning(&provisioning(&app, &tb));
+    let r = c.run(&["start", "--password-file", &pw], &[]).await.ok().without(&tb);
+    assert!(r.stdout.contains("Enrolled"), "{}", r.stdout);
+
+    // World-writable: refused, named, untouched.
+    let c = Client::new();
+    let f = system_file(&c, &provisioning(&app, &tb), 0o666);
+    let r = c.run(&["start"], &[]).await.without(&tb);
+    assert_eq!(r.code, 3);
+    assert!(r.stderr.contains("writable by every user") && r.stderr.contains(&f.display().to_string()), "{}", r.stderr);
     app.stop().await;
 }
