@@ -5,7 +5,9 @@
 pub mod api;
 pub mod dirs;
 pub mod enroll;
+pub mod entra;
 pub mod helper;
+pub mod join;
 pub mod keys;
 pub mod provision;
 pub mod store;

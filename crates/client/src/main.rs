@@ -119,6 +119,8 @@ enum Source {
     Ad,
     /// An LDAP server: the user's uid.
     Ldap,
+    /// Microsoft Entra ID custom security attributes through Microsoft Graph.
+    Entra,
     /// A prepared file (--from), snake_case or camelCase.
     File,
 }
@@ -158,6 +160,26 @@ struct ProvisionArgs {
     /// File holding the bind password (or ONRAMP_LDAP_PASSWORD).
     #[arg(long, env = "ONRAMP_LDAP_PASSWORD_FILE", value_name = "FILE")]
     ldap_password_file: Option<PathBuf>,
+    /// Entra ID attribute set holding EnrollmentToken and EnrollmentUrl.
+    #[arg(long, default_value = onramp_client::entra::DEFAULT_ATTRIBUTE_SET)]
+    entra_attribute_set: String,
+    /// Entra ID tenant (id or domain).
+    #[arg(long, env = "ONRAMP_ENTRA_TENANT")]
+    entra_tenant: Option<String>,
+    /// Application (client) id of the app registration.
+    #[arg(long, env = "ONRAMP_ENTRA_CLIENT_ID")]
+    entra_client_id: Option<String>,
+    /// Client secret file (app sign-in for labs and automation); without it a person signs
+    /// in with a device code.
+    #[arg(long, env = "ONRAMP_ENTRA_CLIENT_SECRET_FILE", value_name = "FILE")]
+    entra_client_secret_file: Option<PathBuf>,
+    /// The Entra user (object id or UPN) to read; default: the signed-in user (device code).
+    #[arg(long)]
+    entra_user: Option<String>,
+    #[arg(long, env = "ONRAMP_GRAPH_URL", default_value = onramp_client::entra::DEFAULT_GRAPH_URL)]
+    graph_url: String,
+    #[arg(long, env = "ONRAMP_ENTRA_LOGIN_URL", default_value = onramp_client::entra::DEFAULT_LOGIN_URL)]
+    entra_login_url: String,
 }
 
 /// A failure with the exit code that tells scripts what kind it was.
@@ -358,18 +380,53 @@ async fn provision(a: ProvisionArgs, settings: &Settings) -> Result<(), Failure>
         })
     };
     let source = match a.source {
-        Source::Auto if a.ldap_url.is_none() => {
-            println!("{}", ProvisionError::NotJoined);
-            return Ok(());
-        }
-        Source::Auto if cfg!(windows) => Source::Ad,
-        Source::Auto => Source::Ldap,
+        Source::Auto => match onramp_client::join::detect() {
+            onramp_client::join::Join::Domain | onramp_client::join::Join::Hybrid => Source::Ad,
+            onramp_client::join::Join::Entra => Source::Entra,
+            onramp_client::join::Join::None if a.ldap_url.is_some() => Source::Ldap,
+            onramp_client::join::Join::None if a.entra_tenant.is_some() => Source::Entra,
+            onramp_client::join::Join::None => {
+                println!("{}", ProvisionError::NotJoined);
+                return Ok(());
+            }
+        },
         other => other,
     };
     let file = match source {
         Source::File => {
             let from = a.from.as_deref().ok_or_else(|| Failure(2, "--source file needs --from FILE".into()))?;
             helper::from_file(from, settings.allow_http).map_err(fail)?
+        }
+        Source::Entra => {
+            use onramp_client::entra::{self, Credentials, EntraConfig};
+            let tenant = a
+                .entra_tenant
+                .clone()
+                .ok_or_else(|| Failure(2, "--entra-tenant (ONRAMP_ENTRA_TENANT) is required".into()))?;
+            let client_id = a
+                .entra_client_id
+                .clone()
+                .ok_or_else(|| Failure(2, "--entra-client-id (ONRAMP_ENTRA_CLIENT_ID) is required".into()))?;
+            let credentials = match &a.entra_client_secret_file {
+                Some(f) => {
+                    if a.entra_user.is_none() {
+                        return Err(Failure(2, "an app sign-in (client secret) needs --entra-user UPN".into()));
+                    }
+                    let secret = std::fs::read_to_string(f)
+                        .map_err(|e| Failure(2, format!("{}: cannot be read: {e}", f.display())))?;
+                    Credentials::ClientSecret { client_id, secret: secret.trim().to_owned() }
+                }
+                None => Credentials::DeviceCode { client_id },
+            };
+            let cfg = EntraConfig {
+                tenant,
+                credentials,
+                graph_url: a.graph_url.clone(),
+                login_url: a.entra_login_url.clone(),
+                attribute_set: a.entra_attribute_set.clone(),
+            };
+            let token = entra::access_token(&cfg, &mut |m| eprintln!("{m}")).await.map_err(fail)?;
+            entra::read(&cfg, a.entra_user.as_deref(), &token, settings.allow_http).await.map_err(fail)?
         }
         Source::Ad => helper::from_ldap(&ldap("sAMAccountName")?, &username, &a.ad_attribute, settings.allow_http)
             .await
