@@ -108,7 +108,7 @@ enum Command {
     /// Exit codes: 0 written or nothing to do, 10 directory unreachable, 11 attribute or
     /// user missing, 12 attribute malformed, 13 target not writable, 14 target exists
     /// (--force replaces it), 15 directory refused the credentials.
-    Provision(ProvisionArgs),
+    Provision(Box<ProvisionArgs>),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -225,7 +225,7 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Provision(args) = cli.command {
         let dir = cli.data_dir.clone().or_else(|| dirs::data_dir().ok()).unwrap_or_default();
-        return provision(args, &Settings::load(&dir)).await;
+        return provision(*args, &Settings::load(&dir)).await;
     }
     let dir = match cli.data_dir {
         Some(d) => d,
