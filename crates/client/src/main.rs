@@ -357,10 +357,19 @@ async fn provision(a: ProvisionArgs, settings: &Settings) -> Result<(), Failure>
         .or_else(|| std::env::var("USERNAME").ok())
         .ok_or_else(|| Failure(2, "cannot tell the user; pass --user NAME".into()))?;
     let ldap = |user_attribute: &str| -> Result<onramp_directory::LdapConfig, Failure> {
-        let url = a.ldap_url.clone().ok_or_else(|| Failure(2, "--ldap-url (ONRAMP_LDAP_URL) is required".into()))?;
+        let ad = user_attribute == "sAMAccountName";
+        // On a domain machine the logon domain names the directory and the search base.
+        let defaults =
+            if ad { std::env::var("USERDNSDOMAIN").ok().and_then(|d| onramp_directory::ad_defaults(&d)) } else { None };
+        let url = a
+            .ldap_url
+            .clone()
+            .or_else(|| defaults.clone().map(|d| d.0))
+            .ok_or_else(|| Failure(2, "--ldap-url (ONRAMP_LDAP_URL) is required".into()))?;
         let base_dn = a
             .ldap_base_dn
             .clone()
+            .or_else(|| defaults.map(|d| d.1))
             .ok_or_else(|| Failure(2, "--ldap-base-dn (ONRAMP_LDAP_BASE_DN) is required".into()))?;
         let password = match &a.ldap_password_file {
             Some(f) => Some(
@@ -377,6 +386,7 @@ async fn provision(a: ProvisionArgs, settings: &Settings) -> Result<(), Failure>
             password,
             base_dn,
             user_attribute: user_attribute.into(),
+            kerberos: ad,
         })
     };
     let source = match a.source {

@@ -87,6 +87,7 @@ async fn server_writes_attribute_client_provisions_and_enrolls() {
         password: Some(ADMIN_PASSWORD.into()),
         base_dn: BASE_DN.into(),
         user_attribute: "uid".into(),
+        kerberos: false,
     };
     let report = app.core.provision_directory(&Actor::system("test"), "staff", &ldap, ATTR, None).await.unwrap();
     let outcomes: Vec<(&str, &str)> = report.iter().map(|r| (r.username.as_str(), r.outcome.as_str())).collect();
@@ -192,6 +193,15 @@ async fn helper_failures_have_their_own_exit_codes() {
     args.push("--force".into());
     assert_eq!(client(args, password_env("ann")).await.code, 0);
     assert!(std::fs::read_to_string(out("force")).unwrap().contains(TOKEN));
+
+    // The AD flow without credentials binds as the logged-on user: Kerberos, Windows only.
+    let mut args = ldap_args(&slapd.url(), "ann", &out("ad"));
+    let bind = args.iter().position(|a| a == "--ldap-bind-dn").unwrap();
+    args.drain(bind..bind + 2);
+    args[2] = "ad".into();
+    let r = client(args, vec![]).await;
+    assert_eq!(r.code, 15, "{}", r.stderr);
+    assert!(r.stderr.contains("Kerberos bind is available on Windows only"), "{}", r.stderr);
 
     // The directory down.
     let url = slapd.url();

@@ -20,6 +20,21 @@ pub struct LdapConfig {
     pub base_dn: String,
     /// `uid` for LDAP, `sAMAccountName` for Active Directory.
     pub user_attribute: String,
+    /// Without a bind DN: bind with the logged-on user's Kerberos ticket (Windows) instead
+    /// of anonymously.
+    pub kerberos: bool,
+}
+
+/// Active Directory defaults from the logon domain (`USERDNSDOMAIN`, e.g. `CONTOSO.COM`):
+/// the domain name resolves to its domain controllers, and names the search base.
+pub fn ad_defaults(dns_domain: &str) -> Option<(String, String)> {
+    let d = dns_domain.trim().trim_end_matches('.');
+    if d.is_empty() || !d.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+    {
+        return None;
+    }
+    let base = d.split('.').map(|p| format!("DC={p}")).collect::<Vec<_>>().join(",");
+    Some((format!("ldap://{}", d.to_ascii_lowercase()), base))
 }
 
 impl std::fmt::Debug for LdapConfig {
@@ -64,6 +79,8 @@ impl Directory {
             if res.rc != 0 {
                 return Err(DirectoryError::Credentials { bind_dn: dn.clone(), message: describe(res.rc, &res.text) });
             }
+        } else if cfg.kerberos {
+            kerberos_bind(&mut ldap, &cfg.url).await?;
         }
         Ok(Directory { ldap, cfg: cfg.clone() })
     }
@@ -134,6 +151,28 @@ impl Directory {
     }
 }
 
+#[cfg(windows)]
+async fn kerberos_bind(ldap: &mut ldap3::Ldap, url: &str) -> Result<(), DirectoryError> {
+    let host = url.split("://").nth(1).unwrap_or(url).split([':', '/']).next().unwrap_or("").to_owned();
+    let who = "the logged-on user (Kerberos)".to_owned();
+    let res = ldap
+        .sasl_gssapi_bind(&host)
+        .await
+        .map_err(|e| DirectoryError::Credentials { bind_dn: who.clone(), message: e.to_string() })?;
+    if res.rc != 0 {
+        return Err(DirectoryError::Credentials { bind_dn: who, message: describe(res.rc, &res.text) });
+    }
+    Ok(())
+}
+
+#[cfg(not(windows))]
+async fn kerberos_bind(_: &mut ldap3::Ldap, _: &str) -> Result<(), DirectoryError> {
+    Err(DirectoryError::Credentials {
+        bind_dn: "the logged-on user".into(),
+        message: "a Kerberos bind is available on Windows only; give --ldap-bind-dn and a password".into(),
+    })
+}
+
 fn describe(rc: u32, text: &str) -> String {
     let name = match rc {
         32 => "no such object",
@@ -147,5 +186,15 @@ fn describe(rc: u32, text: &str) -> String {
         format!("{name} (code {rc})")
     } else {
         format!("{name} (code {rc}): {text}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ad_defaults_from_the_logon_domain() {
+        assert_eq!(super::ad_defaults("CONTOSO.COM"), Some(("ldap://contoso.com".into(), "DC=CONTOSO,DC=COM".into())));
+        assert_eq!(super::ad_defaults(""), None);
+        assert_eq!(super::ad_defaults("bad domain"), None);
     }
 }

@@ -311,6 +311,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
                 password: Some(password),
                 base_dn,
                 user_attribute,
+                kerberos: false,
             };
             let a = actor(core, &who.user).await;
             let report = core.provision_directory(&a, &group, &ldap, &attribute, expires).await?;
