@@ -148,6 +148,9 @@ struct ProvisionArgs {
     /// With --source file: the prepared file.
     #[arg(long, value_name = "FILE")]
     from: Option<PathBuf>,
+    /// Also append the outcome to this file (installers run without a console).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
     /// Directory URL, ldap://host:389 or ldaps://host:636.
     #[arg(long, env = "ONRAMP_LDAP_URL")]
     ldap_url: Option<String>,
@@ -225,7 +228,16 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), Failure> {
     if let Command::Provision(args) = cli.command {
         let dir = cli.data_dir.clone().or_else(|| dirs::data_dir().ok()).unwrap_or_default();
-        return provision(*args, &Settings::load(&dir)).await;
+        let log_file = args.log_file.clone();
+        let result = provision(*args, &Settings::load(&dir)).await;
+        if let Some(log) = log_file {
+            let line = match &result {
+                Ok(()) => "done (exit 0)".to_owned(),
+                Err(Failure(code, msg)) => format!("{msg} (exit {code})"),
+            };
+            append_log(&log, &format!("onramp-client provision: {line}"));
+        }
+        return result;
     }
     let dir = match cli.data_dir {
         Some(d) => d,
@@ -343,6 +355,14 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
         }
         Command::Daemon { interval } => daemon(store, interval).await,
         Command::Provision(_) => unreachable!("handled before the store is opened"),
+    }
+}
+
+fn append_log(path: &Path, line: &str) {
+    use std::io::Write;
+    let opened = std::fs::OpenOptions::new().create(true).append(true).open(path);
+    if let Ok(mut f) = opened {
+        let _ = writeln!(f, "{} {line}", onramp_client::now());
     }
 }
 

@@ -210,8 +210,24 @@ async fn helper_failures_have_their_own_exit_codes() {
     assert_eq!(r.code, 10, "{}", r.stderr);
     assert!(r.stderr.contains("cannot reach the directory"), "{}", r.stderr);
 
-    // No directory configured: nothing to do, success.
-    let r = client(vec!["provision".into(), "--user".into(), "ann".into()], vec![]).await;
+    // No directory configured: nothing to do, success; the installer's log says so.
+    let log = dir.path().join("provision.log");
+    let r = client(
+        vec!["provision".into(), "--user".into(), "ann".into(), "--log-file".into(), log.display().to_string()],
+        vec![],
+    )
+    .await;
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stdout.contains("not joined"), "{}", r.stdout);
+    let r = client(
+        ldap_args(&url, "ann", &out("down2"))
+            .into_iter()
+            .chain(["--log-file".into(), log.display().to_string()])
+            .collect(),
+        vec![],
+    )
+    .await;
+    assert_eq!(r.code, 10);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("done (exit 0)") && text.contains("(exit 10)"), "{text}");
 }

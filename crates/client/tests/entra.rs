@@ -22,6 +22,10 @@ async fn token(State(polls): State<Arc<AtomicU32>>, Form(f): Form<HashMap<String
         Some("client_credentials") if f.get("client_secret").map(String::as_str) == Some("s3cret") => {
             (StatusCode::OK, Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "app-token"})))
         }
+        // Signs in, but Graph will not accept the token (revoked, wrong audience).
+        Some("client_credentials") if f.get("client_secret").map(String::as_str) == Some("stale") => {
+            (StatusCode::OK, Json(json!({"token_type": "Bearer", "expires_in": 3599, "access_token": "stale-token"})))
+        }
         Some("client_credentials") => (
             StatusCode::UNAUTHORIZED,
             Json(
@@ -159,6 +163,8 @@ async fn entra_attributes_to_provisioning_json() {
     std::fs::write(&secret, "s3cret\n").unwrap();
     let wrong = tmp.path().join("wrong");
     std::fs::write(&wrong, "nope").unwrap();
+    let stale = tmp.path().join("stale");
+    std::fs::write(&stale, "stale").unwrap();
     let s = secret.to_str().unwrap();
 
     // App sign-in with a client secret, reading a given user.
@@ -176,6 +182,7 @@ async fn entra_attributes_to_provisioning_json() {
         ("noset@contoso.com", s, 11, "no custom security attributes in the set Defguard"),
         ("half@contoso.com", s, 12, "EnrollmentToken and EnrollmentUrl"),
         ("ann@contoso.com", wrong.to_str().unwrap(), 15, "AADSTS7000215"),
+        ("ann@contoso.com", stale.to_str().unwrap(), 15, "refused the sign-in (401)"),
     ];
     for (user, secret_file, code, want) in cases {
         let d = tmp.path().join(user);
