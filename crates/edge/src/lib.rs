@@ -29,8 +29,8 @@ pub use onramp_proto::link::{CoreLink, LinkError, LinkFuture};
 pub struct EdgeConfig {
     /// Mark cookies `Secure` (the edge is reached over HTTPS, directly or via a proxy).
     pub secure_cookies: bool,
-    /// Peers whose `X-Forwarded-For` is believed (reverse proxies).
-    pub trusted_proxies: Vec<IpAddr>,
+    /// Peers whose `X-Forwarded-For` is believed (reverse proxies): addresses or ranges.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Requests per second per client IP (burst = 4 s worth); 0 disables the limit.
     pub rate_limit_per_sec: u32,
 }
@@ -70,7 +70,7 @@ pub fn router(link: Arc<dyn CoreLink>, cfg: EdgeConfig) -> Router {
         .route("/assets/{file}", get(asset))
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), security_headers))
         .with_state(state)
 }
 
@@ -78,10 +78,14 @@ fn edge_error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
 }
 
-/// Security headers on every response; API answers are never cached.
-async fn security_headers(req: Request, next: axum::middleware::Next) -> Response {
+/// Security headers on every response; API answers are never cached. Under HTTPS browsers
+/// are also told to refuse plain HTTP to this host from then on (HSTS).
+async fn security_headers(State(s): State<EdgeState>, req: Request, next: axum::middleware::Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
+    if s.cfg.secure_cookies {
+        h.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
+    }
     h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
     h.insert("x-frame-options", HeaderValue::from_static("DENY"));
     h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
@@ -108,21 +112,35 @@ async fn guard(State(s): State<EdgeState>, req: Request, next: axum::middleware:
     next.run(req).await
 }
 
-/// The peer address, or the leftmost `X-Forwarded-For` entry when the peer is a trusted proxy.
+/// The client's address: the peer, unless the peer is a trusted proxy; then the
+/// `X-Forwarded-For` chain is walked from the right (each proxy appends the address it saw)
+/// past every trusted proxy, so a client cannot forge its address by sending the header.
 fn client_ip(cfg: &EdgeConfig, req: &Request) -> Option<IpAddr> {
     let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())?;
-    if cfg.trusted_proxies.contains(&peer) {
-        let forwarded = req
-            .headers()
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return Some(ip);
+    Some(forwarded_client(&cfg.trusted_proxies, peer, req.headers()))
+}
+
+fn forwarded_client(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
         }
     }
-    Some(peer)
+    client
 }
 
 fn meta(cfg: &EdgeConfig, req: &Request) -> ClientMeta {
@@ -390,6 +408,23 @@ mod tests {
         assert_eq!(session_token(&h, None).as_deref(), Some("TOKEN123"));
         assert_eq!(session_token(&h, Some("BODY".into())).as_deref(), Some("BODY"));
         assert_eq!(session_token(&HeaderMap::new(), None), None);
+    }
+
+    #[test]
+    fn forwarded_for_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap(), "192.0.2.1/32".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.1.2.3"));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        // An untrusted peer's header is ignored.
+        assert_eq!(forwarded_client(&trusted, ip("198.51.100.1"), &h), ip("198.51.100.1"));
+        // Behind two trusted proxies: the first untrusted hop from the right, not the forged left one.
+        assert_eq!(forwarded_client(&trusted, ip("192.0.2.1"), &h), ip("203.0.113.9"));
+        // No header: the proxy itself.
+        assert_eq!(forwarded_client(&trusted, ip("10.9.9.9"), &HeaderMap::new()), ip("10.9.9.9"));
+        // Garbage stops the walk at the last good hop.
+        h.insert("x-forwarded-for", HeaderValue::from_static("junk, 10.1.2.3"));
+        assert_eq!(forwarded_client(&trusted, ip("10.9.9.9"), &h), ip("10.1.2.3"));
     }
 
     #[test]

@@ -86,9 +86,20 @@ impl CoreLink for EdgeHub {
     }
 }
 
-/// The gRPC service the edge serves to core.
+/// The gRPC service the edge serves to core; with a name, only a client certificate valid
+/// for that DNS name may act as core.
 #[derive(Clone)]
-pub struct EdgeLinkService(pub EdgeHub);
+pub struct EdgeLinkService(pub EdgeHub, pub Option<String>);
+
+/// The leaf client certificate must be valid for `name` (its subjectAltName DNS entries).
+/// The TLS layer has already checked that the configured CA signed it.
+fn check_core_name<T>(request: &Request<T>, name: &str) -> Result<(), String> {
+    let certs = request.peer_certs().ok_or("no client certificate")?;
+    let leaf = certs.first().ok_or("no client certificate")?;
+    let cert = webpki::EndEntityCert::try_from(leaf).map_err(|e| format!("unreadable certificate: {e}"))?;
+    let server_name = rustls::pki_types::ServerName::try_from(name).map_err(|e| e.to_string())?;
+    cert.verify_is_valid_for_subject_name(&server_name).map_err(|_| format!("certificate is not for {name}"))
+}
 
 #[tonic::async_trait]
 impl edge_link_server::EdgeLink for EdgeLinkService {
@@ -96,6 +107,12 @@ impl edge_link_server::EdgeLink for EdgeLinkService {
 
     async fn link(&self, request: Request<Streaming<LinkFrame>>) -> Result<Response<Self::LinkStream>, Status> {
         let peer = request.remote_addr();
+        if let Some(name) = &self.1 {
+            if let Err(why) = check_core_name(&request, name) {
+                tracing::warn!(?peer, %why, "refused a link client that is not the configured core");
+                return Err(Status::permission_denied(format!("not the configured core: {why}")));
+            }
+        }
         let mut replies = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
         let generation = self.0 .0.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -141,6 +158,8 @@ impl std::fmt::Debug for PemIdentity {
 pub struct EdgeTls {
     pub identity: PemIdentity,
     pub client_ca: Option<Vec<u8>>,
+    /// DNS name core's certificate must carry.
+    pub core_name: Option<String>,
 }
 
 /// TLS of core's side: the CA that signed the edges' certificates, and core's own client
@@ -161,6 +180,7 @@ pub async fn serve_edge_link(
     let mut builder = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+    let core_name = tls.as_ref().and_then(|t| t.core_name.clone());
     if let Some(tls) = tls {
         let mut cfg = tonic::transport::ServerTlsConfig::new()
             .identity(tonic::transport::Identity::from_pem(tls.identity.cert, tls.identity.key));
@@ -170,7 +190,7 @@ pub async fn serve_edge_link(
         builder = builder.tls_config(cfg).map_err(|e| format!("link TLS: {e}"))?;
     }
     builder
-        .add_service(EdgeLinkServer::new(EdgeLinkService(hub)))
+        .add_service(EdgeLinkServer::new(EdgeLinkService(hub, core_name)))
         .serve_with_shutdown(addr, shutdown)
         .await
         .map_err(|e| format!("cannot serve the core link on {addr}: {e}"))

@@ -16,8 +16,8 @@ pub struct Config {
     pub edge_addr: SocketAddr,
     /// Serve the public edge in the core process.
     pub edge_enabled: bool,
-    /// Reverse proxies whose `X-Forwarded-For` the edge believes.
-    pub edge_trusted_proxies: Vec<std::net::IpAddr>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` the edge believes.
+    pub edge_trusted_proxies: Vec<ipnet::IpNet>,
     /// Public API requests per second per client IP (0 = no limit).
     pub edge_rate_limit: u32,
     /// Edges core dials (standalone `onramp edge` processes), e.g. `http://edge1:50051`.
@@ -29,6 +29,9 @@ pub struct Config {
     pub link_ca_file: Option<PathBuf>,
     /// Link TLS. On an edge: its server certificate and key; on core: its client certificate.
     pub link_cert: Option<(PathBuf, PathBuf)>,
+    /// On an edge: the DNS name core's client certificate must carry (subjectAltName), so
+    /// that no other certificate from the same CA (the edge's own, say) can pose as core.
+    pub link_core_name: Option<String>,
     /// Allow a plaintext or unauthenticated link (a private network or a test).
     pub link_insecure: bool,
     /// The edge serves HTTPS itself with this certificate chain and key.
@@ -64,6 +67,7 @@ pub struct Raw {
     pub link_cert_file: Option<String>,
     pub link_key_file: Option<String>,
     pub link_insecure: Option<toml::Value>,
+    pub link_core_name: Option<String>,
     pub edge_tls_cert_file: Option<String>,
     pub edge_tls_key_file: Option<String>,
     pub public_url: Option<String>,
@@ -89,6 +93,7 @@ const ENV: &[(&str, &str)] = &[
     ("link_cert_file", "ONRAMP_LINK_CERT_FILE"),
     ("link_key_file", "ONRAMP_LINK_KEY_FILE"),
     ("link_insecure", "ONRAMP_LINK_INSECURE"),
+    ("link_core_name", "ONRAMP_LINK_CORE_NAME"),
     ("edge_tls_cert_file", "ONRAMP_EDGE_TLS_CERT_FILE"),
     ("edge_tls_key_file", "ONRAMP_EDGE_TLS_KEY_FILE"),
     ("public_url", "ONRAMP_PUBLIC_URL"),
@@ -130,6 +135,7 @@ impl Raw {
             link_cert_file: v("link_cert_file"),
             link_key_file: v("link_key_file"),
             link_insecure: v("link_insecure").map(toml::Value::String),
+            link_core_name: v("link_core_name"),
             edge_tls_cert_file: v("edge_tls_cert_file"),
             edge_tls_key_file: v("edge_tls_key_file"),
             public_url: v("public_url"),
@@ -163,6 +169,7 @@ impl Raw {
             link_cert_file: other.link_cert_file.or(self.link_cert_file),
             link_key_file: other.link_key_file.or(self.link_key_file),
             link_insecure: other.link_insecure.or(self.link_insecure),
+            link_core_name: other.link_core_name.or(self.link_core_name),
             edge_tls_cert_file: other.edge_tls_cert_file.or(self.edge_tls_cert_file),
             edge_tls_key_file: other.edge_tls_key_file.or(self.edge_tls_key_file),
             public_url: other.public_url.or(self.public_url),
@@ -250,8 +257,17 @@ impl Raw {
                 .split(',')
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
-                .map(|p| p.parse().map_err(|_| err("edge_trusted_proxies", format!("{p:?} is not an IP address"))))
+                .map(|p| {
+                    p.parse::<ipnet::IpNet>()
+                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| err("edge_trusted_proxies", format!("{p:?} is not an IP address or CIDR range")))
+                })
                 .collect::<anyhow::Result<_>>()?,
+        };
+        let link_core_name = match self.link_core_name.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(n) if rustls::pki_types::DnsName::try_from(n).is_ok() => Some(n.to_owned()),
+            Some(n) => return Err(err("link_core_name", format!("{n:?} is not a DNS name like onramp-core"))),
         };
         let edge_urls = match &self.edge_urls {
             None => vec![],
@@ -271,6 +287,7 @@ impl Raw {
             link_ca_file: self.link_ca_file.map(PathBuf::from),
             link_cert,
             link_insecure: boolean("link_insecure", self.link_insecure, false)?,
+            link_core_name,
             edge_tls,
             edge_enabled,
             edge_trusted_proxies,
@@ -330,6 +347,12 @@ mod tests {
         assert!(e.contains("database_url"), "{e}");
         let e = env(&[("ONRAMP_PUBLIC_URL", "ftp://x")]).resolve().unwrap_err().to_string();
         assert!(e.contains("public_url"), "{e}");
+        let e = env(&[("ONRAMP_LINK_CORE_NAME", "core name!")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("link_core_name") && e.contains("ONRAMP_LINK_CORE_NAME"), "{e}");
+        let e = env(&[("ONRAMP_EDGE_TRUSTED_PROXIES", "10.0.0.0/8, proxy")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("edge_trusted_proxies") && e.contains("\"proxy\""), "{e}");
+        let c = env(&[("ONRAMP_EDGE_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")]).resolve().unwrap();
+        assert_eq!(c.edge_trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "192.0.2.1/32".parse().unwrap()]);
         let e = toml::from_str::<Raw>("htp_addr = \"x\"").unwrap_err().to_string();
         assert!(e.contains("htp_addr"), "{e}");
     }

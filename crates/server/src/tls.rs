@@ -67,7 +67,23 @@ pub fn edge_link_tls(cfg: &Config) -> anyhow::Result<Option<EdgeTls>> {
              set ONRAMP_LINK_INSECURE=true to accept any client"
         ),
     };
-    Ok(Some(EdgeTls { identity: identity(cert, key, ("link_cert_file", "link_key_file"))?, client_ca }))
+    if client_ca.is_some() && cfg.link_core_name.is_none() {
+        tracing::warn!(
+            "ONRAMP_LINK_CORE_NAME not set: any client certificate from ONRAMP_LINK_CA_FILE is accepted as core; \
+             set it to the DNS name in core's certificate"
+        );
+    }
+    if cfg.link_core_name.is_some() && client_ca.is_none() {
+        anyhow::bail!(
+            "link_core_name (ONRAMP_LINK_CORE_NAME): checking core's name needs client certificates, so set \
+             ONRAMP_LINK_CA_FILE too"
+        );
+    }
+    Ok(Some(EdgeTls {
+        identity: identity(cert, key, ("link_cert_file", "link_key_file"))?,
+        client_ca,
+        core_name: cfg.link_core_name.clone(),
+    }))
 }
 
 /// HTTPS for the public listener, when certificate files are configured.

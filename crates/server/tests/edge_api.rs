@@ -21,12 +21,17 @@ async fn edge(
     (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap() }, headers)
 }
 
+async fn started(app: &TestApp, token: &str) {
+    let (s, v, _) = edge(app, "/api/v1/enrollment/start", None, json!({ "token": token })).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
 async fn issue(app: &TestApp, user: &str) -> String {
     let (_, v) = app.call("POST", &format!("/api/v1/user/{user}/start_enrollment"), Some(json!({}))).await;
     v["enrollment_token"].as_str().unwrap().to_owned()
 }
 
-on_both_backends!(desktop_client_flow_over_http);
+on_both_backends!(desktop_client_flow_over_http, refusals_over_http);
 
 async fn desktop_client_flow_over_http(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -175,5 +180,91 @@ async fn rate_limit_answers_429_with_retry_after() {
     let r = limited.expect("no 429 after 20 quick requests at 2/s");
     assert!(r.headers().get("retry-after").is_some());
     assert_eq!(r.json::<Value>().await.unwrap()["error"], "too many requests; slow down");
+    app.stop().await;
+}
+
+/// The refusals of PROTOCOL.md section 3 as a client sees them over HTTP: status, the
+/// `error` message clients match on, and the machine-readable `code`.
+async fn refusals_over_http(b: Backend) {
+    let app = TestApp::builder(b).edge_trusted_proxies(&["127.0.0.0/8"]).spawn().await;
+    for u in ["ann", "bob", "cid", "dan"] {
+        app.create_user(u).await;
+    }
+    app.create_location("office", "10.1.0.1/24").await;
+    let expect = |got: (StatusCode, Value, reqwest::header::HeaderMap), status: StatusCode, code: &str| {
+        assert_eq!((got.0, got.1["code"].as_str()), (status, Some(code)), "{}", got.1);
+        assert!(got.1["error"].as_str().is_some_and(|m| !m.is_empty()), "{}", got.1);
+        got.1
+    };
+    let (ta, tb) = (issue(&app, "ann").await, issue(&app, "bob").await);
+    started(&app, &ta).await;
+    started(&app, &tb).await;
+    let key = pubkey(11);
+    let dev = |t: &str, name: &str, k: &str| json!({"name": name, "pubkey": k, "token": t});
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/create_device", None, dev(&ta, "laptop", &key)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Bob cannot register Ann's public key, nor a key that is not a WireGuard key.
+    let r = edge(&app, "/api/v1/enrollment/create_device", None, dev(&tb, "pc", &key)).await;
+    let v = expect(r, StatusCode::BAD_REQUEST, "conflict");
+    assert!(v["error"].as_str().unwrap().contains("public key"), "{v}");
+    for bad in ["", "not-a-key", "AAAA", &"A".repeat(44)] {
+        let r = edge(&app, "/api/v1/enrollment/create_device", None, dev(&tb, "pc", bad)).await;
+        expect(r, StatusCode::BAD_REQUEST, "invalid_input");
+    }
+    // network_info with another user's device, and with a key nobody registered.
+    let r = edge(&app, "/api/v1/enrollment/network_info", None, json!({"pubkey": key, "token": tb})).await;
+    expect(r, StatusCode::FORBIDDEN, "forbidden");
+    let r = edge(&app, "/api/v1/enrollment/network_info", None, json!({"pubkey": pubkey(12), "token": tb})).await;
+    assert!(r.0.is_client_error(), "{}", r.1);
+
+    // A token that was issued again is revoked: the old one is refused, and says why.
+    let old = issue(&app, "cid").await;
+    let fresh = issue(&app, "cid").await;
+    let r = edge(&app, "/api/v1/enrollment/start", None, json!({ "token": old })).await;
+    let v = expect(r, StatusCode::UNAUTHORIZED, "token_revoked");
+    assert_eq!(v["error"], "invalid token");
+    // A disabled user's session stops at once, and the user cannot start again.
+    started(&app, &fresh).await;
+    app.call("PUT", "/api/v1/user/cid", Some(json!({"is_active": false}))).await;
+    let r = edge(&app, "/api/v1/enrollment/create_device", None, dev(&fresh, "pc", &pubkey(13))).await;
+    expect(r, StatusCode::FORBIDDEN, "user_disabled");
+    let r = edge(&app, "/api/v1/enrollment/start", None, json!({ "token": fresh })).await;
+    expect(r, StatusCode::FORBIDDEN, "user_disabled");
+
+    // Activation twice, then a desktop-configuration token for the enrolled user: no
+    // password step (activate_user is refused), a device is registered.
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Str0ng!Pass", "token": ta})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Str0ng!Pass", "token": ta})).await;
+    expect(r, StatusCode::BAD_REQUEST, "already_activated");
+    let (s, d) = app.call("POST", "/api/v1/user/ann/start_desktop", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{d}");
+    let td = d["enrollment_token"].as_str().unwrap().to_owned();
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/start", None, json!({ "token": td })).await;
+    assert_eq!((s, v["user"]["enrolled"].as_bool()), (StatusCode::OK, Some(true)), "{v}");
+    let r = edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Other0ne!x", "token": td})).await;
+    expect(r, StatusCode::BAD_REQUEST, "already_activated");
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/create_device", None, dev(&td, "desktop", &pubkey(14))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // Behind a trusted proxy the audit log records the forwarded client address (the
+    // rightmost hop the proxy appended, not what the client claimed on the left).
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=enrollment.started", None).await;
+    assert!(ev.as_array().unwrap().iter().all(|e| e["ip"] == "127.0.0.1"), "{ev}");
+    let tdan = issue(&app, "dan").await;
+    let r = app
+        .client
+        .post(format!("{}/api/v1/enrollment/start", app.edge_url))
+        .header("x-forwarded-for", "203.0.113.5, 198.51.100.77")
+        .json(&json!({ "token": tdan }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=enrollment.started", None).await;
+    let dan: Vec<&Value> = ev.as_array().unwrap().iter().filter(|e| e["ip"] == "198.51.100.77").collect();
+    assert_eq!(dan.len(), 1, "{ev}");
     app.stop().await;
 }

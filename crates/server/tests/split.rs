@@ -1,7 +1,8 @@
 //! Split deployment: core and a standalone edge as separate processes, linked by the
 //! core-initiated gRPC stream over mutual TLS, the edge serving HTTPS itself. The edge
 //! answers 503 without core; restarting the edge or core mid-enrollment loses nothing; a
-//! "core" whose certificate the edge's CA did not sign never gets in.
+//! "core" whose certificate the edge's CA did not sign, or that is not for the configured
+//! core name (ONRAMP_LINK_CORE_NAME), never gets in.
 
 mod common;
 use common::*;
@@ -98,6 +99,7 @@ fn spawn_edge(p: &Ports, pki: &Pki) -> Proc {
             .env("ONRAMP_LINK_CERT_FILE", pki.path("edge.pem"))
             .env("ONRAMP_LINK_KEY_FILE", pki.path("edge.key"))
             .env("ONRAMP_LINK_CA_FILE", pki.path("ca.pem"))
+            .env("ONRAMP_LINK_CORE_NAME", "onramp-core")
             .env("ONRAMP_EDGE_TLS_CERT_FILE", pki.path("edge.pem"))
             .env("ONRAMP_EDGE_TLS_KEY_FILE", pki.path("edge.key"))
             .stdout(Stdio::null())
@@ -135,6 +137,8 @@ async fn edge_health(c: &reqwest::Client, p: &Ports, want: StatusCode) -> Value 
     for _ in 0..300 {
         if let Ok(r) = c.get(format!("https://localhost:{}/api/v1/health", p.edge)).send().await {
             if r.status() == want {
+                let hsts = r.headers().get("strict-transport-security").map(|v| v.to_str().unwrap().to_owned());
+                assert_eq!(hsts.as_deref(), Some("max-age=31536000"), "HTTPS edge without HSTS");
                 return r.json().await.unwrap();
             }
         }
@@ -187,6 +191,11 @@ async fn split_deployment_survives_restarts() {
     std::thread::sleep(Duration::from_secs(3));
     edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
     rogue.stop();
+    // Nor is a certificate from the right CA that is not core's (here the edge's own).
+    let impostor = spawn_core_as(&p, &data, &pki, "edge");
+    std::thread::sleep(Duration::from_secs(3));
+    edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
+    impostor.stop();
 
     let core = spawn_core(&p, &data, &pki);
     edge_health(&c, &p, StatusCode::OK).await;

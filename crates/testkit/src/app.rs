@@ -56,6 +56,7 @@ pub struct TestAppBuilder {
     cfg: CoreConfig,
     reuse: Option<String>,
     edge_rate_limit: u32,
+    edge_trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl TestApp {
@@ -65,6 +66,7 @@ impl TestApp {
             manual_clock: false,
             reuse: None,
             edge_rate_limit: 0,
+            edge_trusted_proxies: vec![],
             cfg: CoreConfig {
                 public_url: Some("https://edge.example.com/".into()),
                 mail_retry_base_secs: 1,
@@ -186,6 +188,12 @@ impl TestAppBuilder {
         self
     }
 
+    /// Reverse proxies whose `X-Forwarded-For` the edge believes.
+    pub fn edge_trusted_proxies(mut self, nets: &[&str]) -> Self {
+        self.edge_trusted_proxies = nets.iter().map(|n| n.parse().expect("CIDR")).collect();
+        self
+    }
+
     /// Runs on an existing database (e.g. to restart core) instead of a fresh one.
     pub fn database_url(mut self, url: &str) -> Self {
         self.reuse = Some(url.to_owned());
@@ -219,7 +227,11 @@ impl TestAppBuilder {
         });
         let edge_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind edge");
         let edge_addr = edge_listener.local_addr().expect("edge addr");
-        let edge_cfg = onramp_edge::EdgeConfig { rate_limit_per_sec: self.edge_rate_limit, ..Default::default() };
+        let edge_cfg = onramp_edge::EdgeConfig {
+            rate_limit_per_sec: self.edge_rate_limit,
+            trusted_proxies: self.edge_trusted_proxies,
+            ..Default::default()
+        };
         let edge_app = onramp_edge::router(Arc::new(core.clone()), edge_cfg);
         let edge = tokio::spawn(async move {
             let _ = axum::serve(edge_listener, edge_app.into_make_service_with_connect_info::<std::net::SocketAddr>())
