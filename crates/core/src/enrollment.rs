@@ -114,9 +114,11 @@ impl Core {
             user.phone = Some(onramp_domain::validate::parse_phone("phone_number", &p)?);
         }
         user.password_hash = Some(self.inner.passwords.hash(password).await?);
-        user.enrolled = true;
-        self.store().update_user(&user, self.now()).await?;
-        self.store().mark_token_used(t.id, self.now()).await?;
+        // Conditional on "no password yet": of two concurrent activations one wins, and
+        // only it audits and mails.
+        let Some(user) = self.store().activate_user(&user, t.id, self.now()).await? else {
+            return Err(CoreError::refused("already_activated", "this account is already activated"));
+        };
         self.audit(actor, "enrollment.completed", Some(user.username.clone()), serde_json::json!({"token_id": t.id}))
             .await;
         self.send_enrollment_completed_mails(&user.username, t.issued_by).await

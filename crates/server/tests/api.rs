@@ -401,6 +401,39 @@ async fn concurrent_session_start_is_atomic(b: Backend) {
     assert_eq!(results.iter().filter(|r| r.opened).count(), 1, "exactly one start opened the session");
     let (_, events) = app.call("GET", "/api/v1/audit?action=enrollment.started", None).await;
     assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+
+    // The same over HTTP through the edge, then concurrent activations: one wins.
+    app.create_user("bob").await;
+    let (_, t) = app.call("POST", "/api/v1/user/bob/start_enrollment", Some(json!({}))).await;
+    let token = t["enrollment_token"].as_str().unwrap().to_owned();
+    let post = |path: &'static str, body: Value| {
+        let (client, url) = (app.client.clone(), format!("{}/api/v1/enrollment/{path}", app.edge_url));
+        tokio::spawn(async move {
+            let r = client.post(url).json(&body).send().await.unwrap();
+            (r.status(), r.json::<Value>().await.unwrap_or(Value::Null))
+        })
+    };
+    let starts = (0..100).map(|_| post("start", json!({ "token": token })));
+    let results: Vec<_> = futures::future::join_all(starts).await.into_iter().map(Result::unwrap).collect();
+    assert!(results.iter().all(|(s, _)| *s == StatusCode::OK), "{results:?}");
+    let deadlines: std::collections::HashSet<i64> =
+        results.iter().map(|(_, v)| v["deadline_timestamp"].as_i64().unwrap()).collect();
+    assert_eq!(deadlines.len(), 1, "one session, one deadline");
+    let (_, events) = app.call("GET", "/api/v1/audit?action=enrollment.started", None).await;
+    assert_eq!(events.as_array().unwrap().len(), 2, "{events}");
+    let activations =
+        (0..8).map(|i| post("activate_user", json!({ "token": token, "password": format!("Str0ng!Pass{i}") })));
+    let results: Vec<_> = futures::future::join_all(activations).await.into_iter().map(Result::unwrap).collect();
+    assert_eq!(results.iter().filter(|(s, _)| *s == StatusCode::OK).count(), 1, "{results:?}");
+    assert!(
+        results
+            .iter()
+            .filter(|(s, _)| *s != StatusCode::OK)
+            .all(|(s, v)| *s == StatusCode::BAD_REQUEST && v["code"] == "already_activated"),
+        "{results:?}"
+    );
+    let (_, events) = app.call("GET", "/api/v1/audit?action=enrollment.completed", None).await;
+    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
     app.stop().await;
 }
 

@@ -127,6 +127,35 @@ impl Store {
         Ok(row)
     }
 
+    /// Sets the password (and phone) of a user who has none yet, marks them enrolled and the
+    /// session's token used, in one transaction. The `password_hash IS NULL` condition makes
+    /// concurrent activations race safely: `Ok(None)` for every loser.
+    pub async fn activate_user(&self, u: &UserRow, token_id: i64, now: i64) -> StoreResult<Option<UserRow>> {
+        let mut w = self.write_tx().await?;
+        let row = sqlx::query_as::<_, UserRow>(&format!(
+            "UPDATE users SET phone = $1, enrolled = 1, password_hash = $2, updated_at = $3 \
+             WHERE id = $4 AND password_hash IS NULL AND enrolled = 0 RETURNING {USER_COLS}"
+        ))
+        .bind(&u.phone)
+        .bind(&u.password_hash)
+        .bind(now)
+        .bind(u.id)
+        .fetch_optional(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+        if row.is_none() {
+            return Ok(None);
+        }
+        sqlx::query("UPDATE tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+            .bind(now)
+            .bind(token_id)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        w.commit().await?;
+        Ok(row)
+    }
+
     pub async fn delete_user(&self, id: i64) -> StoreResult<()> {
         self.delete_by_id("users", id).await
     }
