@@ -62,6 +62,9 @@ pub struct SmtpSettings {
     pub sender: String,
     /// Seconds before an SMTP attempt gives up.
     pub timeout_secs: u64,
+    /// PEM file on the core host with CA certificates trusted for STARTTLS/TLS besides the
+    /// public roots (a relay with a certificate from a private CA).
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -126,6 +129,7 @@ impl Default for SmtpSettings {
             password: None,
             sender: "onramp@localhost.localdomain".into(),
             timeout_secs: 15,
+            ca_file: None,
         }
     }
 }
@@ -315,6 +319,9 @@ fn validate(s: &Settings) -> CoreResult<()> {
             return Err(CoreError::invalid("smtp.port", "must be 1-65535"));
         }
         onramp_domain::validate::Email::parse("smtp.sender", &s.smtp.sender)?;
+        if let Some(ca) = &s.smtp.ca_file {
+            crate::mail::smtp::read_ca(ca).map_err(|e| CoreError::invalid("smtp.ca_file", e))?;
+        }
     }
     let t = &s.templates;
     let all = [

@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use onramp_testkit::smtp::SmtpSink;
+use onramp_testkit::smtp::{SinkTls, SmtpSink};
 use std::time::Duration;
 
 async fn configure_smtp(app: &TestApp, sink: &SmtpSink) {
@@ -223,5 +223,113 @@ async fn password_reset_over_the_edge() {
         let (_, ev) = app.call("GET", &format!("/api/v1/audit?action={action}"), None).await;
         assert_eq!(ev.as_array().unwrap().len(), 1, "{action}");
     }
+    app.stop().await;
+}
+
+/// A test CA and a certificate for "localhost" it signed, as PEM files in `dir`.
+fn localhost_pki(dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Test mail CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let paths = (dir.join("ca.pem"), dir.join("smtp.pem"), dir.join("smtp.key"));
+    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
+    std::fs::write(&paths.1, cert.pem()).unwrap();
+    std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+    paths
+}
+
+/// STARTTLS with a login and implicit TLS against a relay whose certificate a private CA
+/// signed (`smtp.ca_file`); the welcome and admin mails come from a real activation over
+/// the edge; without the CA the certificate is refused and the message says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_login_and_implicit_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = localhost_pki(dir.path());
+    let login = Some(("onramp".to_owned(), "s3cret-pw".to_owned()));
+    let starttls =
+        SmtpSink::start_tls(SinkTls { implicit: false, cert_file: cert.clone(), key_file: key.clone(), login }).await;
+    let app = TestApp::builder(Backend::Sqlite).config(|c| c.mail_max_attempts = 2).spawn().await;
+    let smtp = |port: u16, security: &str, login: bool, ca: Option<&std::path::Path>| {
+        // Authentication is optional: null clears a login saved before.
+        let mut s = json!({"host": "localhost", "port": port, "security": security, "sender": "vpn@example.com",
+                           "ca_file": ca.map(|p| p.display().to_string()), "username": null, "password": null});
+        if login {
+            s["username"] = json!("onramp");
+            s["password"] = json!("s3cret-pw");
+        }
+        json!({ "smtp": s })
+    };
+    // A CA file that is not one is refused when saved.
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp(25, "starttls", false, Some(&key)))).await;
+    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
+    assert!(v.to_string().contains("smtp.ca_file"), "{v}");
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp(starttls.port(), "starttls", true, Some(&ca)))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(v["smtp"].get("password").is_none_or(Value::is_null), "the password is never returned: {v}");
+
+    app.create_user("ann").await;
+    let (s, t) = app
+        .call(
+            "POST",
+            "/api/v1/user/ann/start_enrollment",
+            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let token = t["enrollment_token"].as_str().unwrap().to_owned();
+    let mail = starttls.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(
+        (mail.to.as_slice(), mail.subject.as_str()),
+        (&["ann@example.com".to_owned()][..], "Set up your VPN access to Onramp")
+    );
+    assert!(mail.text.contains(&token));
+    // The user enrolls over the edge; activation sends the welcome and the admin's notice.
+    app.call("PATCH", "/api/v1/settings", Some(json!({"enrollment": {"send_welcome_email": true}}))).await;
+    for (path, body) in
+        [("start", json!({"token": token})), ("activate_user", json!({"token": token, "password": "Str0ng!Pass"}))]
+    {
+        let r = app.client.post(format!("{}/api/v1/enrollment/{path}", app.edge_url)).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+    }
+    let all = starttls.wait_for(3, Duration::from_secs(20)).await;
+    assert!(all.iter().any(|m| m.subject == "Welcome to Onramp" && m.to == ["ann@example.com"]), "{all:?}");
+    assert!(
+        all.iter().any(|m| m.subject == "First Last completed enrollment" && m.to == ["admin@example.com"]),
+        "{all:?}"
+    );
+
+    // Implicit TLS (port 465 style), no login.
+    let tls = SmtpSink::start_tls(SinkTls { implicit: true, cert_file: cert, key_file: key, login: None }).await;
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp(tls.port(), "tls", false, Some(&ca)))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.create_user("bob").await;
+    app.call(
+        "POST",
+        "/api/v1/user/bob/start_enrollment",
+        Some(json!({"send_enrollment_notification": true, "email": "bob@example.com"})),
+    )
+    .await;
+    let mail = tls.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(mail.to, ["bob@example.com"]);
+
+    // Without the private CA the relay's certificate is not trusted: nothing is sent in clear.
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp(tls.port(), "tls", false, None))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.create_user("cid").await;
+    app.call(
+        "POST",
+        "/api/v1/user/cid/start_enrollment",
+        Some(json!({"send_enrollment_notification": true, "email": "cid@example.com"})),
+    )
+    .await;
+    let failed = wait_status(&app, "failed", 1).await;
+    assert_eq!(failed[0]["to"], "cid@example.com");
+    assert!(failed[0]["last_error"].as_str().unwrap().to_lowercase().contains("certificate"), "{failed}");
+    assert_eq!(tls.messages().len(), 1);
     app.stop().await;
 }

@@ -30,6 +30,10 @@ import asyncio, json, logging, os, sys, time
 from aiosmtpd.smtp import SMTP, AuthResult
 
 host, port, root, hostname = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+# Optional: mode (plain | starttls | tls), certificate, key, and the one login accepted.
+mode = sys.argv[5] if len(sys.argv) > 5 else "plain"
+cert, key = (sys.argv[6], sys.argv[7]) if len(sys.argv) > 7 else (None, None)
+login = (os.environ.get("SINK_USER", "").encode(), os.environ.get("SINK_PASS", "").encode())
 parent = os.getppid()
 seq = 0
 logging.getLogger("mail.log").setLevel(logging.ERROR)
@@ -52,7 +56,10 @@ class Sink:
         return "250 OK stored"
 
 def accept_any(server, session, envelope, mechanism, auth_data):
-    return AuthResult(success=True)
+    if not login[0]:
+        return AuthResult(success=True)
+    ok = (auth_data.login, auth_data.password) == login
+    return AuthResult(success=ok, handled=False)
 
 async def watch_parent():
     while True:
@@ -62,10 +69,19 @@ async def watch_parent():
 
 async def main():
     loop = asyncio.get_running_loop()
-    srv = await loop.create_server(
-        lambda: SMTP(Sink(), hostname=hostname, enable_SMTPUTF8=True,
-                     authenticator=accept_any, auth_require_tls=False),
-        host, port)
+    ctx = None
+    if cert:
+        import ssl
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(cert, key)
+    # STARTTLS mode refuses anything before the upgrade; with a login configured, mail
+    # without AUTH is refused, so a delivered message proves the client authenticated.
+    factory = lambda: SMTP(Sink(), hostname=hostname, enable_SMTPUTF8=True,
+                           authenticator=accept_any, auth_require_tls=(mode != "plain"),
+                           auth_required=bool(login[0]),
+                           tls_context=ctx if mode == "starttls" else None,
+                           require_starttls=(mode == "starttls"))
+    srv = await loop.create_server(factory, host, port, ssl=ctx if mode == "tls" else None)
     watcher = asyncio.ensure_future(watch_parent())
     print("listening on %s:%d" % (host, port), flush=True)
     async with srv:
@@ -99,6 +115,17 @@ pub struct SmtpSink {
     dir: tempfile::TempDir,
     python: PathBuf,
     child: Option<Child>,
+    tls: Option<SinkTls>,
+}
+
+/// How a TLS sink talks: STARTTLS (upgrade required) or implicit TLS from the first byte,
+/// with a certificate and key (PEM files) and optionally the one login it accepts.
+#[derive(Debug, Clone)]
+pub struct SinkTls {
+    pub implicit: bool,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub login: Option<(String, String)>,
 }
 
 impl SmtpSink {
@@ -110,7 +137,19 @@ impl SmtpSink {
         for sub in ["tmp", "new"] {
             fs::create_dir(dir.path().join(sub)).expect("create SMTP mailbox subdir");
         }
-        let mut sink = SmtpSink { port: free_port(), dir, python, child: None };
+        let mut sink = SmtpSink { port: free_port(), dir, python, child: None, tls: None };
+        sink.spawn().await;
+        sink
+    }
+
+    /// Like [`SmtpSink::start`], speaking STARTTLS or implicit TLS.
+    pub async fn start_tls(tls: SinkTls) -> SmtpSink {
+        let python = find_python();
+        let dir = tempfile::Builder::new().prefix("onramp-smtp-").tempdir().expect("create SMTP mailbox dir");
+        for sub in ["tmp", "new"] {
+            fs::create_dir(dir.path().join(sub)).expect("create SMTP mailbox subdir");
+        }
+        let mut sink = SmtpSink { port: free_port(), dir, python, child: None, tls: Some(tls) };
         sink.spawn().await;
         sink
     }
@@ -190,16 +229,20 @@ impl SmtpSink {
     }
 
     async fn spawn(&mut self) {
+        let log_start = self.log_text().len();
         let log = OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open SMTP server log");
         // Output goes to a file, not our pipes: a child holding the test's stdout
         // would make nextest report the test as leaky.
-        let child = Command::new(&self.python)
-            .arg("-c")
-            .arg(SERVER_PY)
-            .arg("127.0.0.1")
-            .arg(self.port.to_string())
-            .arg(self.dir.path())
-            .arg(HOSTNAME)
+        let mut cmd = Command::new(&self.python);
+        cmd.arg("-c").arg(SERVER_PY).arg("127.0.0.1").arg(self.port.to_string()).arg(self.dir.path()).arg(HOSTNAME);
+        if let Some(t) = &self.tls {
+            cmd.arg(if t.implicit { "tls" } else { "starttls" }).arg(&t.cert_file).arg(&t.key_file);
+            if let Some((user, pass)) = &t.login {
+                // The environment, not argv: other local users can read a process's argv.
+                cmd.env("SINK_USER", user).env("SINK_PASS", pass);
+            }
+        }
+        let child = cmd
             .env("PYTHONDONTWRITEBYTECODE", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -220,7 +263,12 @@ impl SmtpSink {
                     self.log_text()
                 );
             }
-            if probe(self.port).await {
+            // An implicit-TLS server's greeting is encrypted: its "listening" line says it is up.
+            let up = match &self.tls {
+                Some(t) if t.implicit => self.log_text().get(log_start..).is_some_and(|l| l.contains("listening on")),
+                _ => probe(self.port).await,
+            };
+            if up {
                 return;
             }
             if Instant::now() >= deadline {

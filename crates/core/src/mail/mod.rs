@@ -3,7 +3,7 @@
 //! message survives an SMTP outage and a restart of core.
 
 mod qr;
-mod smtp;
+pub(crate) mod smtp;
 
 use crate::tokens::IssuedToken;
 use crate::{Core, CoreError, CoreResult};

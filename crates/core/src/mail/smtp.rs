@@ -4,19 +4,43 @@ use super::Attachment;
 use crate::settings::{SmtpSecurity, SmtpSettings};
 use lettre::message::{header::ContentType, Attachment as LAttachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use onramp_store::OutboxRow;
 use std::time::Duration;
 
 pub(super) type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
+/// The CA certificates of `path` (PEM), with an error that says what is wrong.
+pub(crate) fn read_ca(path: &str) -> Result<Vec<Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let text = String::from_utf8_lossy(&pem);
+    let blocks: Vec<&str> = text
+        .split_inclusive("-----END CERTIFICATE-----")
+        .filter_map(|b| b.find("-----BEGIN CERTIFICATE-----").map(|i| &b[i..]))
+        .collect();
+    if blocks.is_empty() {
+        return Err(format!("{path} holds no PEM certificate"));
+    }
+    blocks.iter().map(|b| Certificate::from_pem(b.as_bytes()).map_err(|e| format!("{path}: {e}"))).collect()
+}
+
+fn tls_parameters(s: &SmtpSettings) -> Result<TlsParameters, String> {
+    let mut b = TlsParameters::builder(s.host.clone());
+    if let Some(ca) = &s.ca_file {
+        for cert in read_ca(ca).map_err(|e| format!("SMTP ca_file: {e}"))? {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build_rustls().map_err(|e| format!("SMTP TLS setup: {e}"))
+}
+
 pub(super) fn transport(s: &SmtpSettings) -> Result<Transport, String> {
     let builder = match s.security {
         SmtpSecurity::None => Transport::builder_dangerous(&s.host),
-        SmtpSecurity::Starttls => {
-            Transport::starttls_relay(&s.host).map_err(|e| format!("SMTP STARTTLS setup: {e}"))?
-        }
-        SmtpSecurity::Tls => Transport::relay(&s.host).map_err(|e| format!("SMTP TLS setup: {e}"))?,
+        // STARTTLS is required, never opportunistic: credentials and tokens must not go in clear.
+        SmtpSecurity::Starttls => Transport::builder_dangerous(&s.host).tls(Tls::Required(tls_parameters(s)?)),
+        SmtpSecurity::Tls => Transport::builder_dangerous(&s.host).tls(Tls::Wrapper(tls_parameters(s)?)),
     };
     let mut builder = builder.port(s.port).timeout(Some(Duration::from_secs(s.timeout_secs.max(1))));
     if let (Some(user), Some(pass)) = (&s.username, &s.password) {
