@@ -158,6 +158,119 @@ async fn browser_enrollment_end_to_end() {
     app.stop().await;
 }
 
+/// The other paths through the wizard: a token typed on the page, the user's own public
+/// key, the skippable VPN step, the desktop hand-off link, hostile markdown in the
+/// onboarding message, and the pages for expired, used and timed-out tokens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_own_key_skip_and_error_pages() {
+    let app = TestApp::builder(Backend::Sqlite).manual_clock().spawn().await;
+    let clock = app.clock.clone().unwrap();
+    let hostile =
+        "# Hi {{ first_name }}\n\n<script>window.pwned = 1</script> <img src=x onerror=\"window.pwned=2\">\n\n\
+                   [bad](javascript:window.pwned=3) **bold** [docs](https://docs.example.com/vpn)";
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({"enrollment": {"vpn_setup_optional": true, "welcome_message": hostile}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    app.create_location("office", "10.1.0.1/24").await;
+    for u in ["kim", "lee", "max", "ned"] {
+        app.create_user(u).await;
+    }
+    let issue = |user: &'static str, body: Value| {
+        let app = &app;
+        async move {
+            let (_, t) = app.call("POST", &format!("/api/v1/user/{user}/start_enrollment"), Some(body)).await;
+            t["enrollment_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let driver = start_chromedriver();
+    let c = browser(&driver).await;
+
+    // Typed token, own public key: the config keeps the placeholder (no private key here).
+    let kim = issue("kim", json!({})).await;
+    c.goto(&format!("{}/", app.edge_url)).await.unwrap();
+    visible(&c, "token").await;
+    c.find(Locator::Id("token")).await.unwrap().send_keys(&kim).await.unwrap();
+    c.find(Locator::Css("#token-form button[type=submit]")).await.unwrap().click().await.unwrap();
+    visible(&c, "welcome").await;
+    let deep = c.find(Locator::Id("deep-link")).await.unwrap().attr("href").await.unwrap().unwrap();
+    assert!(deep.starts_with("onramp://enroll?url=http%3A%2F%2F127.0.0.1") && deep.ends_with(&kim), "{deep}");
+    c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
+    visible(&c, "password").await;
+    c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password2")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password-submit")).await.unwrap().click().await.unwrap();
+    visible(&c, "device").await;
+    c.find(Locator::Css("input[name=keymode][value=paste]")).await.unwrap().click().await.unwrap();
+    let own = pubkey(42);
+    c.find(Locator::Id("own-pubkey")).await.unwrap().send_keys(&own).await.unwrap();
+    c.find(Locator::Id("device-submit")).await.unwrap().click().await.unwrap();
+    visible(&c, "configs").await;
+    let conf = text(&c, "pre.wg-config").await;
+    assert!(conf.contains("PrivateKey = YOUR_PRIVATE_KEY"), "{conf}");
+    let (_, devices) = app.call("GET", "/api/v1/device?username=kim", None).await;
+    assert_eq!(devices[0]["pubkey"], own.as_str());
+
+    // The onboarding page: markup from the message is shown as text, never run.
+    c.find(Locator::Id("configs-next")).await.unwrap().click().await.unwrap();
+    visible(&c, "done").await;
+    assert_eq!(text(&c, "#final-page h3").await, "Hi First");
+    assert!(c.find_all(Locator::Css("#final-page script, #final-page img")).await.unwrap().is_empty());
+    assert!(text(&c, "#final-page").await.contains("<script>window.pwned = 1</script>"));
+    let links = c.find_all(Locator::Css("#final-page a")).await.unwrap();
+    assert_eq!(links.len(), 1, "only the https link becomes a link");
+    assert_eq!(links[0].attr("href").await.unwrap().as_deref(), Some("https://docs.example.com/vpn"));
+    assert_eq!(text(&c, "#final-page strong").await, "bold");
+    assert_eq!(c.execute("return window.pwned === undefined", vec![]).await.unwrap(), json!(true));
+
+    // The VPN step can be skipped when the settings allow it: enrolled, no device.
+    let lee = issue("lee", json!({})).await;
+    c.goto(&format!("{}/?token={lee}", app.edge_url)).await.unwrap();
+    visible(&c, "welcome").await;
+    c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
+    visible(&c, "password").await;
+    c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password2")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password-submit")).await.unwrap().click().await.unwrap();
+    visible(&c, "device").await;
+    c.find(Locator::Id("skip-vpn")).await.unwrap().click().await.unwrap();
+    visible(&c, "done").await;
+    let (_, user) = app.call("GET", "/api/v1/user/lee", None).await;
+    assert_eq!(user["enrolled"], true);
+    let (_, devices) = app.call("GET", "/api/v1/device?username=lee", None).await;
+    assert_eq!(devices.as_array().unwrap().len(), 0);
+
+    // Expired token; a session that ran out while the page was open; a used-up token.
+    let max = issue("max", json!({"token_expiration_time": "1h"})).await;
+    let ned = issue("ned", json!({})).await;
+    clock.advance(3601);
+    c.goto(&format!("{}/?token={max}", app.edge_url)).await.unwrap();
+    visible(&c, "error").await;
+    assert!(text(&c, "#error-text").await.contains("has expired"));
+    c.goto(&format!("{}/?token={ned}", app.edge_url)).await.unwrap();
+    visible(&c, "welcome").await;
+    c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
+    visible(&c, "password").await;
+    clock.advance(601);
+    c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password2")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
+    c.find(Locator::Id("password-submit")).await.unwrap().click().await.unwrap();
+    visible(&c, "error").await;
+    assert!(text(&c, "#error-text").await.contains("session has ended"));
+    c.goto(&format!("{}/?token={ned}", app.edge_url)).await.unwrap();
+    visible(&c, "error").await;
+    assert!(text(&c, "#error-text").await.contains("session has ended"));
+    c.goto(&format!("{}/?token={kim}", app.edge_url)).await.unwrap();
+    visible(&c, "error").await;
+    assert!(text(&c, "#error-text").await.contains("already used"));
+    c.close().await.unwrap();
+    app.stop().await;
+}
+
 fn base64_decode(s: &str) -> Vec<u8> {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.decode(s).expect("base64")
