@@ -62,7 +62,7 @@ async fn initialized_store(dir: &std::path::Path) {
         },
         token: Some("P".repeat(32)),
     };
-    store.save_instance("https://edge.example.com/", &resp, resp.token.as_deref()).await.unwrap();
+    store.save_instance("https://edge.example.com/", &resp, resp.token.as_deref(), None, None).await.unwrap();
     store.close().await;
 }
 

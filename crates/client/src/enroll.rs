@@ -67,7 +67,7 @@ pub async fn enroll(
         client.activate_user(&password, None).await?;
     }
     let resp = register(store, &mut client, url, device_name).await?;
-    finish(store, url, &start, resp).await
+    finish(store, url, token, &start, resp).await
 }
 
 /// Registers the device, or recovers one registered before a crash: the key pair is saved
@@ -109,16 +109,19 @@ fn name_hint(e: ApiError) -> ApiError {
 async fn finish(
     store: &Store,
     url: &url::Url,
+    token: &str,
     start: &EnrollmentStartResponse,
     resp: DeviceConfigResponse,
 ) -> Result<Enrolled, EnrollError> {
-    let diff = store.save_instance(url.as_str(), &resp, resp.token.as_deref()).await?;
+    let admin = admin_contact(start);
+    let spent = onramp_domain::token::hash_secret(token);
+    let diff = store.save_instance(url.as_str(), &resp, resp.token.as_deref(), admin.as_deref(), Some(&spent)).await?;
     Ok(Enrolled {
         instance_name: resp.instance.name.clone(),
         instance_id: resp.instance.id.clone(),
         device_name: resp.device.name.clone(),
         locations: resp.configs.iter().map(|c| c.network_name.clone()).collect(),
-        admin_contact: admin_contact(start),
+        admin_contact: admin,
         diff,
     })
 }
@@ -137,5 +140,5 @@ pub async fn update_instance(store: &Store, url: &url::Url, token: &str) -> Resu
         )));
     };
     let resp = client.network_info(&existing.pubkey).await?;
-    finish(store, url, &start, resp).await
+    finish(store, url, token, &start, resp).await
 }

@@ -271,6 +271,8 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
                 let done = enroll_with(store, &url, &prov.enrollment_token, &enroll).await?;
                 provision::consume(&path);
                 report_enrolled(&done);
+            } else {
+                leftover_provisioning(dir, provisioning_file.as_deref(), settings, store).await?;
             }
             print_status(store, false).await?;
             if watch {
@@ -290,7 +292,18 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
                 _ => None,
             };
             let (url, secret) = token_input(&token, settings, only)?;
-            let done = enroll::update_instance(store, &url, &secret).await?;
+            let done = match enroll::update_instance(store, &url, &secret).await {
+                Ok(d) => d,
+                Err(e) => {
+                    // A refused token: point at the administrator this instance came from.
+                    let mut f = Failure::from(e);
+                    let known = store.instances().await?.into_iter().find(|i| i.edge_url == url.as_str());
+                    if let Some(a) = known.and_then(|i| i.admin_contact).filter(|_| f.0 == 4) {
+                        f.1.push_str(&format!(" (administrator: {a})"));
+                    }
+                    return Err(f);
+                }
+            };
             println!(
                 "Updated {}: {} location(s): {}",
                 done.instance_name,
@@ -356,6 +369,29 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
         Command::Daemon { interval } => daemon(store, interval).await,
         Command::Provision(_) => unreachable!("handled before the store is opened"),
     }
+}
+
+/// An initialized client does not read provisioning.json; but a file whose token already
+/// enrolled this machine (the client stopped before deleting it) must not stay in clear.
+async fn leftover_provisioning(
+    dir: &Path,
+    explicit: Option<&Path>,
+    settings: &Settings,
+    store: &Store,
+) -> Result<(), Failure> {
+    let Ok(Some((found, prov))) = provision::find(dir, explicit, settings.allow_http) else { return Ok(()) };
+    if store.token_spent(&onramp_domain::token::hash_secret(&prov.enrollment_token)).await? {
+        provision::consume(&found);
+        if matches!(found, provision::Found::UserFile(_)) {
+            println!("Removed {found}: its token was already used to enroll this client.");
+        }
+    } else if matches!(found, provision::Found::UserFile(_)) {
+        println!(
+            "Note: {found} was not used because this client is already enrolled; \
+             run onramp-client update-instance to apply a new token."
+        );
+    }
+    Ok(())
 }
 
 fn append_log(path: &Path, line: &str) {
@@ -521,8 +557,9 @@ fn report_sync(results: &[(Instance, sync::Outcome)], json: bool) {
                 d.changed.join(", ")
             ),
             sync::Outcome::NeedsToken(m) => println!(
-                "{}: the server no longer accepts this device's token ({m}); ask your administrator for a new token and run onramp-client update-instance",
-                i.name
+                "{}: the server no longer accepts this device's token ({m}); ask your administrator{} for a new token and run onramp-client update-instance",
+                i.name,
+                i.admin_contact.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
             ),
             sync::Outcome::Stopped => tracing::info!(instance = %i.name, "server stopped serving this client; not polling"),
             sync::Outcome::Skipped(why) => tracing::info!(instance = %i.name, why, "not polled"),
@@ -675,5 +712,18 @@ impl Interaction for Terminal {
             }
             return Ok(p);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_defaults_to_every_30_seconds() {
+        let cli = Cli::try_parse_from(["onramp-client", "daemon"]).unwrap();
+        assert!(matches!(cli.command, Command::Daemon { interval: 30 }));
+        let cli = Cli::try_parse_from(["onramp-client", "start", "--watch"]).unwrap();
+        assert!(matches!(cli.command, Command::Start { watch: true, interval: 30, .. }));
     }
 }

@@ -44,6 +44,8 @@ pub struct Instance {
     pub pubkey: String,
     pub sync_state: String,
     pub last_sync_at: Option<i64>,
+    /// "Name <e-mail>, phone" of the administrator, from the last enrollment start.
+    pub admin_contact: Option<String>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -68,7 +70,7 @@ impl SyncDiff {
 
 const INSTANCE_COLS: &str =
     "id, name, url, proxy_url, edge_url, username, polling_token, disable_all_traffic, enterprise_enabled, \
-    client_traffic_policy, device_id, device_name, pubkey, sync_state, last_sync_at";
+    client_traffic_policy, device_id, device_name, pubkey, sync_state, last_sync_at, admin_contact";
 const LOCATION_COLS: &str = "network_id, network_name, config, endpoint, assigned_ip, pubkey, allowed_ips, dns, \
     mfa_enabled, keepalive_interval, location_mfa_mode, service_location_mode";
 
@@ -89,6 +91,7 @@ fn instance_row(r: &sqlx::sqlite::SqliteRow) -> Instance {
         pubkey: r.get("pubkey"),
         sync_state: r.get("sync_state"),
         last_sync_at: r.get("last_sync_at"),
+        admin_contact: r.get("admin_contact"),
     }
 }
 
@@ -142,6 +145,15 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.iter().map(instance_row).collect())
+    }
+
+    /// Whether this token (by SHA-256) enrolled or last updated one of the instances.
+    pub async fn token_spent(&self, token_sha256: &str) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM instances WHERE spent_token_sha256 = ?1")
+            .bind(token_sha256)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n > 0)
     }
 
     pub async fn instance(&self, id: &str) -> StoreResult<Option<Instance>> {
@@ -200,21 +212,26 @@ impl Store {
         edge_url: &str,
         resp: &DeviceConfigResponse,
         polling_token: Option<&str>,
+        admin_contact: Option<&str>,
+        spent_token_sha256: Option<&str>,
     ) -> StoreResult<SyncDiff> {
         let i = &resp.instance;
         let now = crate::now();
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO instances (id, name, url, proxy_url, username, polling_token, disable_all_traffic, enterprise_enabled, \
-             client_traffic_policy, device_id, device_name, pubkey, sync_state, last_sync_at, created_at, updated_at, edge_url) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'ok', ?13, ?13, ?13, ?14) \
+             client_traffic_policy, device_id, device_name, pubkey, sync_state, last_sync_at, created_at, updated_at, edge_url, \
+             admin_contact, spent_token_sha256) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 'ok', ?13, ?13, ?13, ?14, ?15, ?16) \
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, url = excluded.url, proxy_url = excluded.proxy_url, \
              edge_url = excluded.edge_url, \
              username = excluded.username, polling_token = COALESCE(excluded.polling_token, instances.polling_token), \
              disable_all_traffic = excluded.disable_all_traffic, enterprise_enabled = excluded.enterprise_enabled, \
              client_traffic_policy = excluded.client_traffic_policy, device_id = excluded.device_id, \
              device_name = excluded.device_name, pubkey = excluded.pubkey, sync_state = 'ok', \
-             last_sync_at = excluded.last_sync_at, updated_at = excluded.updated_at",
+             last_sync_at = excluded.last_sync_at, updated_at = excluded.updated_at, \
+             admin_contact = COALESCE(excluded.admin_contact, instances.admin_contact), \
+             spent_token_sha256 = COALESCE(excluded.spent_token_sha256, instances.spent_token_sha256)",
         )
         .bind(&i.id)
         .bind(&i.name)
@@ -230,6 +247,8 @@ impl Store {
         .bind(&resp.device.pubkey)
         .bind(now)
         .bind(edge_url)
+        .bind(admin_contact)
+        .bind(spent_token_sha256)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE keys SET instance_id = ?1 WHERE pubkey = ?2")

@@ -53,3 +53,17 @@ pub fn jittered(interval: Duration) -> Duration {
     let ms = interval.as_millis() as f64;
     Duration::from_millis((ms * rand::thread_rng().gen_range(0.9..=1.1)) as u64)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent_and_varies() {
+        let base = Duration::from_secs(30);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(base)).collect();
+        assert!(waits.iter().all(|w| *w >= Duration::from_secs(27) && *w <= Duration::from_secs(33)));
+        let distinct: std::collections::HashSet<_> = waits.iter().collect();
+        assert!(distinct.len() > 50, "clients must not poll in step");
+    }
+}

@@ -175,6 +175,15 @@ async fn provisioning_file_to_enrolled_instance() {
     // Every later start just shows what is there.
     let r = c.run(&["start"], &[]).await.ok();
     assert!(r.stdout.contains("Instance") && r.stdout.contains("10.1.0.2"), "{}", r.stdout);
+    // A file still holding the spent token (the client stopped before deleting it) goes;
+    // a file with another token stays, with a note.
+    let file = c.write_provisioning(&provisioning(&app, &t));
+    let r = c.run(&["start"], &[]).await.ok().without(&t);
+    assert!(r.stdout.contains("Removed") && !file.exists(), "{}", r.stdout);
+    let other = c.write_provisioning(&provisioning(&app, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"));
+    let r = c.run(&["start"], &[]).await.ok();
+    assert!(r.stdout.contains("was not used") && other.exists(), "{}", r.stdout);
+    std::fs::remove_file(&other).unwrap();
     let r = c.run(&["locations", "--json"], &[]).await.ok();
     let v: Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 2);
@@ -383,6 +392,37 @@ async fn add_update_sync_and_removal() {
     assert!(r.stdout.contains("Updated"), "{}", r.stdout);
     assert_eq!(server_devices(&app, "ann").await.len(), 1, "no second device");
 
+    // A refused token names the administrator this instance came from.
+    let bogus = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let r = c.run(&["update-instance", "--url", &url], &[("ONRAMP_TOKEN", bogus)]).await;
+    assert_eq!(r.code, 4, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("not known")
+            && r.stderr.contains("(administrator: Ada Admin <admin@example.com>, +1 555 0100)"),
+        "{}",
+        r.stderr
+    );
+
+    // The daemon keeps the configuration current by itself.
+    let mut daemon = c.cmd(&["daemon", "--interval", "1"]);
+    daemon.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = daemon.spawn().unwrap();
+    app.create_location("annex", "10.4.0.1/24").await;
+    let mut seen = false;
+    for _ in 0..100 {
+        let store = c.store().await;
+        let id = store.instances().await.unwrap()[0].id.clone();
+        seen = store.locations(&id).await.unwrap().iter().any(|l| l.network_name == "annex");
+        store.close().await;
+        if seen {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(seen, "the daemon did not pick up the new location within 20 s");
+
     // A token of another instance is refused.
     let other = setup().await;
     let o = token(&other, "ann", "start_enrollment").await;
@@ -397,7 +437,11 @@ async fn add_update_sync_and_removal() {
     let dev = server_devices(&app, "ann").await[0]["id"].clone();
     app.call("DELETE", &format!("/api/v1/device/{dev}"), None).await;
     let r = c.run(&["sync"], &[]).await.ok();
-    assert!(r.stdout.contains("ask your administrator for a new token"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("ask your administrator (Ada Admin <admin@example.com>, +1 555 0100) for a new token"),
+        "{}",
+        r.stdout
+    );
     let r = c.run(&["status"], &[]).await.ok();
     assert!(r.stdout.contains("needs a new token"), "{}", r.stdout);
 
