@@ -69,8 +69,10 @@ async fn snapshot(app: &TestApp) -> Vec<Value> {
     out
 }
 
-async fn seeded() -> TestApp {
-    let app = TestApp::spawn(Backend::Sqlite).await;
+on_both_backends!(malformed_bodies_on_every_route, missing_and_unknown_fields, invalid_values_and_unknown_ids);
+
+async fn seeded(b: Backend) -> TestApp {
+    let app = TestApp::spawn(b).await;
     app.create_user("ann").await;
     app.call("POST", "/api/v1/group", Some(json!({"name": "staff", "members": ["ann"]}))).await;
     app.create_location("office", "10.1.0.1/24").await;
@@ -84,9 +86,8 @@ fn assert_4xx(what: &str, s: StatusCode, v: &Value) {
     assert!(v["code"].as_str().is_some(), "{what}: no code: {v}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn malformed_bodies_on_every_route() {
-    let app = seeded().await;
+async fn malformed_bodies_on_every_route(b: Backend) {
+    let app = seeded(b).await;
     let before = snapshot(&app).await;
     let big = format!("{{\"name\": \"{}\"}}", "x".repeat(300 * 1024));
     for (method, path, valid) in body_routes() {
@@ -137,9 +138,8 @@ fn required(path: &str) -> &'static [&'static str] {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_and_unknown_fields() {
-    let app = seeded().await;
+async fn missing_and_unknown_fields(b: Backend) {
+    let app = seeded(b).await;
     let before = snapshot(&app).await;
     for (method, path, valid) in body_routes() {
         let obj = valid.as_object().unwrap();
@@ -164,9 +164,8 @@ async fn missing_and_unknown_fields() {
     app.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_values_and_unknown_ids() {
-    let app = seeded().await;
+async fn invalid_values_and_unknown_ids(b: Backend) {
+    let app = seeded(b).await;
     let before = snapshot(&app).await;
     let user = |k: &str, v: Value| {
         let mut u = json!({"username": "x1", "first_name": "F", "last_name": "L", "email": "x1@example.com"});
@@ -180,6 +179,7 @@ async fn invalid_values_and_unknown_ids() {
     };
     let cases: Vec<(&str, &str, Value, &str)> = vec![
         ("POST", "/api/v1/user", user("email", json!("not-an-email")), "email"),
+        ("PUT", "/api/v1/user/ann", json!({"email": "ann@"}), "email"),
         ("POST", "/api/v1/user", user("username", json!("Bad Name")), "username"),
         ("POST", "/api/v1/user", user("username", json!("")), "username"),
         ("POST", "/api/v1/user", user("phone", json!("call me")), "phone"),
@@ -219,10 +219,13 @@ async fn invalid_values_and_unknown_ids() {
         ("PUT", "/api/v1/user/ghost", Some(json!({"first_name": "G"})), StatusCode::NOT_FOUND),
         ("DELETE", "/api/v1/user/ghost", None, StatusCode::NOT_FOUND),
         ("POST", "/api/v1/user/ghost/start_enrollment", Some(json!({})), StatusCode::NOT_FOUND),
+        ("POST", "/api/v1/user/ghost/start_desktop", Some(json!({})), StatusCode::NOT_FOUND),
+        ("DELETE", "/api/v1/user/ghost/tokens", None, StatusCode::NOT_FOUND),
         ("GET", "/api/v1/user/ghost/tokens", None, StatusCode::NOT_FOUND),
         ("DELETE", "/api/v1/user/ann/tokens/999", None, StatusCode::NOT_FOUND),
         ("DELETE", "/api/v1/user/ann/tokens/abc", None, StatusCode::BAD_REQUEST),
         ("GET", "/api/v1/group/ghost", None, StatusCode::NOT_FOUND),
+        ("DELETE", "/api/v1/group/ghost", None, StatusCode::NOT_FOUND),
         ("POST", "/api/v1/group/ghost/member", Some(json!({"username": "ann"})), StatusCode::NOT_FOUND),
         ("POST", "/api/v1/group/staff/member", Some(json!({"username": "ghost"})), StatusCode::NOT_FOUND),
         ("DELETE", "/api/v1/group/staff/member/ghost", None, StatusCode::NOT_FOUND),
@@ -238,6 +241,7 @@ async fn invalid_values_and_unknown_ids() {
             StatusCode::NOT_FOUND,
         ),
         ("DELETE", "/api/v1/device/999", None, StatusCode::NOT_FOUND),
+        ("PUT", "/api/v1/device/999", Some(json!({"name": "x"})), StatusCode::NOT_FOUND),
         ("DELETE", "/api/v1/api_token/999", None, StatusCode::NOT_FOUND),
         ("POST", "/api/v1/mail/999/retry", None, StatusCode::NOT_FOUND),
         ("POST", "/api/v1/provisioning/bulk", Some(json!({"group": "ghost"})), StatusCode::NOT_FOUND),

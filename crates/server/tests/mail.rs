@@ -23,7 +23,44 @@ async fn wait_status(app: &TestApp, status: &str, n: usize) -> Value {
     panic!("no {n} message(s) with status {status}");
 }
 
-on_both_backends!(invitation_and_desktop_mail);
+on_both_backends!(
+    invitation_and_desktop_mail,
+    outbox_survives_outage_and_restart,
+    failed_messages_are_visible_and_retryable,
+    two_cores_send_each_message_once
+);
+
+/// Two cores on one database both run the outbox worker: every message is delivered once.
+async fn two_cores_send_each_message_once(b: Backend) {
+    let mut sink = SmtpSink::start().await;
+    let a = TestApp::spawn(b).await;
+    configure_smtp(&a, &sink).await;
+    sink.stop().await;
+    let second = TestApp::builder(b).database_url(&a.database_url).spawn().await;
+    let users: Vec<String> = (0..24).map(|i| format!("user{i}")).collect();
+    for u in &users {
+        a.create_user(u).await;
+        let (s, v) = a
+            .call(
+                "POST",
+                &format!("/api/v1/user/{u}/start_enrollment"),
+                Some(json!({"send_enrollment_notification": true, "email": format!("{u}@example.com")})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    // Both workers see every message due at once when the relay comes back.
+    sink.restart().await;
+    sink.wait_for(users.len(), Duration::from_secs(60)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got = sink.messages();
+    let mut to: Vec<String> = got.iter().flat_map(|m| m.to.clone()).collect();
+    to.sort();
+    to.dedup();
+    assert_eq!((got.len(), to.len()), (users.len(), users.len()), "each message delivered exactly once");
+    second.stop().await;
+    a.stop().await;
+}
 
 async fn invitation_and_desktop_mail(b: Backend) {
     let sink = SmtpSink::start().await;
@@ -106,10 +143,9 @@ async fn invitation_and_desktop_mail(b: Backend) {
 }
 
 /// A message queued while SMTP is down survives the outage and a restart of core.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn outbox_survives_outage_and_restart() {
+async fn outbox_survives_outage_and_restart(b: Backend) {
     let mut sink = SmtpSink::start().await;
-    let app = TestApp::spawn(Backend::Sqlite).await;
+    let app = TestApp::spawn(b).await;
     configure_smtp(&app, &sink).await;
     sink.stop().await;
     app.create_user("ann").await;
@@ -135,7 +171,7 @@ async fn outbox_survives_outage_and_restart() {
     let url = app.database_url.clone();
     let _keep = app.stop_keep_db().await;
     sink.restart().await;
-    let app = TestApp::builder(Backend::Sqlite).database_url(&url).spawn().await;
+    let app = TestApp::builder(b).database_url(&url).spawn().await;
     let mail = sink.wait_for(1, Duration::from_secs(30)).await.remove(0);
     assert_eq!(mail.to, ["ann@example.com"]);
     let sent = wait_status(&app, "sent", 1).await;
@@ -144,10 +180,9 @@ async fn outbox_survives_outage_and_restart() {
 }
 
 /// After the last attempt a message is marked failed; the admin sees it and can retry.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_messages_are_visible_and_retryable() {
+async fn failed_messages_are_visible_and_retryable(b: Backend) {
     let mut sink = SmtpSink::start().await;
-    let app = TestApp::builder(Backend::Sqlite).config(|c| c.mail_max_attempts = 2).spawn().await;
+    let app = TestApp::builder(b).config(|c| c.mail_max_attempts = 2).spawn().await;
     configure_smtp(&app, &sink).await;
     sink.stop().await;
     app.create_user("ann").await;

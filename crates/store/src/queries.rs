@@ -930,16 +930,26 @@ impl Store {
         Ok(id)
     }
 
-    /// Pending messages whose next attempt is due, oldest first.
-    pub async fn due_mail(&self, now: i64, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        sqlx::query_as::<_, OutboxRow>(&format!(
-            "SELECT {OUTBOX_COLS} FROM mail_outbox WHERE status = 'pending' AND next_attempt_at <= $1 ORDER BY id LIMIT $2"
+    /// Claims up to `limit` due messages, oldest first, by moving their next attempt to
+    /// `lease_until`: one statement, so of several cores sharing the database each message
+    /// goes to one (PostgreSQL skips rows another core is claiming). A core that dies while
+    /// sending leaves the message due again when the lease ends.
+    pub async fn claim_due_mail(&self, now: i64, lease_until: i64, limit: i64) -> StoreResult<Vec<OutboxRow>> {
+        let lock = if self.kind() == crate::DatabaseKind::Postgres { " FOR UPDATE SKIP LOCKED" } else { "" };
+        let mut w = self.write_tx().await?;
+        let mut rows = sqlx::query_as::<_, OutboxRow>(&format!(
+            "UPDATE mail_outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM mail_outbox \
+             WHERE status = 'pending' AND next_attempt_at <= $2 ORDER BY id LIMIT $3{lock}) RETURNING {OUTBOX_COLS}"
         ))
+        .bind(lease_until)
         .bind(now)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *w.tx)
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+        w.commit().await?;
+        rows.sort_by_key(|r| r.id);
+        Ok(rows)
     }
 
     /// Earliest future attempt among pending messages (for the worker's sleep).

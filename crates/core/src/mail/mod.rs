@@ -255,7 +255,11 @@ impl Core {
         if !settings.smtp.is_configured() {
             return Ok(0);
         }
-        let due = self.store().due_mail(self.now(), 50).await?;
+        // Claimed for long enough to try every message of the batch with the SMTP timeout.
+        const BATCH: i64 = 10;
+        let lease = (settings.smtp.timeout_secs.max(1) as i64).saturating_mul(BATCH + 1).max(60);
+        let now = self.now();
+        let due = self.store().claim_due_mail(now, now + lease, BATCH).await?;
         if due.is_empty() {
             return Ok(0);
         }
