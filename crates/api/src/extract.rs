@@ -100,7 +100,7 @@ impl FromRequestParts<AppState> for Admin {
         let admin = state.core.authenticate_admin(bearer).await?;
         let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self(Actor { user_id: Some(admin.user_id), name: admin.username, ip, user_agent }))
+        Ok(Self(Actor { user_id: Some(admin.user_id), name: admin.username, ip, user_agent, client: None }))
     }
 }
 

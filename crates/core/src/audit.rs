@@ -11,6 +11,8 @@ pub struct Actor {
     pub name: String,
     pub ip: Option<String>,
     pub user_agent: Option<String>,
+    /// Desktop client version and platform (`defguard-client-version` / `-platform`).
+    pub client: Option<String>,
 }
 
 impl Actor {
@@ -43,6 +45,10 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+fn client_of(actor: &Actor) -> Option<String> {
+    actor.client.as_deref().map(sanitize_user_agent).filter(|c| !c.is_empty())
+}
+
 /// Sanitises a user agent for storage: printable ASCII only, no markup, bounded length.
 pub fn sanitize_user_agent(ua: &str) -> String {
     ua.chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && !"<>\"'&".contains(*c)).take(256).collect()
@@ -56,6 +62,10 @@ impl Core {
         subject: Option<String>,
         details: serde_json::Value,
     ) -> NewAudit {
+        let mut details = details;
+        if let (Some(c), Some(obj)) = (&client_of(actor), details.as_object_mut()) {
+            obj.insert("client".into(), serde_json::Value::String(c.clone()));
+        }
         NewAudit {
             at: self.now(),
             actor_user_id: actor.user_id,

@@ -15,6 +15,10 @@ impl Core {
             name: "enrollment".into(),
             ip: req.meta.ip.clone(),
             user_agent: req.meta.user_agent.clone(),
+            client: match (&req.meta.client_version, &req.meta.client_platform) {
+                (None, None) => None,
+                (v, p) => Some(format!("{} on {}", v.as_deref().unwrap_or("?"), p.as_deref().unwrap_or("?"))),
+            },
         };
         let call = req.call.name();
         let result = match req.call {

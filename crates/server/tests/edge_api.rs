@@ -10,8 +10,13 @@ async fn edge(
     cookie: Option<&str>,
     body: Value,
 ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-    let mut req =
-        app.client.post(format!("{}{path}", app.edge_url)).json(&body).header("user-agent", "defguard-desktop/1.3 <b>");
+    let mut req = app
+        .client
+        .post(format!("{}{path}", app.edge_url))
+        .json(&body)
+        .header("user-agent", "defguard-desktop/1.3 <b>")
+        .header("defguard-client-version", "1.3.0")
+        .header("defguard-client-platform", "windows");
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
@@ -99,6 +104,7 @@ async fn desktop_client_flow_over_http(b: Backend) {
         (ev[0]["ip"].as_str(), ev[0]["user_agent"].as_str()),
         (Some("127.0.0.1"), Some("defguard-desktop/1.3 b"))
     );
+    assert_eq!(ev[0]["details"]["client"], "1.3.0 on windows", "{ev}");
     app.stop().await;
 }
 
