@@ -151,9 +151,7 @@ async fn browser_enrollment_end_to_end() {
     assert!(text(&c, "#final-page h3").await.contains("Welcome, First!"));
 
     // A used-up or unknown token gets a clear page, not a blank screen.
-    c.goto(&format!("{}/?token=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", app.edge_url)).await.unwrap();
-    visible(&c, "error").await;
-    assert!(text(&c, "#error-text").await.contains("not valid"));
+    assert!(error_page(&c, &app, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await.contains("not valid"));
     c.close().await.unwrap();
     app.stop().await;
 }
@@ -201,9 +199,7 @@ async fn browser_own_key_skip_and_error_pages() {
     assert!(deep.starts_with("onramp://enroll?url=http%3A%2F%2F127.0.0.1") && deep.ends_with(&kim), "{deep}");
     c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
     visible(&c, "password").await;
-    c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
-    c.find(Locator::Id("password2")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
-    c.find(Locator::Id("password-submit")).await.unwrap().click().await.unwrap();
+    set_password(&c).await;
     visible(&c, "device").await;
     c.find(Locator::Css("input[name=keymode][value=paste]")).await.unwrap().click().await.unwrap();
     let own = pubkey(42);
@@ -233,9 +229,7 @@ async fn browser_own_key_skip_and_error_pages() {
     visible(&c, "welcome").await;
     c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
     visible(&c, "password").await;
-    c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
-    c.find(Locator::Id("password2")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
-    c.find(Locator::Id("password-submit")).await.unwrap().click().await.unwrap();
+    set_password(&c).await;
     visible(&c, "device").await;
     c.find(Locator::Id("skip-vpn")).await.unwrap().click().await.unwrap();
     visible(&c, "done").await;
@@ -248,27 +242,33 @@ async fn browser_own_key_skip_and_error_pages() {
     let max = issue("max", json!({"token_expiration_time": "1h"})).await;
     let ned = issue("ned", json!({})).await;
     clock.advance(3601);
-    c.goto(&format!("{}/?token={max}", app.edge_url)).await.unwrap();
-    visible(&c, "error").await;
-    assert!(text(&c, "#error-text").await.contains("has expired"));
+    assert!(error_page(&c, &app, &max).await.contains("has expired"));
     c.goto(&format!("{}/?token={ned}", app.edge_url)).await.unwrap();
     visible(&c, "welcome").await;
     c.find(Locator::Id("welcome-next")).await.unwrap().click().await.unwrap();
     visible(&c, "password").await;
     clock.advance(601);
+    set_password(&c).await;
+    visible(&c, "error").await;
+    assert!(text(&c, "#error-text").await.contains("session has ended"));
+    assert!(error_page(&c, &app, &ned).await.contains("session has ended"));
+    assert!(error_page(&c, &app, &kim).await.contains("already used"));
+    c.close().await.unwrap();
+    app.stop().await;
+}
+
+/// Types a policy-compliant password twice and submits it.
+async fn set_password(c: &Client) {
     c.find(Locator::Id("password")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
     c.find(Locator::Id("password2")).await.unwrap().send_keys("Str0ng!Pass").await.unwrap();
     c.find(Locator::Id("password-submit")).await.unwrap().click().await.unwrap();
-    visible(&c, "error").await;
-    assert!(text(&c, "#error-text").await.contains("session has ended"));
-    c.goto(&format!("{}/?token={ned}", app.edge_url)).await.unwrap();
-    visible(&c, "error").await;
-    assert!(text(&c, "#error-text").await.contains("session has ended"));
-    c.goto(&format!("{}/?token={kim}", app.edge_url)).await.unwrap();
-    visible(&c, "error").await;
-    assert!(text(&c, "#error-text").await.contains("already used"));
-    c.close().await.unwrap();
-    app.stop().await;
+}
+
+/// Opens the wizard with `token` and returns the text of the error page it must show.
+async fn error_page(c: &Client, app: &TestApp, token: &str) -> String {
+    c.goto(&format!("{}/?token={token}", app.edge_url)).await.unwrap();
+    visible(c, "error").await;
+    text(c, "#error-text").await
 }
 
 fn base64_decode(s: &str) -> Vec<u8> {

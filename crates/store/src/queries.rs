@@ -146,12 +146,7 @@ impl Store {
         if row.is_none() {
             return Ok(None);
         }
-        sqlx::query("UPDATE tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(token_id)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?;
+        mark_used(&mut w, token_id, now).await?;
         w.commit().await?;
         Ok(row)
     }
@@ -657,12 +652,7 @@ impl Store {
 
     pub async fn mark_token_used(&self, token_id: i64, now: i64) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
-        sqlx::query("UPDATE tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
-            .bind(now)
-            .bind(token_id)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?;
+        mark_used(&mut w, token_id, now).await?;
         w.commit().await
     }
 
@@ -1200,4 +1190,15 @@ mod tests {
         assert_eq!(super::placeholders(2, 3), "$2, $3, $4");
         assert_eq!(super::values_rows(2, 2), "($1, $2), ($3, $4)");
     }
+}
+
+/// The first use of a token counts; later ones within its session leave the time alone.
+async fn mark_used(w: &mut crate::db::WriteTx<'_>, token_id: i64, now: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(token_id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
 }
