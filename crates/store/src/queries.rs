@@ -1183,15 +1183,6 @@ fn prefixed(alias: &str, cols: &str) -> String {
     cols.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn placeholder_lists() {
-        assert_eq!(super::placeholders(2, 3), "$2, $3, $4");
-        assert_eq!(super::values_rows(2, 2), "($1, $2), ($3, $4)");
-    }
-}
-
 /// The first use of a token counts; later ones within its session leave the time alone.
 async fn mark_used(w: &mut crate::db::WriteTx<'_>, token_id: i64, now: i64) -> StoreResult<()> {
     sqlx::query("UPDATE tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
@@ -1201,4 +1192,13 @@ async fn mark_used(w: &mut crate::db::WriteTx<'_>, token_id: i64, now: i64) -> S
         .await
         .map_err(map_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn placeholder_lists() {
+        assert_eq!(super::placeholders(2, 3), "$2, $3, $4");
+        assert_eq!(super::values_rows(2, 2), "($1, $2), ($3, $4)");
+    }
 }
