@@ -155,6 +155,22 @@ async fn full_run(db_url: Option<&str>) {
         assert_eq!(std::fs::metadata(out.join(u)).unwrap().permissions().mode() & 0o777, 0o700);
         secrets.push(tok);
     }
+    // Without --include-token the CSV carries no secret (the files still do).
+    let quiet = tmp.path().join("rollout2");
+    let mut c = with_db(server.cmd());
+    c.args(["admin", "provision-group", "staff", "--out", quiet.to_str().unwrap()]);
+    let (_, err) = run(c);
+    assert!(err.contains("2 provisioning file(s) written"), "{err}");
+    let csv = std::fs::read_to_string(quiet.join("provisioning.csv")).unwrap();
+    assert_eq!(csv.lines().next().unwrap(), "username,email,kind,enrollment_url,expires_at,note");
+    for u in ["ann", "bob"] {
+        let p: Value =
+            serde_json::from_str(&std::fs::read_to_string(quiet.join(u).join("provisioning.json")).unwrap()).unwrap();
+        let tok = p["enrollment_token"].as_str().unwrap().to_owned();
+        assert!(!csv.contains(&tok), "{csv}");
+        secrets.push(tok);
+    }
+
     // The newest tokens are the ones that work: the server sees the CLI's writes.
     let pending = http(&client, a, &token, "GET", "/api/v1/user/ann/tokens", Value::Null).await;
     assert_eq!(pending.as_array().unwrap().len(), 1);
