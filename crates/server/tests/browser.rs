@@ -19,6 +19,9 @@ struct Driver {
 
 impl Drop for Driver {
     fn drop(&mut self) {
+        // Chromium runs in chromedriver's process group: end the whole group, so a failed
+        // test leaves no browser behind.
+        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -32,8 +35,10 @@ fn start_chromedriver() -> Driver {
         );
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    use std::os::unix::process::CommandExt;
     let child = Command::new(CHROMEDRIVER)
         .arg(format!("--port={port}"))
+        .process_group(0)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
