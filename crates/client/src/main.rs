@@ -287,7 +287,8 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
             Ok(())
         }
         Command::UpdateInstance { token } => {
-            let only = match store.instances().await?.as_slice() {
+            let instances = store.instances().await?;
+            let only = match instances.as_slice() {
                 [one] => Some(one.edge_url.clone()),
                 _ => None,
             };
@@ -297,8 +298,8 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
                 Err(e) => {
                     // A refused token: point at the administrator this instance came from.
                     let mut f = Failure::from(e);
-                    let known = store.instances().await?.into_iter().find(|i| i.edge_url == url.as_str());
-                    if let Some(a) = known.and_then(|i| i.admin_contact).filter(|_| f.0 == 4) {
+                    let known = instances.iter().find(|i| i.edge_url == url.as_str());
+                    if let Some(a) = known.and_then(|i| i.admin_contact.as_deref()).filter(|_| f.0 == 4) {
                         f.1.push_str(&format!(" (administrator: {a})"));
                     }
                     return Err(f);
@@ -379,13 +380,15 @@ async fn leftover_provisioning(
     settings: &Settings,
     store: &Store,
 ) -> Result<(), Failure> {
-    let Ok(Some((found, prov))) = provision::find(dir, explicit, settings.allow_http) else { return Ok(()) };
+    // Machine-wide sources are not the user's to delete or to be told about.
+    let Ok(Some((found @ provision::Found::UserFile(_), prov))) = provision::find(dir, explicit, settings.allow_http)
+    else {
+        return Ok(());
+    };
     if store.token_spent(&onramp_domain::token::hash_secret(&prov.enrollment_token)).await? {
         provision::consume(&found);
-        if matches!(found, provision::Found::UserFile(_)) {
-            println!("Removed {found}: its token was already used to enroll this client.");
-        }
-    } else if matches!(found, provision::Found::UserFile(_)) {
+        println!("Removed {found}: its token was already used to enroll this client.");
+    } else {
         println!(
             "Note: {found} was not used because this client is already enrolled; \
              run onramp-client update-instance to apply a new token."

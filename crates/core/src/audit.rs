@@ -60,9 +60,8 @@ impl Core {
         actor: &Actor,
         action: &str,
         subject: Option<String>,
-        details: serde_json::Value,
+        mut details: serde_json::Value,
     ) -> NewAudit {
-        let mut details = details;
         if let (Some(c), Some(obj)) = (&client_of(actor), details.as_object_mut()) {
             obj.insert("client".into(), serde_json::Value::String(c.clone()));
         }

@@ -12,6 +12,20 @@ async fn configure_smtp(app: &TestApp, sink: &SmtpSink) {
     assert_eq!(s, StatusCode::OK, "{v}");
 }
 
+/// Creates `user` and issues an enrollment token mailed to `email`; returns the token.
+async fn invite(app: &TestApp, user: &str, email: &str) -> String {
+    app.create_user(user).await;
+    let (s, t) = app
+        .call(
+            "POST",
+            &format!("/api/v1/user/{user}/start_enrollment"),
+            Some(json!({"send_enrollment_notification": true, "email": email})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    t["enrollment_token"].as_str().unwrap().to_owned()
+}
+
 async fn wait_status(app: &TestApp, status: &str, n: usize) -> Value {
     for _ in 0..200 {
         let (_, v) = app.call("GET", &format!("/api/v1/mail?status={status}"), None).await;
@@ -39,15 +53,7 @@ async fn two_cores_send_each_message_once(b: Backend) {
     let second = TestApp::builder(b).database_url(&a.database_url).spawn().await;
     let users: Vec<String> = (0..24).map(|i| format!("user{i}")).collect();
     for u in &users {
-        a.create_user(u).await;
-        let (s, v) = a
-            .call(
-                "POST",
-                &format!("/api/v1/user/{u}/start_enrollment"),
-                Some(json!({"send_enrollment_notification": true, "email": format!("{u}@example.com")})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+        invite(&a, u, &format!("{u}@example.com")).await;
     }
     // Both workers see every message due at once when the relay comes back.
     sink.restart().await;
@@ -72,16 +78,7 @@ async fn invitation_and_desktop_mail(b: Backend) {
         Some(json!({"first_name": "Ada", "last_name": "Admin", "phone": "+1 555 0100"})),
     )
     .await;
-    app.create_user("ann").await;
-    let (s, t) = app
-        .call(
-            "POST",
-            "/api/v1/user/ann/start_enrollment",
-            Some(json!({"send_enrollment_notification": true, "email": "ann.private@example.org"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{t}");
-    let token = t["enrollment_token"].as_str().unwrap();
+    let token = &invite(&app, "ann", "ann.private@example.org").await;
     let mail = sink.wait_for(1, Duration::from_secs(20)).await.remove(0);
     assert_eq!(mail.to, ["ann.private@example.org"]);
     assert_eq!(mail.from, "vpn@example.com");
@@ -148,15 +145,7 @@ async fn outbox_survives_outage_and_restart(b: Backend) {
     let app = TestApp::spawn(b).await;
     configure_smtp(&app, &sink).await;
     sink.stop().await;
-    app.create_user("ann").await;
-    let (s, _) = app
-        .call(
-            "POST",
-            "/api/v1/user/ann/start_enrollment",
-            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED);
+    invite(&app, "ann", "ann@example.com").await;
     // Wait for a failed attempt to be recorded.
     let mut pending = Value::Null;
     for _ in 0..100 {
@@ -185,13 +174,7 @@ async fn failed_messages_are_visible_and_retryable(b: Backend) {
     let app = TestApp::builder(b).config(|c| c.mail_max_attempts = 2).spawn().await;
     configure_smtp(&app, &sink).await;
     sink.stop().await;
-    app.create_user("ann").await;
-    app.call(
-        "POST",
-        "/api/v1/user/ann/start_enrollment",
-        Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
-    )
-    .await;
+    invite(&app, "ann", "ann@example.com").await;
     let failed = wait_status(&app, "failed", 1).await;
     assert_eq!(failed[0]["attempts"], 2);
     assert_eq!(failed[0]["to"], "ann@example.com");
@@ -307,16 +290,7 @@ async fn starttls_with_login_and_implicit_tls() {
     assert_eq!(s, StatusCode::OK, "{v}");
     assert!(v["smtp"].get("password").is_none_or(Value::is_null), "the password is never returned: {v}");
 
-    app.create_user("ann").await;
-    let (s, t) = app
-        .call(
-            "POST",
-            "/api/v1/user/ann/start_enrollment",
-            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{t}");
-    let token = t["enrollment_token"].as_str().unwrap().to_owned();
+    let token = invite(&app, "ann", "ann@example.com").await;
     let mail = starttls.wait_for(1, Duration::from_secs(20)).await.remove(0);
     assert_eq!(
         (mail.to.as_slice(), mail.subject.as_str()),
@@ -342,26 +316,14 @@ async fn starttls_with_login_and_implicit_tls() {
     let tls = SmtpSink::start_tls(SinkTls { implicit: true, cert_file: cert, key_file: key, login: None }).await;
     let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp(tls.port(), "tls", false, Some(&ca)))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    app.create_user("bob").await;
-    app.call(
-        "POST",
-        "/api/v1/user/bob/start_enrollment",
-        Some(json!({"send_enrollment_notification": true, "email": "bob@example.com"})),
-    )
-    .await;
+    invite(&app, "bob", "bob@example.com").await;
     let mail = tls.wait_for(1, Duration::from_secs(20)).await.remove(0);
     assert_eq!(mail.to, ["bob@example.com"]);
 
     // Without the private CA the relay's certificate is not trusted: nothing is sent in clear.
     let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp(tls.port(), "tls", false, None))).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    app.create_user("cid").await;
-    app.call(
-        "POST",
-        "/api/v1/user/cid/start_enrollment",
-        Some(json!({"send_enrollment_notification": true, "email": "cid@example.com"})),
-    )
-    .await;
+    invite(&app, "cid", "cid@example.com").await;
     let failed = wait_status(&app, "failed", 1).await;
     assert_eq!(failed[0]["to"], "cid@example.com");
     assert!(failed[0]["last_error"].as_str().unwrap().to_lowercase().contains("certificate"), "{failed}");

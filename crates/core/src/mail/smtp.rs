@@ -11,26 +11,20 @@ use std::time::Duration;
 
 pub(super) type Transport = AsyncSmtpTransport<Tokio1Executor>;
 
-/// The CA certificates of `path` (PEM), with an error that says what is wrong.
-pub(crate) fn read_ca(path: &str) -> Result<Vec<Certificate>, String> {
+/// The CA certificates of `path` (a PEM bundle), with an error that says what is wrong.
+pub(crate) fn read_ca(path: &str) -> Result<Certificate, String> {
     let pem = std::fs::read(path).map_err(|e| format!("cannot read {path}: {e}"))?;
-    let text = String::from_utf8_lossy(&pem);
-    let blocks: Vec<&str> = text
-        .split_inclusive("-----END CERTIFICATE-----")
-        .filter_map(|b| b.find("-----BEGIN CERTIFICATE-----").map(|i| &b[i..]))
-        .collect();
-    if blocks.is_empty() {
+    // An empty bundle parses fine but trusts nothing: say so instead.
+    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
         return Err(format!("{path} holds no PEM certificate"));
     }
-    blocks.iter().map(|b| Certificate::from_pem(b.as_bytes()).map_err(|e| format!("{path}: {e}"))).collect()
+    Certificate::from_pem(&pem).map_err(|e| format!("{path}: {e}"))
 }
 
 fn tls_parameters(s: &SmtpSettings) -> Result<TlsParameters, String> {
     let mut b = TlsParameters::builder(s.host.clone());
     if let Some(ca) = &s.ca_file {
-        for cert in read_ca(ca).map_err(|e| format!("SMTP ca_file: {e}"))? {
-            b = b.add_root_certificate(cert);
-        }
+        b = b.add_root_certificate(read_ca(ca).map_err(|e| format!("SMTP ca_file: {e}"))?);
     }
     b.build_rustls().map_err(|e| format!("SMTP TLS setup: {e}"))
 }
