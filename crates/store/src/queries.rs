@@ -433,7 +433,9 @@ impl Store {
         loop {
             attempt += 1;
             match self.try_create_device(user_id, name, pubkey, subnets, now).await {
-                Err(StoreError::Conflict { field: "address" }) if attempt < 5 => continue,
+                Err(StoreError::Conflict { field: "address" }) if attempt < ADDRESS_ATTEMPTS => {
+                    clash_backoff(attempt).await
+                }
                 other => return other,
             }
         }
@@ -480,7 +482,9 @@ impl Store {
                     w.commit().await?;
                     return Ok(rows);
                 }
-                Err(StoreError::Conflict { field: "address" }) if attempt < 5 => continue,
+                Err(StoreError::Conflict { field: "address" }) if attempt < ADDRESS_ATTEMPTS => {
+                    clash_backoff(attempt).await
+                }
                 Err(e) => return Err(e),
             }
         }
@@ -1181,6 +1185,19 @@ fn placeholders(first: usize, n: usize) -> String {
 
 fn prefixed(alias: &str, cols: &str) -> String {
     cols.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
+
+/// How often an allocation that lost an address race is retried. Each loser sees the
+/// winners' addresses on its next try, so a burst of N concurrent allocations across
+/// replicas can need up to N tries for the unluckiest one.
+const ADDRESS_ATTEMPTS: u32 = 32;
+
+/// A short random pause before retrying, so racing allocations stop colliding in step.
+async fn clash_backoff(attempt: u32) {
+    use rand::Rng;
+    let max_ms = u64::from(attempt.min(10)) * 2;
+    let ms = rand::thread_rng().gen_range(0..=max_ms);
+    tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
 }
 
 /// The first use of a token counts; later ones within its session leave the time alone.
