@@ -1,0 +1,120 @@
+use super::*;
+
+impl Store {
+    pub async fn create_group(&self, name: &str, is_admin: bool, now: i64) -> StoreResult<GroupRow> {
+        self.write_row(
+            sqlx::query_as::<_, GroupRow>(
+                "INSERT INTO groups (name, is_admin, created_at) VALUES ($1, $2, $3) RETURNING id, name, is_admin, created_at",
+            )
+            .bind(name)
+            .bind(i64::from(is_admin))
+            .bind(now),
+        )
+        .await
+    }
+
+    pub async fn group_by_name(&self, name: &str) -> StoreResult<GroupRow> {
+        sqlx::query_as::<_, GroupRow>("SELECT id, name, is_admin, created_at FROM groups WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
+    pub async fn list_groups(&self) -> StoreResult<Vec<GroupRow>> {
+        sqlx::query_as::<_, GroupRow>("SELECT id, name, is_admin, created_at FROM groups ORDER BY name")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    pub async fn update_group(&self, id: i64, name: &str, is_admin: bool) -> StoreResult<GroupRow> {
+        self.write_row(
+            sqlx::query_as::<_, GroupRow>(
+                "UPDATE groups SET name = $1, is_admin = $2 WHERE id = $3 RETURNING id, name, is_admin, created_at",
+            )
+            .bind(name)
+            .bind(i64::from(is_admin))
+            .bind(id),
+        )
+        .await
+    }
+
+    pub async fn delete_group(&self, id: i64) -> StoreResult<()> {
+        self.delete_by_id("groups", id).await
+    }
+
+    /// Members' usernames, sorted.
+    pub async fn group_members(&self, group_id: i64) -> StoreResult<Vec<UserRow>> {
+        sqlx::query_as::<_, UserRow>(&format!(
+            "SELECT {} FROM users u JOIN group_members gm ON gm.user_id = u.id WHERE gm.group_id = $1 ORDER BY u.username",
+            prefixed("u", USER_COLS)
+        ))
+        .bind(group_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    /// Adds a member; `Ok(false)` when already a member.
+    pub async fn add_member(&self, group_id: i64, user_id: i64) -> StoreResult<bool> {
+        let n = self
+            .write(
+                sqlx::query("INSERT INTO group_members (group_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(group_id)
+                    .bind(user_id),
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    pub async fn remove_member(&self, group_id: i64, user_id: i64) -> StoreResult<()> {
+        let n = self
+            .write(
+                sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+                    .bind(group_id)
+                    .bind(user_id),
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn user_groups(&self, user_id: i64) -> StoreResult<Vec<GroupRow>> {
+        sqlx::query_as::<_, GroupRow>(
+            "SELECT g.id, g.name, g.is_admin, g.created_at FROM groups g JOIN group_members gm ON gm.group_id = g.id \
+             WHERE gm.user_id = $1 ORDER BY g.name",
+        )
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    /// (user_id, group name) for every membership: lets list views avoid a query per user.
+    pub async fn all_memberships(&self) -> StoreResult<Vec<(i64, String)>> {
+        let rows = sqlx::query(
+            "SELECT gm.user_id, g.name FROM group_members gm JOIN groups g ON g.id = gm.group_id ORDER BY g.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
+    pub async fn is_admin(&self, user_id: i64) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM group_members gm JOIN groups g ON g.id = gm.group_id WHERE gm.user_id = $1 AND g.is_admin = 1",
+        )
+        .bind(user_id)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_err)?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,192 @@
+use super::*;
+
+const TOKEN_COLS: &str =
+    "id, kind, user_id, issued_by, email, created_at, expires_at, session_deadline, used_at, revoked_at";
+
+/// Token kinds a new enrollment/desktop token supersedes.
+const ENROLL_KINDS: &str = "('enrollment', 'desktop_config')";
+
+impl Store {
+    /// Inserts tokens (each revoking its user's earlier unused enrollment and desktop
+    /// tokens) and their audit events, all in one transaction. Statements are batched
+    /// (multi-row VALUES, `IN` lists) so that bulk issuance costs a few hundred statements
+    /// for ten thousand tokens, not three per token.
+    pub(crate) async fn write_tokens(&self, tokens: &[NewToken], audits: &[NewAudit]) -> StoreResult<()> {
+        const CHUNK: usize = 500;
+        let mut w = self.write_tx().await?;
+        let Some(first) = tokens.first() else {
+            return Ok(());
+        };
+        if self.kind() == crate::DatabaseKind::Postgres {
+            // Concurrent issuances for one user must not both miss each other's insert
+            // (READ COMMITTED): lock the users' rows, in id order to avoid deadlocks.
+            let mut ids: Vec<i64> = tokens.iter().map(|t| t.user_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            for chunk in ids.chunks(CHUNK) {
+                let sql = format!(
+                    "SELECT id FROM users WHERE id IN ({}) ORDER BY id FOR UPDATE",
+                    placeholders(1, chunk.len())
+                );
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *w.tx).await.map_err(map_err)?;
+            }
+        }
+        for chunk in tokens.chunks(CHUNK) {
+            let sql = format!(
+                "UPDATE tokens SET revoked_at = $1 WHERE kind IN {ENROLL_KINDS} AND used_at IS NULL \
+                 AND revoked_at IS NULL AND user_id IN ({})",
+                placeholders(2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(first.created_at);
+            for t in chunk {
+                q = q.bind(t.user_id);
+            }
+            q.execute(&mut *w.tx).await.map_err(map_err)?;
+        }
+        for chunk in tokens.chunks(CHUNK / 5) {
+            let sql = format!(
+                "INSERT INTO tokens (hash, kind, user_id, issued_by, email, created_at, expires_at) VALUES {}",
+                values_rows(chunk.len(), 7)
+            );
+            let mut q = sqlx::query(&sql);
+            for t in chunk {
+                q = q
+                    .bind(&t.hash)
+                    .bind(&t.kind)
+                    .bind(t.user_id)
+                    .bind(t.issued_by)
+                    .bind(&t.email)
+                    .bind(t.created_at)
+                    .bind(t.expires_at);
+            }
+            q.execute(&mut *w.tx).await.map_err(map_err)?;
+        }
+        insert_audits(&mut w.tx, audits).await?;
+        w.commit().await
+    }
+
+    pub async fn token_by_hash(&self, hash: &str) -> StoreResult<TokenRow> {
+        sqlx::query_as::<_, TokenRow>(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
+    pub async fn token_by_id(&self, id: i64) -> StoreResult<TokenRow> {
+        sqlx::query_as::<_, TokenRow>(&format!("SELECT {TOKEN_COLS} FROM tokens WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
+    /// Opens the session of an unopened live token. Exactly one concurrent caller gets
+    /// `true`; the others re-read the token and find the session already open.
+    pub async fn open_session(&self, token_id: i64, deadline: i64, audit: &NewAudit) -> StoreResult<bool> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE tokens SET session_deadline = $1 WHERE id = $2 AND session_deadline IS NULL \
+             AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(deadline)
+        .bind(token_id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if n == 1 {
+            insert_audit(&mut w.tx, audit).await?;
+        }
+        w.commit().await?;
+        Ok(n == 1)
+    }
+
+    pub async fn mark_token_used(&self, token_id: i64, now: i64) -> StoreResult<()> {
+        let mut w = self.write_tx().await?;
+        mark_used(&mut w, token_id, now).await?;
+        w.commit().await
+    }
+
+    /// A user's tokens that can still be used: not used, not revoked, and either unopened
+    /// and unexpired or inside an open session.
+    pub async fn pending_tokens(&self, user_id: i64, now: i64) -> StoreResult<Vec<TokenRow>> {
+        sqlx::query_as::<_, TokenRow>(&format!(
+            "SELECT {TOKEN_COLS} FROM tokens WHERE user_id = $1 AND used_at IS NULL AND revoked_at IS NULL \
+             AND ((session_deadline IS NULL AND expires_at > $2) OR session_deadline > $2) ORDER BY id"
+        ))
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    /// Revokes one of a user's tokens (`Some(id)`) or all of their unused ones (`None`);
+    /// returns how many were revoked.
+    pub async fn revoke_tokens(
+        &self,
+        user_id: i64,
+        token_id: Option<i64>,
+        now: i64,
+        audit: &NewAudit,
+    ) -> StoreResult<u64> {
+        let mut w = self.write_tx().await?;
+        let base = "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND used_at IS NULL AND revoked_at IS NULL";
+        let one = format!("{base} AND id = $3");
+        let n = match token_id {
+            Some(id) => sqlx::query(&one).bind(now).bind(user_id).bind(id),
+            None => sqlx::query(base).bind(now).bind(user_id),
+        }
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if n > 0 {
+            insert_audit(&mut w.tx, audit).await?;
+        }
+        w.commit().await?;
+        Ok(n)
+    }
+
+    /// Sets (or rotates) a device's polling token; the old one stops working at once.
+    pub async fn set_polling_token(&self, device_id: i64, hash: &str, now: i64) -> StoreResult<()> {
+        self.write(
+            sqlx::query(
+                "INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (device_id) DO UPDATE SET hash = excluded.hash, created_at = excluded.created_at",
+            )
+            .bind(hash)
+            .bind(device_id)
+            .bind(now),
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub async fn device_by_polling_hash(&self, hash: &str) -> StoreResult<DeviceRow> {
+        sqlx::query_as::<_, DeviceRow>(
+            "SELECT d.id, d.user_id, d.name, d.pubkey, d.created_at FROM devices d \
+             JOIN polling_tokens p ON p.device_id = d.id WHERE p.hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .found()
+    }
+}
+
+/// The first use of a token counts; later ones within its session leave the time alone.
+pub(crate) async fn mark_used(w: &mut crate::db::WriteTx<'_>, token_id: i64, now: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE tokens SET used_at = $1 WHERE id = $2 AND used_at IS NULL")
+        .bind(now)
+        .bind(token_id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+    Ok(())
+}

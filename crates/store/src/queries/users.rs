@@ -1,0 +1,143 @@
+use super::*;
+
+pub(crate) const USER_COLS: &str =
+    "id, username, first_name, last_name, email, phone, is_active, enrolled, password_hash, created_at, updated_at";
+
+impl Store {
+    pub async fn create_user(&self, u: &NewUser, now: i64) -> StoreResult<UserRow> {
+        self.write_row(
+            sqlx::query_as::<_, UserRow>(&format!(
+                "INSERT INTO users (username, first_name, last_name, email, phone, is_active, enrolled, password_hash, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING {USER_COLS}"
+            ))
+            .bind(&u.username)
+            .bind(&u.first_name)
+            .bind(&u.last_name)
+            .bind(&u.email)
+            .bind(&u.phone)
+            .bind(i64::from(u.is_active))
+            .bind(i64::from(u.password_hash.is_some()))
+            .bind(&u.password_hash)
+            .bind(now),
+        )
+        .await
+    }
+
+    /// Inserts many users in one transaction (bulk imports and benchmarks).
+    pub async fn create_users(&self, users: &[NewUser], now: i64) -> StoreResult<usize> {
+        let mut w = self.write_tx().await?;
+        for u in users {
+            sqlx::query(
+                "INSERT INTO users (username, first_name, last_name, email, phone, is_active, enrolled, password_hash, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)",
+            )
+            .bind(&u.username)
+            .bind(&u.first_name)
+            .bind(&u.last_name)
+            .bind(&u.email)
+            .bind(&u.phone)
+            .bind(i64::from(u.is_active))
+            .bind(i64::from(u.password_hash.is_some()))
+            .bind(&u.password_hash)
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        }
+        w.commit().await?;
+        Ok(users.len())
+    }
+
+    pub async fn user_by_username(&self, username: &str) -> StoreResult<UserRow> {
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE username = $1"))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> StoreResult<UserRow> {
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
+    pub async fn user_by_email(&self, email: &str) -> StoreResult<UserRow> {
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE email = $1"))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
+    pub async fn list_users(&self) -> StoreResult<Vec<UserRow>> {
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLS} FROM users ORDER BY username"))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
+    pub async fn count_users(&self) -> StoreResult<i64> {
+        sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await.map_err(map_err)
+    }
+
+    /// Writes every mutable profile field of `u` (looked up by id).
+    pub async fn update_user(&self, u: &UserRow, now: i64) -> StoreResult<UserRow> {
+        self.write_row(
+            sqlx::query_as::<_, UserRow>(&format!(
+                "UPDATE users SET first_name = $1, last_name = $2, email = $3, phone = $4, is_active = $5, \
+                 enrolled = $6, password_hash = $7, updated_at = $8 WHERE id = $9 RETURNING {USER_COLS}"
+            ))
+            .bind(&u.first_name)
+            .bind(&u.last_name)
+            .bind(&u.email)
+            .bind(&u.phone)
+            .bind(i64::from(u.is_active))
+            .bind(i64::from(u.enrolled))
+            .bind(&u.password_hash)
+            .bind(now)
+            .bind(u.id),
+        )
+        .await
+    }
+
+    /// Sets the password (and phone) of a user who has none yet, marks them enrolled and the
+    /// session's token used, in one transaction. The `password_hash IS NULL` condition makes
+    /// concurrent activations race safely: `Ok(None)` for every loser.
+    pub async fn activate_user(&self, u: &UserRow, token_id: i64, now: i64) -> StoreResult<Option<UserRow>> {
+        let mut w = self.write_tx().await?;
+        let row = sqlx::query_as::<_, UserRow>(&format!(
+            "UPDATE users SET phone = $1, enrolled = 1, password_hash = $2, updated_at = $3 \
+             WHERE id = $4 AND password_hash IS NULL AND enrolled = 0 RETURNING {USER_COLS}"
+        ))
+        .bind(&u.phone)
+        .bind(&u.password_hash)
+        .bind(now)
+        .bind(u.id)
+        .fetch_optional(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+        if row.is_none() {
+            return Ok(None);
+        }
+        mark_used(&mut w, token_id, now).await?;
+        w.commit().await?;
+        Ok(row)
+    }
+
+    pub async fn delete_user(&self, id: i64) -> StoreResult<()> {
+        self.delete_by_id("users", id).await
+    }
+
+    pub(crate) async fn delete_by_id(&self, table: &'static str, id: i64) -> StoreResult<()> {
+        let n = self.write(sqlx::query(&format!("DELETE FROM {table} WHERE id = $1")).bind(id)).await?;
+        // Deleting a user, device or location frees addresses: let allocation see them.
+        self.address_cache.clear();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+}
