@@ -6,6 +6,7 @@ pub mod api;
 pub mod dirs;
 pub mod enroll;
 pub mod entra;
+pub mod exit;
 pub mod helper;
 pub mod join;
 pub mod keys;
