@@ -4,16 +4,17 @@
 
 use onramp_client::enroll;
 use onramp_client::store::Instance;
+use onramp_client::text::printable;
 use onramp_client::{sync, Store};
 
 /// A line (or lines) on standard output.
 pub fn say(text: &str) {
-    println!("{text}");
+    println!("{}", printable(text));
 }
 
 /// A line on standard error.
 pub fn warn(text: &str) {
-    eprintln!("{text}");
+    eprintln!("{}", printable(text));
 }
 
 pub fn json(v: &impl serde::Serialize) {
