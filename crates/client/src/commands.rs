@@ -220,10 +220,10 @@ async fn enroll_with(
     token: &str,
     args: &EnrollArgs,
 ) -> Result<enroll::Enrolled, Failure> {
-    let device = args
-        .device_name
-        .clone()
-        .unwrap_or_else(|| hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default());
+    let device = match &args.device_name {
+        Some(name) => enroll::DeviceName::Chosen(name.clone()),
+        None => enroll::DeviceName::from_host(),
+    };
     let mut ui = Terminal { password_file: args.password_file.clone(), admin: None };
     let result = enroll::enroll(store, url, token, &device, &mut ui).await;
     result.map_err(|e| Failure::from(e).with_admin(ui.admin.as_deref()))
