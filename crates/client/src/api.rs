@@ -37,6 +37,12 @@ pub enum ApiError {
     Rejected { status: u16, code: Option<String>, message: String },
     #[error("{url} answered {status}: {message}")]
     Server { url: String, status: u16, message: String },
+    /// The client follows no redirect: it could send the token and password elsewhere.
+    #[error("{url} answered with a redirect ({status}) to {location}; the client follows no redirects: check the enrollment URL")]
+    Redirect { url: String, status: u16, location: String },
+    /// An answer that is not what the protocol says (too large, or unusable data).
+    #[error("{url} sent an unusable answer: {message}")]
+    BadAnswer { url: String, message: String },
 }
 
 impl ApiError {
@@ -67,12 +73,7 @@ impl EdgeClient {
     /// the first, with doubling backoff.
     pub fn new(base: &url::Url) -> EdgeClient {
         let retries = std::env::var("ONRAMP_CLIENT_RETRIES").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .connect_timeout(Duration::from_secs(10))
-            .user_agent(format!("onramp-client/{}", env!("CARGO_PKG_VERSION")))
-            .build()
-            .expect("HTTP client");
+        let http = crate::http::client();
         let mut base = base.clone();
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
@@ -110,12 +111,18 @@ impl EdgeClient {
                     {
                         self.cookie = Some(c.to_owned());
                     }
-                    let text = resp.text().await.unwrap_or_default();
-                    let v: Value = if text.trim().is_empty() {
-                        Value::Null
-                    } else {
-                        serde_json::from_str(&text).unwrap_or(Value::Null)
-                    };
+                    if (300..400).contains(&status) {
+                        let location = resp
+                            .headers()
+                            .get(reqwest::header::LOCATION)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("an unnamed place")
+                            .to_owned();
+                        return Err(ApiError::Redirect { url: origin(&url), status, location });
+                    }
+                    let v = crate::http::read_json(resp)
+                        .await
+                        .map_err(|e| ApiError::BadAnswer { url: origin(&url), message: e.to_string() })?;
                     if (200..300).contains(&status) {
                         return Ok(v);
                     }
@@ -153,17 +160,33 @@ impl EdgeClient {
     }
 
     pub async fn create_device(&mut self, name: &str, pubkey: &str) -> Result<DeviceConfigResponse, ApiError> {
-        decode(self.post("api/v1/enrollment/create_device", json!({ "name": name, "pubkey": pubkey })).await?)
+        let v = self.post("api/v1/enrollment/create_device", json!({ "name": name, "pubkey": pubkey })).await?;
+        self.device_config(v)
     }
 
     pub async fn network_info(&mut self, pubkey: &str) -> Result<DeviceConfigResponse, ApiError> {
-        decode(self.post("api/v1/enrollment/network_info", json!({ "pubkey": pubkey })).await?)
+        let v = self.post("api/v1/enrollment/network_info", json!({ "pubkey": pubkey })).await?;
+        self.device_config(v)
     }
 
     pub async fn poll(&mut self, polling_token: &str) -> Result<DeviceConfigResponse, ApiError> {
         let v = self.post("api/v1/poll", json!({ "token": polling_token })).await?;
-        decode(v["device_config"].clone())
+        self.device_config(v["device_config"].clone())
     }
+
+    /// A device configuration whose WireGuard texts are rebuilt from the structured fields
+    /// (the server's text could carry hook lines that wg-quick runs as root).
+    fn device_config(&self, v: Value) -> Result<DeviceConfigResponse, ApiError> {
+        let mut resp: DeviceConfigResponse = decode(v)?;
+        crate::wgconf::rebuild(&mut resp)
+            .map_err(|message| ApiError::BadAnswer { url: origin(&self.base), message })?;
+        Ok(resp)
+    }
+}
+
+/// `scheme://host[:port]` of a URL, for messages.
+fn origin(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 fn decode<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, ApiError> {

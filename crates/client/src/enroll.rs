@@ -45,12 +45,56 @@ pub fn admin_contact(start: &EnrollmentStartResponse) -> Option<String> {
     })
 }
 
+/// The longest device name the server accepts (characters).
+pub const MAX_DEVICE_NAME: usize = 64;
+
+/// The name the device registers with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceName {
+    /// The user chose it (`--device-name`): a clash with their other devices is an error.
+    Chosen(String),
+    /// Not chosen by the user (the host name): a clash must never stop a zero-touch first
+    /// start, so the next free `name-2`, `name-3`, ... is taken instead.
+    Default(String),
+}
+
+impl DeviceName {
+    /// The default: this machine's host name.
+    pub fn from_host() -> DeviceName {
+        let host = hostname::get().map(|h| h.to_string_lossy().trim().to_owned()).unwrap_or_default();
+        DeviceName::Default(if host.is_empty() { "device".into() } else { host })
+    }
+}
+
+/// `base` with suffix `n` (`n` = 1: `base` itself), shortened so that it fits the server's limit.
+pub fn numbered(base: &str, n: u32) -> String {
+    if n <= 1 {
+        return base.chars().take(MAX_DEVICE_NAME).collect();
+    }
+    let suffix = format!("-{n}");
+    let stem: String = base.chars().take(MAX_DEVICE_NAME - suffix.len()).collect();
+    format!("{stem}{suffix}")
+}
+
+/// The first of `base`, `base-2`, `base-3`, ... from the `n`th on that is not in `taken`
+/// (compared ignoring case), with its number.
+pub fn free_name(base: &str, taken: &[String], from: u32) -> (String, u32) {
+    let mut n = from.max(1);
+    loop {
+        let name = numbered(base, n);
+        if !taken.iter().any(|t| t.eq_ignore_ascii_case(&name)) {
+            return (name, n);
+        }
+        n += 1;
+    }
+}
+
 /// Enrolls this machine with `token` at `url` (a new instance).
 pub async fn enroll(
     store: &Store,
     url: &url::Url,
     token: &str,
-    device_name: &str,
+    device_name: &DeviceName,
     ui: &mut dyn Interaction,
 ) -> Result<Enrolled, EnrollError> {
     let mut client = EdgeClient::new(url);
@@ -66,7 +110,7 @@ pub async fn enroll(
         let password = ui.password().map_err(EnrollError::Input)?;
         client.activate_user(&password, None).await?;
     }
-    let resp = register(store, &mut client, url, device_name).await?;
+    let resp = register(store, &mut client, url, device_name, &start.user.device_names).await?;
     finish(store, url, token, &start, resp).await
 }
 
@@ -76,7 +120,8 @@ async fn register(
     store: &Store,
     client: &mut EdgeClient,
     url: &url::Url,
-    device_name: &str,
+    device_name: &DeviceName,
+    taken: &[String],
 ) -> Result<DeviceConfigResponse, EnrollError> {
     let key_url = url.as_str();
     if let Some(k) = store.pending_key(key_url).await? {
@@ -87,14 +132,43 @@ async fn register(
             }
             Err(ApiError::Rejected { .. }) | Err(ApiError::Unauthorized { .. }) => {
                 // Never registered: send this same key now.
-                return Ok(client.create_device(device_name, &k.public).await.map_err(name_hint)?);
+                return create(client, device_name, taken, &k.public).await;
             }
             Err(e) => return Err(e.into()),
         }
     }
     let k = crate::keys::generate();
     store.save_pending_key(key_url, &k).await?;
-    Ok(client.create_device(device_name, &k.public).await.map_err(name_hint)?)
+    create(client, device_name, taken, &k.public).await
+}
+
+/// Tries for a free name this many times when the user did not choose one.
+const NAME_TRIES: u32 = 20;
+
+/// Registers the key; a default name moves on past the names the session listed and past
+/// any the server still finds taken (another device registered meanwhile).
+async fn create(
+    client: &mut EdgeClient,
+    device_name: &DeviceName,
+    taken: &[String],
+    pubkey: &str,
+) -> Result<DeviceConfigResponse, EnrollError> {
+    let base = match device_name {
+        DeviceName::Chosen(name) => return Ok(client.create_device(name, pubkey).await.map_err(name_hint)?),
+        DeviceName::Default(base) => base,
+    };
+    let (mut name, mut n) = free_name(base, taken, 1);
+    for _ in 1..NAME_TRIES {
+        match client.create_device(&name, pubkey).await {
+            Err(e) if is_name_clash(&e) => (name, n) = free_name(base, taken, n + 1),
+            other => return Ok(other?),
+        }
+    }
+    Ok(client.create_device(&name, pubkey).await.map_err(name_hint)?)
+}
+
+fn is_name_clash(e: &ApiError) -> bool {
+    matches!(e, ApiError::Rejected { message, .. } if message.contains("already has a device named"))
 }
 
 fn name_hint(e: ApiError) -> ApiError {
@@ -141,4 +215,22 @@ pub async fn update_instance(store: &Store, url: &url::Url, token: &str) -> Resu
     };
     let resp = client.network_info(&existing.pubkey).await?;
     finish(store, url, token, &start, resp).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_names_move_to_the_next_free_number() {
+        let taken = vec!["vm".to_string(), "VM-2".to_string(), "vm-4".to_string()];
+        assert_eq!(free_name("vm", &[], 1), ("vm".into(), 1));
+        assert_eq!(free_name("vm", &taken, 1), ("vm-3".into(), 3));
+        assert_eq!(free_name("vm", &taken, 4), ("vm-5".into(), 5));
+        let long = "h".repeat(70);
+        assert_eq!(numbered(&long, 1).chars().count(), MAX_DEVICE_NAME);
+        let tenth = numbered(&long, 10);
+        assert_eq!(tenth.chars().count(), MAX_DEVICE_NAME);
+        assert!(tenth.ends_with("h-10"));
+    }
 }

@@ -30,7 +30,12 @@ pub struct EntraConfig {
 }
 
 fn http() -> reqwest::Client {
-    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("HTTP client")
+    crate::http::client()
+}
+
+/// The JSON answer, capped in size; a redirect is not followed and reads as no answer.
+async fn answer(url: &str, r: reqwest::Response) -> Result<Value, ProvisionError> {
+    crate::http::read_json(r).await.map_err(|e| ProvisionError::Unreachable(format!("{url}: {e}")))
 }
 
 fn unreachable(url: &str, e: reqwest::Error) -> ProvisionError {
@@ -40,7 +45,7 @@ fn unreachable(url: &str, e: reqwest::Error) -> ProvisionError {
 async fn post_form(url: &str, form: &[(&str, &str)]) -> Result<(u16, Value), ProvisionError> {
     let r = http().post(url).form(form).send().await.map_err(|e| unreachable(url, e))?;
     let status = r.status().as_u16();
-    Ok((status, r.json().await.unwrap_or(Value::Null)))
+    Ok((status, answer(url, r).await?))
 }
 
 fn oauth_error(v: &Value) -> String {
@@ -128,7 +133,7 @@ pub async fn read(
     let url = format!("{}/v1.0/{who}?$select=customSecurityAttributes", cfg.graph_url.trim_end_matches('/'));
     let r = http().get(&url).bearer_auth(access_token).send().await.map_err(|e| unreachable(&url, e))?;
     let status = r.status().as_u16();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
+    let v: Value = answer(&url, r).await?;
     let graph_message = v["error"]["message"].as_str().unwrap_or("").to_owned();
     let subject = user.unwrap_or("the signed-in user");
     match status {

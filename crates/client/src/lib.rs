@@ -6,12 +6,16 @@ pub mod api;
 pub mod dirs;
 pub mod enroll;
 pub mod entra;
+pub mod exit;
 pub mod helper;
+pub mod http;
 pub mod join;
 pub mod keys;
 pub mod provision;
 pub mod store;
 pub mod sync;
+pub mod text;
+pub mod wgconf;
 
 pub use api::{ApiError, EdgeClient};
 pub use store::Store;

@@ -584,3 +584,96 @@ async fn system_wide_file_and_precedence() {
     assert!(r.stderr.contains("writable by every user") && r.stderr.contains(&f.display().to_string()), "{}", r.stderr);
     app.stop().await;
 }
+
+fn host_name() -> String {
+    hostname::get().unwrap().to_string_lossy().trim().to_owned()
+}
+
+async fn device_names(app: &TestApp, user: &str) -> Vec<String> {
+    let mut names: Vec<String> =
+        server_devices(app, user).await.iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect();
+    names.sort();
+    names
+}
+
+/// The default device name (the host name) is not the user's choice: a second client of
+/// the same user on a machine with the same host name (a reinstall, a second profile)
+/// takes the next free name. A name chosen with --device-name that clashes is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_device_names_never_clash() {
+    let app = setup().await;
+    let host = host_name();
+    let first = Client::new();
+    let t = token(&app, "ann", "start_enrollment").await;
+    first.write_provisioning(&provisioning(&app, &t));
+    let pw = first.password_file();
+    first.run(&["start", "--password-file", &pw], &[]).await.ok();
+    // The second data directory: the same user, the same host name, zero touch.
+    let second = Client::new();
+    let t = token(&app, "ann", "start_desktop").await;
+    second.write_provisioning(&provisioning(&app, &t));
+    let r = second.run(&["start"], &[]).await.ok();
+    assert!(r.stdout.contains(&format!("\"{host}-2\"")), "{}", r.stdout);
+    assert_eq!(device_names(&app, "ann").await, [host.clone(), format!("{host}-2")]);
+
+    // A name the user chose: a clash stops, saying how to choose another.
+    let third = Client::new();
+    let t = token(&app, "ann", "start_desktop").await;
+    third.write_provisioning(&provisioning(&app, &t));
+    let r = third.run(&["start", "--device-name", &host], &[]).await;
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains(&format!("already has a device named {host:?}")) && r.stderr.contains("--device-name"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(device_names(&app, "ann").await.len(), 2);
+    app.stop().await;
+}
+
+/// Takes a device name on the server between the session start (which lists the user's
+/// devices) and the registration, as another client of the same user could.
+struct Racer {
+    rt: tokio::runtime::Handle,
+    app: std::sync::Arc<TestApp>,
+    name: String,
+}
+
+impl onramp_client::enroll::Interaction for Racer {
+    fn show_start(&mut self, _: &onramp_proto::EnrollmentStartResponse) {
+        let (app, name) = (self.app.clone(), self.name.clone());
+        let key = onramp_client::keys::generate().public;
+        let (s, v) = tokio::task::block_in_place(|| {
+            self.rt.block_on(app.call(
+                "POST",
+                "/api/v1/device",
+                Some(json!({"username": "ann", "name": name, "pubkey": key})),
+            ))
+        });
+        assert!(s.is_success(), "{v}");
+    }
+
+    fn password(&mut self) -> Result<String, String> {
+        Ok(PASSWORD.into())
+    }
+}
+
+/// The server's own name clash (a name taken after the session listed the devices) moves a
+/// default name on as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_device_name_taken_meanwhile_moves_on() {
+    let app = std::sync::Arc::new(setup().await);
+    let t = token(&app, "ann", "start_enrollment").await;
+    let c = Client::new();
+    onramp_client::dirs::ensure_private_dir(&c.data()).unwrap();
+    let store = c.store().await;
+    let url = url::Url::parse(&format!("{}/", app.edge_url)).unwrap();
+    let mut racer = Racer { rt: tokio::runtime::Handle::current(), app: app.clone(), name: "desk".into() };
+    let name = onramp_client::enroll::DeviceName::Default("desk".into());
+    let done = onramp_client::enroll::enroll(&store, &url, &t, &name, &mut racer).await.unwrap();
+    assert_eq!(done.device_name, "desk-2");
+    assert_eq!(device_names(&app, "ann").await, ["desk", "desk-2"]);
+    store.close().await;
+    drop(racer);
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
+}

@@ -1,0 +1,261 @@
+//! Command dispatch: each subcommand as calls into the library, failures with their exit
+//! code.
+
+use crate::cli::{Cli, Command, EnrollArgs, ProvisionArgs, TokenArgs};
+use crate::output::{self, say, warn};
+use crate::prompt::{self, Terminal};
+use onramp_client::enroll::{self, EnrollError};
+use onramp_client::exit::Exit;
+use onramp_client::{dirs, helper, provision, sync, ApiError, Settings, Store};
+use std::path::Path;
+use std::time::Duration;
+
+/// A failure with the exit code that tells scripts what kind it was.
+pub struct Failure(pub Exit, pub String);
+
+impl From<EnrollError> for Failure {
+    fn from(e: EnrollError) -> Self {
+        let code = match &e {
+            EnrollError::Api(a) if a.is_token_problem() => Exit::TokenProblem,
+            EnrollError::Api(ApiError::Network { .. }) => Exit::EdgeUnreachable,
+            _ => Exit::Failed,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+impl From<onramp_client::store::StoreError> for Failure {
+    fn from(e: onramp_client::store::StoreError) -> Self {
+        Failure(Exit::Failed, e.to_string())
+    }
+}
+
+impl From<helper::ProvisionError> for Failure {
+    fn from(e: helper::ProvisionError) -> Self {
+        Failure(e.exit(), e.to_string())
+    }
+}
+
+impl Failure {
+    /// Names the administrator when the token was the problem.
+    fn with_admin(mut self, admin: Option<&str>) -> Failure {
+        if let Some(a) = admin.filter(|_| self.0 == Exit::TokenProblem) {
+            self.1.push_str(&format!(" (administrator: {a})"));
+        }
+        self
+    }
+}
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Provision(args) = cli.command {
+        let dir = cli.data_dir.clone().or_else(|| dirs::data_dir().ok()).unwrap_or_default();
+        return provision_cmd(&args, &Settings::load(&dir)).await;
+    }
+    let dir = match cli.data_dir {
+        Some(d) => d,
+        None => dirs::data_dir().map_err(|e| Failure(Exit::Failed, format!("cannot find the app data folder: {e}")))?,
+    };
+    dirs::ensure_private_dir(&dir)
+        .map_err(|e| Failure(Exit::Failed, format!("cannot create {}: {e}", dir.display())))?;
+    let settings = Settings::load(&dir);
+    let store = Store::open(&dir).await?;
+    let result = command(cli.command, &dir, &settings, &store).await;
+    store.close().await;
+    result
+}
+
+async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -> Result<(), Failure> {
+    match cmd {
+        Command::Start { enroll, provisioning_file, watch, interval } => {
+            if !store.is_initialized().await? {
+                let found = provision::find(dir, provisioning_file.as_deref(), settings.allow_http)
+                    .map_err(|e| Failure(Exit::BadProvisioningFile, e.to_string()))?;
+                let Some((path, prov)) = found else {
+                    say(&format!(
+                        "This client is not enrolled yet.\nAsk your administrator for an enrollment token, then run\n  \
+                         onramp-client add-instance --url <ENROLLMENT URL> --token-file <FILE>\nor place provisioning.json in {}",
+                        dir.display()
+                    ));
+                    return Ok(());
+                };
+                let url = onramp_domain::provisioning::check_url(&prov.enrollment_url, settings.allow_http)
+                    .map_err(|e| Failure(Exit::BadProvisioningFile, format!("{path}: {e}")))?;
+                say(&format!("Found {path}; enrolling at {url}"));
+                let done = enroll_with(store, &url, &prov.enrollment_token, &enroll).await?;
+                provision::consume(&path);
+                output::enrolled(&done);
+            } else {
+                leftover_provisioning(dir, provisioning_file.as_deref(), settings, store).await?;
+            }
+            output::status(store, false).await?;
+            if watch {
+                daemon(store, interval).await?;
+            }
+            Ok(())
+        }
+        Command::AddInstance { token, enroll } => {
+            let (url, secret) = token_input(&token, settings, None)?;
+            let done = enroll_with(store, &url, &secret, &enroll).await?;
+            output::enrolled(&done);
+            Ok(())
+        }
+        Command::UpdateInstance { token } => {
+            let instances = store.instances().await?;
+            let only = match instances.as_slice() {
+                [one] => Some(one.edge_url.clone()),
+                _ => None,
+            };
+            let (url, secret) = token_input(&token, settings, only)?;
+            let done = enroll::update_instance(store, &url, &secret).await.map_err(|e| {
+                // A refused token: point at the administrator this instance came from.
+                let known = instances.iter().find(|i| i.edge_url == url.as_str());
+                Failure::from(e).with_admin(known.and_then(|i| i.admin_contact.as_deref()))
+            })?;
+            output::updated(&done);
+            Ok(())
+        }
+        Command::Instances { json } => {
+            output::instances(&store.instances().await?, json);
+            Ok(())
+        }
+        Command::Locations { instance, json } => {
+            let mut all = vec![];
+            for i in store.instances().await? {
+                if instance.as_deref().is_some_and(|w| w != i.id && w != i.name) {
+                    continue;
+                }
+                for l in store.locations(&i.id).await? {
+                    all.push((i.name.clone(), l));
+                }
+            }
+            output::locations(&all, json);
+            Ok(())
+        }
+        Command::Status { json } => Ok(output::status(store, json).await?),
+        Command::RemoveInstance { instance } => {
+            let found = store.instances().await?.into_iter().find(|i| i.id == instance || i.name == instance);
+            let Some(i) = found else {
+                return Err(Failure(Exit::Failed, format!("no instance {instance:?}; see onramp-client instances")));
+            };
+            store.remove_instance(&i.id).await?;
+            say(&format!("removed instance {} ({})", i.name, i.id));
+            Ok(())
+        }
+        Command::Sync { json } => {
+            output::sync_report(&sync::sync_once(store).await?, json);
+            Ok(())
+        }
+        Command::Daemon { interval } => daemon(store, interval).await,
+        Command::Provision(_) => unreachable!("handled before the store is opened"),
+    }
+}
+
+/// `provision` runs before any store exists (often as another user than the client's).
+async fn provision_cmd(args: &ProvisionArgs, settings: &Settings) -> Result<(), Failure> {
+    let result = helper::run(&args.request(), settings, &mut |m| warn(m)).await;
+    let result = match result {
+        Ok(outcome) => {
+            say(&outcome.to_string());
+            Ok(())
+        }
+        Err(e) => Err(Failure::from(e)),
+    };
+    if let Some(log) = &args.log_file {
+        let line = match &result {
+            Ok(()) => "done (exit 0)".to_owned(),
+            Err(Failure(code, msg)) => format!("{msg} (exit {code})"),
+        };
+        append_log(log, &format!("onramp-client provision: {line}"));
+    }
+    result
+}
+
+/// An initialized client does not read provisioning.json; but a file whose token already
+/// enrolled this machine (the client stopped before deleting it) must not stay in clear.
+async fn leftover_provisioning(
+    dir: &Path,
+    explicit: Option<&Path>,
+    settings: &Settings,
+    store: &Store,
+) -> Result<(), Failure> {
+    // Machine-wide sources are not the user's to delete or to be told about.
+    let Ok(Some((found @ provision::Found::UserFile(_), prov))) = provision::find(dir, explicit, settings.allow_http)
+    else {
+        return Ok(());
+    };
+    if store.token_spent(&onramp_domain::token::hash_secret(&prov.enrollment_token)).await? {
+        provision::consume(&found);
+        say(&format!("Removed {found}: its token was already used to enroll this client."));
+    } else {
+        say(&format!(
+            "Note: {found} was not used because this client is already enrolled; \
+             run onramp-client update-instance to apply a new token."
+        ));
+    }
+    Ok(())
+}
+
+fn append_log(path: &Path, line: &str) {
+    use std::io::Write;
+    let opened = std::fs::OpenOptions::new().create(true).append(true).open(path);
+    if let Ok(mut f) = opened {
+        let _ = writeln!(f, "{} {line}", onramp_client::now());
+    }
+}
+
+async fn daemon(store: &Store, interval: u64) -> Result<(), Failure> {
+    let interval = Duration::from_secs(interval.max(1));
+    loop {
+        output::sync_report(&sync::sync_once(store).await?, false);
+        tokio::select! {
+            _ = tokio::time::sleep(sync::jittered(interval)) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        }
+    }
+}
+
+async fn enroll_with(
+    store: &Store,
+    url: &url::Url,
+    token: &str,
+    args: &EnrollArgs,
+) -> Result<enroll::Enrolled, Failure> {
+    let device = match &args.device_name {
+        Some(name) => enroll::DeviceName::Chosen(name.clone()),
+        None => enroll::DeviceName::from_host(),
+    };
+    let mut ui = Terminal { password_file: args.password_file.clone(), admin: None };
+    let result = enroll::enroll(store, url, token, &device, &mut ui).await;
+    result.map_err(|e| Failure::from(e).with_admin(ui.admin.as_deref()))
+}
+
+/// The edge URL and the token: never from argv.
+fn token_input(
+    args: &TokenArgs,
+    settings: &Settings,
+    default_url: Option<String>,
+) -> Result<(url::Url, String), Failure> {
+    let url =
+        args.url.clone().or(default_url).ok_or_else(|| {
+            Failure(Exit::Failed, "--url is required (the enrollment URL from the invitation)".into())
+        })?;
+    let url = onramp_domain::provisioning::check_url(&url, settings.allow_http)
+        .map_err(|e| Failure(Exit::Failed, e.to_string()))?;
+    let raw = if let Some(f) = &args.token_file {
+        std::fs::read_to_string(f)
+            .map_err(|e| Failure(Exit::Failed, format!("{}: cannot be read: {e}", f.display())))?
+    } else if let Ok(t) = std::env::var("ONRAMP_TOKEN") {
+        t
+    } else {
+        prompt::read_token()
+            .map_err(|e| Failure(Exit::Failed, format!("cannot read the token from standard input: {e}")))?
+    };
+    let token = raw.trim().to_owned();
+    if !onramp_domain::token::is_well_formed(&token) {
+        return Err(Failure(
+            Exit::TokenProblem,
+            format!("the token must be 32 letters and digits (got {} characters)", token.chars().count()),
+        ));
+    }
+    Ok((url, token))
+}
