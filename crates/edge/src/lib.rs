@@ -192,6 +192,11 @@ async fn forward(s: &EdgeState, call: EdgeCall, meta: ClientMeta) -> Result<Edge
         Err(LinkError::Timeout) => {
             Err(edge_error(StatusCode::GATEWAY_TIMEOUT, "enrollment service did not answer in time"))
         }
+        Err(LinkError::Interrupted) => Err(edge_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the connection to the enrollment service was lost during this request; it may or may not have been \
+             carried out, so check before trying again",
+        )),
     }
 }
 

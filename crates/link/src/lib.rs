@@ -2,12 +2,12 @@
 //! core) and opens one bidirectional gRPC stream: the edge sends requests down it, core
 //! answers each by id. Frames carry the JSON of `onramp_proto::link` messages.
 
-use onramp_proto::link::{CoreLink, EdgeReply, EdgeRequest, LinkError, LinkFuture};
+use onramp_proto::link::{CoreLink, EdgeCall, EdgeReply, EdgeRequest, LinkError, LinkFuture};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -28,22 +28,57 @@ pub struct LinkFrame {
     pub body: Vec<u8>,
 }
 
-/// How long the edge waits for core's answer to one request.
+/// How long the edge waits for core's answer to one request, sending included.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How many requests core works on at once per edge link. Further frames wait unread, so
+/// HTTP/2 flow control pushes back to the edge instead of core spawning without bound.
+pub const CORE_CONCURRENCY: usize = 64;
 
 type Outbox = mpsc::Sender<Result<LinkFrame, Status>>;
 
-/// Edge side: accepts core's connection and routes requests to it. Implements
-/// [`CoreLink`] for the public API. Cheap to clone.
-#[derive(Clone, Default)]
+/// Edge side: accepts the connections of every core replica and spreads requests over
+/// them. Implements [`CoreLink`] for the public API. Cheap to clone.
+#[derive(Clone)]
 pub struct EdgeHub(Arc<HubInner>);
 
-#[derive(Default)]
 struct HubInner {
-    /// The connected core's stream (the newest connection wins), with its generation.
-    current: Mutex<Option<(u64, Outbox)>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<EdgeReply>>>,
-    generation: AtomicU64,
+    /// Every connected core stream. Replicas share the edge; none displaces another.
+    streams: Mutex<Vec<Arc<CoreStream>>>,
+    next_stream: AtomicU64,
+    /// Rotates the starting point among equally loaded streams.
+    rotate: AtomicUsize,
+    timeout: Duration,
+}
+
+/// One core's stream and the requests it has not answered yet.
+struct CoreStream {
+    id: u64,
+    out: Outbox,
+    /// `None` once the stream closed: its waiters were dropped and nothing new may wait.
+    pending: Mutex<Option<HashMap<u64, oneshot::Sender<EdgeReply>>>>,
+    in_flight: AtomicUsize,
+}
+
+impl Default for EdgeHub {
+    fn default() -> Self {
+        Self::with_timeout(REQUEST_TIMEOUT)
+    }
+}
+
+/// Whether a call may go to another core after the stream it was sent on closed without
+/// an answer. Core may have carried it out already, so only calls whose repetition
+/// changes nothing qualify: opening a session (it resumes the same one) and reads.
+/// Activating, creating a device, requesting or completing a reset are not sent twice;
+/// the client hears that the outcome is unknown.
+fn safe_to_resend(call: &EdgeCall) -> bool {
+    matches!(
+        call,
+        EdgeCall::Start { .. }
+            | EdgeCall::PasswordResetStart { .. }
+            | EdgeCall::NetworkInfo { .. }
+            | EdgeCall::Poll { .. }
+    )
 }
 
 impl EdgeHub {
@@ -51,38 +86,123 @@ impl EdgeHub {
         Self::default()
     }
 
-    fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-        m.lock().unwrap_or_else(|p| p.into_inner())
+    /// A hub that gives up on a request after `timeout` (sending and answer together).
+    pub fn with_timeout(timeout: Duration) -> Self {
+        Self(Arc::new(HubInner {
+            streams: Mutex::new(Vec::new()),
+            next_stream: AtomicU64::new(1),
+            rotate: AtomicUsize::new(0),
+            timeout,
+        }))
+    }
+
+    /// How many core streams are connected now.
+    pub fn cores(&self) -> usize {
+        lock(&self.0.streams).len()
+    }
+
+    /// How many core connections this hub has accepted since it started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.0.next_stream.load(Ordering::Relaxed) - 1
+    }
+
+    /// The least busy open stream not yet tried for this request.
+    fn pick(&self, tried: &[u64]) -> Option<Arc<CoreStream>> {
+        let streams = lock(&self.0.streams);
+        let n = streams.len();
+        let first = self.0.rotate.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| &streams[(first + i) % n])
+            .filter(|s| !tried.contains(&s.id))
+            .min_by_key(|s| s.in_flight.load(Ordering::Relaxed))
+            .cloned()
+    }
+
+    fn add(&self, out: Outbox) -> Arc<CoreStream> {
+        let id = self.0.next_stream.fetch_add(1, Ordering::Relaxed);
+        let stream =
+            Arc::new(CoreStream { id, out, pending: Mutex::new(Some(HashMap::new())), in_flight: AtomicUsize::new(0) });
+        lock(&self.0.streams).push(stream.clone());
+        stream
+    }
+
+    /// Forgets a closed stream and drops its waiters, so their requests fail over at once.
+    fn remove(&self, stream: &CoreStream) {
+        lock(&self.0.streams).retain(|s| s.id != stream.id);
+        lock(&stream.pending).take();
+    }
+
+    async fn route(&self, req: EdgeRequest) -> Result<EdgeReply, LinkError> {
+        let id = req.id;
+        let resend = safe_to_resend(&req.call);
+        let body = serde_json::to_vec(&req).map_err(|_| LinkError::Disconnected)?;
+        let mut tried = Vec::new();
+        let mut interrupted = false;
+        while let Some(stream) = self.pick(&tried) {
+            tried.push(stream.id);
+            let Some(waiter) = Waiter::register(&stream, id) else { continue };
+            if stream.out.send(Ok(LinkFrame { id, status: 0, body: body.clone() })).await.is_err() {
+                // Never left the edge: any call may go to another core.
+                continue;
+            }
+            match waiter.rx.await {
+                Ok(reply) => return Ok(reply),
+                Err(_) if resend => continue,
+                Err(_) => {
+                    interrupted = true;
+                    break;
+                }
+            }
+        }
+        Err(if interrupted { LinkError::Interrupted } else { LinkError::Disconnected })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A request waiting on one stream; leaving (answer, failure, timeout, or the caller
+/// going away) removes its entry and its share of the stream's load.
+struct Waiter {
+    rx: oneshot::Receiver<EdgeReply>,
+    _guard: WaitGuard,
+}
+
+struct WaitGuard {
+    stream: Arc<CoreStream>,
+    id: u64,
+}
+
+impl Waiter {
+    fn register(stream: &Arc<CoreStream>, id: u64) -> Option<Waiter> {
+        let (tx, rx) = oneshot::channel();
+        lock(&stream.pending).as_mut()?.insert(id, tx);
+        stream.in_flight.fetch_add(1, Ordering::Relaxed);
+        Some(Waiter { rx, _guard: WaitGuard { stream: stream.clone(), id } })
+    }
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        if let Some(p) = lock(&self.stream.pending).as_mut() {
+            p.remove(&self.id);
+        }
+        self.stream.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 impl CoreLink for EdgeHub {
     fn call(&self, req: EdgeRequest) -> LinkFuture<'_> {
+        // One deadline for the whole round trip: a core that stops reading fills the
+        // stream's buffer, and the send must not then wait for ever.
         Box::pin(async move {
-            let Some((_, out)) = EdgeHub::lock(&self.0.current).clone() else {
-                return Err(LinkError::Disconnected);
-            };
-            let id = req.id;
-            let body = serde_json::to_vec(&req).map_err(|_| LinkError::Disconnected)?;
-            let (tx, rx) = oneshot::channel();
-            EdgeHub::lock(&self.0.pending).insert(id, tx);
-            if out.send(Ok(LinkFrame { id, status: 0, body })).await.is_err() {
-                EdgeHub::lock(&self.0.pending).remove(&id);
-                return Err(LinkError::Disconnected);
-            }
-            match tokio::time::timeout(REQUEST_TIMEOUT, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) => Err(LinkError::Disconnected),
-                Err(_) => {
-                    EdgeHub::lock(&self.0.pending).remove(&id);
-                    Err(LinkError::Timeout)
-                }
-            }
+            tokio::time::timeout(self.0.timeout, self.route(req)).await.unwrap_or(Err(LinkError::Timeout))
         })
     }
 
     fn connected(&self) -> bool {
-        EdgeHub::lock(&self.0.current).is_some()
+        self.cores() > 0
     }
 }
 
@@ -115,25 +235,20 @@ impl edge_link_server::EdgeLink for EdgeLinkService {
         }
         let mut replies = request.into_inner();
         let (tx, rx) = mpsc::channel(256);
-        let generation = self.0 .0.generation.fetch_add(1, Ordering::Relaxed) + 1;
-        *EdgeHub::lock(&self.0 .0.current) = Some((generation, tx));
-        tracing::info!(?peer, "core connected");
         let hub = self.0.clone();
+        let stream = hub.add(tx);
+        tracing::info!(?peer, stream = stream.id, cores = hub.cores(), "core connected");
         tokio::spawn(async move {
             while let Some(frame) = replies.next().await {
                 let Ok(frame) = frame else { break };
                 let body = serde_json::from_slice(&frame.body).unwrap_or(serde_json::Value::Null);
-                if let Some(waiter) = EdgeHub::lock(&hub.0.pending).remove(&frame.id) {
+                let waiter = lock(&stream.pending).as_mut().and_then(|p| p.remove(&frame.id));
+                if let Some(waiter) = waiter {
                     let _ = waiter.send(EdgeReply { id: frame.id, status: frame.status as u16, body });
                 }
             }
-            let mut current = EdgeHub::lock(&hub.0.current);
-            if current.as_ref().is_some_and(|(g, _)| *g == generation) {
-                *current = None;
-                // Requests in flight on this connection will not be answered.
-                EdgeHub::lock(&hub.0.pending).clear();
-            }
-            tracing::warn!(?peer, "core disconnected");
+            hub.remove(&stream);
+            tracing::warn!(?peer, stream = stream.id, cores = hub.cores(), "core disconnected");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -236,10 +351,14 @@ async fn connect_once(edge_url: &str, core: Arc<dyn CoreLink>, tls: Option<&Core
     let mut requests =
         client.link(ReceiverStream::new(rx)).await.map_err(|e| onramp_proto::error_chain(&e))?.into_inner();
     tracing::info!(edge = %edge_url, "edge link up");
+    let permits = Arc::new(Semaphore::new(CORE_CONCURRENCY));
     while let Some(frame) = requests.next().await {
         let frame = frame.map_err(|e| e.to_string())?;
+        // Wait for a free slot before reading on: backpressure, not unbounded tasks.
+        let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (core, tx) = (core.clone(), tx.clone());
         tokio::spawn(async move {
+            let _permit = permit;
             let reply = match serde_json::from_slice::<EdgeRequest>(&frame.body) {
                 Ok(req) => match core.call(req).await {
                     Ok(r) => r,

@@ -203,6 +203,9 @@ pub mod link {
         Disconnected,
         /// Core did not answer in time.
         Timeout,
+        /// The connection to core closed while core had the request: it may or may not
+        /// have been carried out, and it was not safe to send again.
+        Interrupted,
     }
 
     pub type LinkFuture<'a> =

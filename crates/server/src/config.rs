@@ -41,6 +41,23 @@ pub struct Config {
     pub log_format: LogFormat,
     pub mail_retry_base_secs: i64,
     pub mail_poll_interval_secs: u64,
+    /// Timeouts and connection caps of every HTTP listener (admin API and public edge).
+    pub http_limits: HttpLimits,
+}
+
+/// What each HTTP listener allows a client, so idle or slow sockets cannot pile up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// From a request's first byte (or the TLS handshake's) to its complete header.
+    pub header_timeout: std::time::Duration,
+    /// From the complete header to the end of the request body.
+    pub body_timeout: std::time::Duration,
+    /// A connection with no request under way: after accept or after an answer.
+    pub idle_timeout: std::time::Duration,
+    /// Open connections per listener; more are closed right after accept.
+    pub max_connections: usize,
+    /// Open connections per client address per listener (trusted proxies exempt).
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +92,11 @@ pub struct Raw {
     pub log_format: Option<String>,
     pub mail_retry_base_secs: Option<toml::Value>,
     pub mail_poll_interval_secs: Option<toml::Value>,
+    pub http_header_timeout_secs: Option<toml::Value>,
+    pub http_body_timeout_secs: Option<toml::Value>,
+    pub http_idle_timeout_secs: Option<toml::Value>,
+    pub http_max_connections: Option<toml::Value>,
+    pub http_max_connections_per_ip: Option<toml::Value>,
 }
 
 /// (setting name, environment variable) pairs, in one place so errors can name both.
@@ -101,6 +123,11 @@ const ENV: &[(&str, &str)] = &[
     ("log_format", "ONRAMP_LOG_FORMAT"),
     ("mail_retry_base_secs", "ONRAMP_MAIL_RETRY_BASE_SECS"),
     ("mail_poll_interval_secs", "ONRAMP_MAIL_POLL_INTERVAL_SECS"),
+    ("http_header_timeout_secs", "ONRAMP_HTTP_HEADER_TIMEOUT_SECS"),
+    ("http_body_timeout_secs", "ONRAMP_HTTP_BODY_TIMEOUT_SECS"),
+    ("http_idle_timeout_secs", "ONRAMP_HTTP_IDLE_TIMEOUT_SECS"),
+    ("http_max_connections", "ONRAMP_HTTP_MAX_CONNECTIONS"),
+    ("http_max_connections_per_ip", "ONRAMP_HTTP_MAX_CONNECTIONS_PER_IP"),
 ];
 
 fn env_name(field: &str) -> &'static str {
@@ -143,6 +170,11 @@ impl Raw {
             log_format: v("log_format"),
             mail_retry_base_secs: v("mail_retry_base_secs").map(toml::Value::String),
             mail_poll_interval_secs: v("mail_poll_interval_secs").map(toml::Value::String),
+            http_header_timeout_secs: v("http_header_timeout_secs").map(toml::Value::String),
+            http_body_timeout_secs: v("http_body_timeout_secs").map(toml::Value::String),
+            http_idle_timeout_secs: v("http_idle_timeout_secs").map(toml::Value::String),
+            http_max_connections: v("http_max_connections").map(toml::Value::String),
+            http_max_connections_per_ip: v("http_max_connections_per_ip").map(toml::Value::String),
         }
     }
 
@@ -177,6 +209,11 @@ impl Raw {
             log_format: other.log_format.or(self.log_format),
             mail_retry_base_secs: other.mail_retry_base_secs.or(self.mail_retry_base_secs),
             mail_poll_interval_secs: other.mail_poll_interval_secs.or(self.mail_poll_interval_secs),
+            http_header_timeout_secs: other.http_header_timeout_secs.or(self.http_header_timeout_secs),
+            http_body_timeout_secs: other.http_body_timeout_secs.or(self.http_body_timeout_secs),
+            http_idle_timeout_secs: other.http_idle_timeout_secs.or(self.http_idle_timeout_secs),
+            http_max_connections: other.http_max_connections.or(self.http_max_connections),
+            http_max_connections_per_ip: other.http_max_connections_per_ip.or(self.http_max_connections_per_ip),
         }
     }
 
@@ -281,7 +318,24 @@ impl Raw {
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
+        let secs = |field: &str, v: Option<toml::Value>, default: i64| -> anyhow::Result<std::time::Duration> {
+            Ok(std::time::Duration::from_secs(int(field, v, default, 1, 3600)? as u64))
+        };
+        let http_limits = HttpLimits {
+            header_timeout: secs("http_header_timeout_secs", self.http_header_timeout_secs, 10)?,
+            body_timeout: secs("http_body_timeout_secs", self.http_body_timeout_secs, 30)?,
+            idle_timeout: secs("http_idle_timeout_secs", self.http_idle_timeout_secs, 60)?,
+            max_connections: int("http_max_connections", self.http_max_connections, 1024, 1, 1_000_000)? as usize,
+            max_connections_per_ip: int(
+                "http_max_connections_per_ip",
+                self.http_max_connections_per_ip,
+                128,
+                1,
+                1_000_000,
+            )? as usize,
+        };
         Ok(Config {
+            http_limits,
             edge_urls,
             edge_link_addr: addr("edge_link_addr", self.edge_link_addr.clone(), "0.0.0.0:50051")?,
             link_ca_file: self.link_ca_file.map(PathBuf::from),
@@ -337,6 +391,20 @@ mod tests {
         assert_eq!(c.edge_addr.to_string(), "0.0.0.0:8080");
         assert_eq!(c.database().0, "sqlite:///srv/x/onramp.db");
         assert!(c.database().1);
+        let d = std::time::Duration::from_secs;
+        assert_eq!(
+            c.http_limits,
+            HttpLimits {
+                header_timeout: d(10),
+                body_timeout: d(30),
+                idle_timeout: d(60),
+                max_connections: 1024,
+                max_connections_per_ip: 128
+            }
+        );
+        let file: Raw = toml::from_str("http_idle_timeout_secs = 5\nhttp_max_connections_per_ip = 3").unwrap();
+        let c = file.overlay(env(&[("ONRAMP_HTTP_IDLE_TIMEOUT_SECS", "7")])).resolve().unwrap();
+        assert_eq!((c.http_limits.idle_timeout, c.http_limits.max_connections_per_ip), (d(7), 3));
     }
 
     #[test]
@@ -353,6 +421,10 @@ mod tests {
         assert!(e.contains("edge_trusted_proxies") && e.contains("\"proxy\""), "{e}");
         let c = env(&[("ONRAMP_EDGE_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.1")]).resolve().unwrap();
         assert_eq!(c.edge_trusted_proxies, ["10.0.0.0/8".parse().unwrap(), "192.0.2.1/32".parse().unwrap()]);
+        let e = env(&[("ONRAMP_HTTP_HEADER_TIMEOUT_SECS", "0")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("http_header_timeout_secs") && e.contains("outside 1..=3600"), "{e}");
+        let e = env(&[("ONRAMP_HTTP_MAX_CONNECTIONS", "lots")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("ONRAMP_HTTP_MAX_CONNECTIONS") && e.contains("not a whole number"), "{e}");
         let e = toml::from_str::<Raw>("htp_addr = \"x\"").unwrap_err().to_string();
         assert!(e.contains("htp_addr"), "{e}");
     }

@@ -2,6 +2,7 @@
 
 mod admin;
 mod config;
+mod listener;
 mod serve;
 mod tls;
 

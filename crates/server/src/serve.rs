@@ -80,6 +80,7 @@ pub async fn open_core(cfg: &Config, create: bool) -> anyhow::Result<Core> {
 }
 
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
+    crate::listener::raise_open_files_limit();
     let core = open_core(&cfg, false).await?;
     if let Some(admin) = core.bootstrap(&cfg.bootstrap_admin_email).await? {
         tracing::info!(
@@ -104,7 +105,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (ONRAMP_EDGE_ADDR; set ONRAMP_EDGE_ENABLED=false to run without the embedded edge)", cfg.edge_addr))?;
         tracing::info!(addr = %listener.local_addr()?, %public_url, https = tls.is_some(), "public enrollment edge listening");
-        Some(tokio::spawn(crate::tls::serve_public(listener, router, tls, std::future::pending())))
+        let cfg = cfg.clone();
+        Some(tokio::spawn(async move {
+            crate::tls::serve_public(listener, router, tls, &cfg, std::future::pending()).await
+        }))
     } else {
         None
     };
@@ -122,9 +126,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (ONRAMP_HTTP_ADDR)", cfg.http_addr))?;
     tracing::info!(addr = %listener.local_addr()?, "admin API listening; docs at /api/docs");
-    axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    let admin =
+        crate::listener::Listener { name: "admin API", limits: cfg.http_limits.clone(), exempt: vec![], tls: None };
+    crate::listener::serve(listener, app, admin, shutdown_signal()).await?;
     worker.abort();
     links.iter().for_each(|l| l.abort());
     if let Some(e) = edge {
@@ -161,6 +165,7 @@ fn edge_config(cfg: &Config, public_url: &str, https: bool) -> onramp_edge::Edge
 /// A standalone public edge: no database; serves the enrollment API and wizard, and waits
 /// for core to connect on the link address.
 pub async fn edge(cfg: Config) -> anyhow::Result<()> {
+    crate::listener::raise_open_files_limit();
     let link_tls = crate::tls::edge_link_tls(&cfg)?;
     let public_tls = crate::tls::public_tls(&cfg).await?;
     let hub = onramp_link::EdgeHub::new();
@@ -172,7 +177,7 @@ pub async fn edge(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(addr = %public.local_addr()?, https = public_tls.is_some(), "public enrollment edge listening; waiting for core");
     tracing::info!(addr = %cfg.edge_link_addr, mutual_tls = link_tls.as_ref().is_some_and(|t| t.client_ca.is_some()), "core link listening (ONRAMP_EDGE_LINK_ADDR)");
     let link = onramp_link::serve_edge_link(cfg.edge_link_addr, hub, link_tls, shutdown_signal());
-    let http = crate::tls::serve_public(public, router, public_tls, shutdown_signal());
+    let http = crate::tls::serve_public(public, router, public_tls, &cfg, shutdown_signal());
     tokio::select! {
         r = link => r.map_err(anyhow::Error::msg)?,
         r = http => r?,

@@ -96,26 +96,27 @@ pub async fn public_tls(cfg: &Config) -> anyhow::Result<Option<axum_server::tls_
     Ok(Some(tls))
 }
 
-/// Serves the public edge router on `listener`, over HTTPS when `tls` is set, until
-/// `shutdown` resolves.
+/// Serves the public edge router on `listener`, over HTTPS when `tls` is set, with the
+/// listener limits, until `shutdown` resolves. Trusted proxies carry many clients, so the
+/// per-address cap does not apply to them.
 pub async fn serve_public(
     listener: tokio::net::TcpListener,
     router: axum::Router,
     tls: Option<axum_server::tls_rustls::RustlsConfig>,
+    cfg: &Config,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown).await?,
-        Some(tls) => {
-            let handle = axum_server::Handle::new();
-            let h = handle.clone();
-            tokio::spawn(async move {
-                shutdown.await;
-                h.graceful_shutdown(Some(std::time::Duration::from_secs(5)));
-            });
-            axum_server::from_tcp_rustls(listener.into_std()?, tls)?.handle(handle).serve(app).await?
-        }
-    }
-    Ok(())
+    let tls = tls.map(|t| {
+        let mut c = (*t.get_inner()).clone();
+        // HTTP/1.1 only: the listener's timeouts are defined for it.
+        c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        std::sync::Arc::new(c)
+    });
+    let settings = crate::listener::Listener {
+        name: "public edge",
+        limits: cfg.http_limits.clone(),
+        exempt: cfg.edge_trusted_proxies.clone(),
+        tls,
+    };
+    crate::listener::serve(listener, router, settings, shutdown).await
 }
