@@ -1,12 +1,13 @@
 use crate::error::OrNotFound;
-use crate::locations::{split_csv, subnets};
+use crate::locations::split_csv;
 use crate::mail::MailKind;
 use crate::{Actor, Core, CoreError, CoreResult};
 use onramp_domain::validate::{parse_name, WgPublicKey};
 use onramp_domain::wg;
 use onramp_proto::DeviceConfig;
-use onramp_store::{DeviceRow, StoreError};
+use onramp_store::{DeviceAddressRow, DeviceLimits, DeviceRow, LocationRow, StoreError, UniqueKey};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 
 #[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -32,26 +33,44 @@ impl Core {
     /// Registers a device: validates name and key, then gives it one free address per
     /// subnet in every location the user may use. Used by the admin API and enrollment.
     pub async fn add_device(&self, actor: &Actor, input: DeviceInput) -> CoreResult<DeviceInfo> {
+        self.register_device(actor, input, None).await
+    }
+
+    /// `add_device`, optionally inside an enrollment session (`session_token`), which may
+    /// register one device.
+    pub(crate) async fn register_device(
+        &self,
+        actor: &Actor,
+        input: DeviceInput,
+        session_token: Option<i64>,
+    ) -> CoreResult<DeviceInfo> {
         let user = self.user_row(&input.username).await?;
         let name = parse_name("name", &input.name, 64)?;
         let pubkey = WgPublicKey::parse("pubkey", &input.pubkey)?;
-        let locations = self.store().locations_for_user(user.id).await?;
-        let plan: Vec<_> = locations.iter().map(|l| (l.id, subnets(l))).collect();
+        let locations: Vec<i64> = self.store().locations_for_user(user.id).await?.iter().map(|l| l.id).collect();
+        let limits =
+            DeviceLimits { max_per_user: self.settings().await.enrollment.max_devices_per_user, session_token };
         let (device, _) =
-            self.store().create_device(user.id, &name, pubkey.as_str(), &plan, self.now()).await.map_err(
+            self.store().create_device(user.id, &name, pubkey.as_str(), &locations, limits, self.now()).await.map_err(
                 |e| match e {
-                    StoreError::Conflict { field: "pubkey" } => CoreError::Conflict {
+                    StoreError::Conflict { key: UniqueKey::DevicePubkey } => CoreError::Conflict {
                         field: "pubkey",
                         message: "a device with this public key is already registered".into(),
                     },
-                    StoreError::Conflict { field: "name" } => CoreError::Conflict {
+                    StoreError::Conflict { key: UniqueKey::DeviceName } => CoreError::Conflict {
                         field: "name",
                         message: format!("user {} already has a device named {name:?}", user.username),
                     },
-                    StoreError::Conflict { field: "subnet_full" } => CoreError::refused(
-                        "subnet_full",
-                        "no free address left in a location subnet; ask the administrator to enlarge it",
+                    StoreError::DeviceLimit { max } => CoreError::refused(
+                        "device_limit",
+                        format!(
+                            "user {} already has {max} devices, the most allowed; delete one first, \
+                         or ask the administrator to raise enrollment.max_devices_per_user",
+                            user.username
+                        ),
                     ),
+                    // A concurrent second registration in the same session.
+                    StoreError::SessionHasDevice { .. } => crate::enrollment::session_has_device(""),
                     other => other.into(),
                 },
             )?;
@@ -94,61 +113,13 @@ impl Core {
         })
     }
 
-    /// The wg-quick configs of a device, one per location it holds addresses in.
-    /// Locations the user may use but the device has no address in yet (added later, or
-    /// opened to the user's group later) get addresses now, so syncing clients see them.
+    /// The wg-quick configs of a device, one per location it holds addresses in. A pure
+    /// read: addresses in locations opened to the device later are allocated by the write
+    /// paths that open them (`Store::allocate_missing_addresses`).
     pub async fn device_configs(&self, d: &DeviceRow) -> CoreResult<Vec<DeviceConfig>> {
-        let mut addresses = self.store().device_addresses(d.id).await?;
+        let addresses = self.store().device_addresses(d.id).await?;
         let locations = self.store().locations_for_user(d.user_id).await?;
-        let missing: Vec<_> = locations
-            .iter()
-            .filter(|l| !addresses.iter().any(|a| a.location_id == l.id))
-            .map(|l| (l.id, subnets(l)))
-            .collect();
-        if !missing.is_empty() {
-            match self.store().add_device_addresses(d.id, &missing).await {
-                Ok(rows) => addresses.extend(rows),
-                // A full subnet must not break the device's other locations.
-                Err(StoreError::Conflict { field: "subnet_full" }) => {
-                    tracing::warn!(device_id = d.id, "no free address for a new location; it is left out of the config")
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let mut out = Vec::new();
-        for l in locations {
-            let ips: Vec<String> =
-                addresses.iter().filter(|a| a.location_id == l.id).map(|a| a.address.clone()).collect();
-            if ips.is_empty() {
-                continue;
-            }
-            let allowed = split_csv(&l.allowed_ips);
-            let endpoint = wg::endpoint(&l.endpoint, l.port as u16);
-            let gw_key = l.gateway_pubkey.clone().unwrap_or_default();
-            let config = wg::render_config(&wg::PeerConfig {
-                assigned_ips: &ips,
-                dns: l.dns.as_deref(),
-                gateway_pubkey: &gw_key,
-                allowed_ips: &allowed,
-                endpoint: &endpoint,
-                keepalive: l.keepalive as i32,
-            });
-            out.push(DeviceConfig {
-                network_id: l.id,
-                network_name: l.name.clone(),
-                config,
-                endpoint,
-                assigned_ip: ips.join(","),
-                pubkey: gw_key,
-                allowed_ips: allowed.join(","),
-                dns: l.dns.clone(),
-                mfa_enabled: l.mfa_mode != 1,
-                keepalive_interval: l.keepalive as i32,
-                location_mfa_mode: Some(l.mfa_mode as i32),
-                service_location_mode: Some(1),
-            });
-        }
-        Ok(out)
+        Ok(render_configs(&addresses, locations.iter()))
     }
 
     pub async fn get_device(&self, id: i64) -> CoreResult<DeviceInfo> {
@@ -157,26 +128,67 @@ impl Core {
         self.device_info(d, &user.username).await
     }
 
+    /// All devices (optionally of one user); see [`Core::list_devices_page`].
     pub async fn list_devices(&self, username: Option<&str>) -> CoreResult<Vec<DeviceInfo>> {
+        Ok(self.list_devices_page(username, i64::MAX, 0).await?.0)
+    }
+
+    /// One page of devices, oldest first, and the total. A fixed number of queries per page
+    /// (the page and its count, its users' names, their locations, the page's addresses),
+    /// whatever its size; nothing is written.
+    pub async fn list_devices_page(
+        &self,
+        username: Option<&str>,
+        limit: i64,
+        offset: i64,
+    ) -> CoreResult<(Vec<DeviceInfo>, i64)> {
         let user_id = match username {
             Some(u) => Some(self.user_row(u).await?.id),
             None => None,
         };
-        let users: std::collections::HashMap<i64, String> =
-            self.store().list_users().await?.into_iter().map(|u| (u.id, u.username)).collect();
-        let mut out = Vec::new();
-        for d in self.store().list_devices(user_id).await? {
-            let name = users.get(&d.user_id).cloned().unwrap_or_default();
-            out.push(self.device_info(d, &name).await?);
+        let (devices, total) = self.store().list_devices_page(user_id, limit, offset).await?;
+        let mut user_ids: Vec<i64> = devices.iter().map(|d| d.user_id).collect();
+        user_ids.sort_unstable();
+        user_ids.dedup();
+        let names: HashMap<i64, String> = self.store().usernames(&user_ids).await?.into_iter().collect();
+        let mut allowed: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (uid, lid) in self.store().user_locations(&user_ids).await? {
+            allowed.entry(uid).or_default().push(lid);
         }
-        Ok(out)
+        let locations: HashMap<i64, LocationRow> = if allowed.is_empty() {
+            HashMap::new()
+        } else {
+            self.store().list_locations().await?.into_iter().map(|l| (l.id, l)).collect()
+        };
+        let ids: Vec<i64> = devices.iter().map(|d| d.id).collect();
+        let mut addresses: HashMap<i64, Vec<DeviceAddressRow>> = HashMap::new();
+        for a in self.store().addresses_of_devices(&ids).await? {
+            addresses.entry(a.device_id).or_default().push(a);
+        }
+        let out = devices
+            .into_iter()
+            .map(|d| {
+                let own = addresses.remove(&d.id).unwrap_or_default();
+                let locs = allowed.get(&d.user_id).into_iter().flatten().filter_map(|id| locations.get(id));
+                DeviceInfo {
+                    id: d.id,
+                    configs: render_configs(&own, locs),
+                    name: d.name,
+                    pubkey: d.pubkey,
+                    user_id: d.user_id,
+                    username: names.get(&d.user_id).cloned().unwrap_or_default(),
+                    created_at: d.created_at,
+                }
+            })
+            .collect();
+        Ok((out, total))
     }
 
     pub async fn rename_device(&self, actor: &Actor, id: i64, name: &str) -> CoreResult<DeviceInfo> {
         let name = parse_name("name", name, 64)?;
         let d = self.store().rename_device(id, &name).await.map_err(|e| match e {
             StoreError::NotFound => CoreError::not_found("device", id),
-            StoreError::Conflict { .. } => {
+            StoreError::Conflict { key: UniqueKey::DeviceName } => {
                 CoreError::Conflict { field: "name", message: format!("the user already has a device named {name:?}") }
             }
             other => other.into(),
@@ -198,4 +210,45 @@ impl Core {
         self.audit(actor, "device.deleted", None, serde_json::json!({"device": d.name, "pubkey": d.pubkey})).await;
         Ok(())
     }
+}
+
+/// The configs of a device from its addresses, one per location (of `locations`, in order)
+/// it holds addresses in.
+fn render_configs<'a>(
+    addresses: &[DeviceAddressRow],
+    locations: impl Iterator<Item = &'a LocationRow>,
+) -> Vec<DeviceConfig> {
+    let mut out = Vec::new();
+    for l in locations {
+        let ips: Vec<String> = addresses.iter().filter(|a| a.location_id == l.id).map(|a| a.address.clone()).collect();
+        if ips.is_empty() {
+            continue;
+        }
+        let allowed = split_csv(&l.allowed_ips);
+        let endpoint = wg::endpoint(&l.endpoint, l.port as u16);
+        let gw_key = l.gateway_pubkey.clone().unwrap_or_default();
+        let config = wg::render_config(&wg::PeerConfig {
+            assigned_ips: &ips,
+            dns: l.dns.as_deref(),
+            gateway_pubkey: &gw_key,
+            allowed_ips: &allowed,
+            endpoint: &endpoint,
+            keepalive: l.keepalive as i32,
+        });
+        out.push(DeviceConfig {
+            network_id: l.id,
+            network_name: l.name.clone(),
+            config,
+            endpoint,
+            assigned_ip: ips.join(","),
+            pubkey: gw_key,
+            allowed_ips: allowed.join(","),
+            dns: l.dns.clone(),
+            mfa_enabled: l.mfa_mode != 1,
+            keepalive_interval: l.keepalive as i32,
+            location_mfa_mode: Some(l.mfa_mode as i32),
+            service_location_mode: Some(1),
+        });
+    }
+    out
 }

@@ -134,11 +134,21 @@ impl Core {
         pubkey: &str,
     ) -> CoreResult<DeviceConfigResponse> {
         let Session { token: t, user } = self.session(token).await?;
+        // One session registers one device. A retry of that same registration (same key,
+        // e.g. after a lost answer) gets the device again instead of an error it cannot
+        // recover from.
+        if let Some(id) = self.store().session_device(t.id).await? {
+            let device = self.store().device_by_id(id).await?;
+            let key = onramp_domain::validate::WgPublicKey::parse("pubkey", pubkey)?;
+            if device.pubkey != key.as_str() {
+                return Err(session_has_device(&device.name));
+            }
+            return self.device_config_response(&device, &user, true).await;
+        }
         // Headless clients enroll machines without naming them.
         let name = if name.trim().is_empty() { default_device_name(pubkey) } else { name.to_owned() };
-        let info = self
-            .add_device(actor, DeviceInput { username: user.username.clone(), name, pubkey: pubkey.to_owned() })
-            .await?;
+        let input = DeviceInput { username: user.username.clone(), name, pubkey: pubkey.to_owned() };
+        let info = self.register_device(actor, input, Some(t.id)).await?;
         // Desktop-configuration tokens complete with the device.
         if t.kind == TokenKind::DesktopConfig.as_str() || user.enrolled {
             self.store().mark_token_used(t.id, self.now()).await?;
@@ -263,6 +273,18 @@ impl Core {
         self.audit(actor, "password_reset.completed", Some(user.username.clone()), serde_json::json!({})).await;
         self.enqueue_mail(crate::mail::MailKind::PasswordResetDone, &user.email, &user, None, None).await
     }
+}
+
+/// A second device in one enrollment session; `name` of the first when known.
+pub(crate) fn session_has_device(name: &str) -> CoreError {
+    let which = if name.is_empty() { String::new() } else { format!(" ({name:?})") };
+    CoreError::refused(
+        "session_has_device",
+        format!(
+            "this enrollment session already registered a device{which}; one session registers one device, \
+             so ask your administrator for a new enrollment link to add another"
+        ),
+    )
 }
 
 fn default_device_name(pubkey: &str) -> String {

@@ -64,6 +64,11 @@ impl CoreError {
         Self::Refused { code, message: message.into() }
     }
 
+    /// Bad input at `field` (also for callers outside core, e.g. query parameters).
+    pub fn invalid_input(field: &'static str, message: impl Into<String>) -> Self {
+        Self::invalid(field, message)
+    }
+
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         Self::Invalid(ValidationError::new(field, message))
     }
@@ -73,7 +78,22 @@ impl From<StoreError> for CoreError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Self::NotFound { what: "record", key: String::new() },
-            StoreError::Conflict { field } => Self::Conflict { field, message: format!("{field} already in use") },
+            StoreError::Conflict { key } => {
+                Self::Conflict { field: key.field(), message: format!("{} already in use", key.field()) }
+            }
+            StoreError::SubnetFull { .. } => Self::refused(
+                "subnet_full",
+                "no free address left in a location subnet; ask the administrator to enlarge it",
+            ),
+            StoreError::AddressOutsideSubnets { device, address } => Self::refused(
+                "address_in_use",
+                format!(
+                    "device {device:?} uses {address}, which the new addresses would not cover; delete or move it first"
+                ),
+            ),
+            StoreError::DeviceLimit { max } => {
+                Self::refused("device_limit", format!("the user already has {max} devices, the most allowed"))
+            }
             other => Self::Internal(other.to_string()),
         }
     }

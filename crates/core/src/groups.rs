@@ -35,7 +35,7 @@ impl Core {
             member_ids.push(self.user_row(m).await?.id);
         }
         let g = self.store().create_group(&name, input.is_admin, self.now()).await.map_err(|e| match e {
-            onramp_store::StoreError::Conflict { .. } => {
+            onramp_store::StoreError::Conflict { key: onramp_store::UniqueKey::GroupName } => {
                 CoreError::Conflict { field: "name", message: format!("group {name:?} already exists") }
             }
             other => other.into(),
@@ -89,7 +89,7 @@ impl Core {
             self.ensure_other_admin_group_exists(g.id).await?;
         }
         let g = self.store().update_group(g.id, &new_name, is_admin).await.map_err(|e| match e {
-            onramp_store::StoreError::Conflict { .. } => {
+            onramp_store::StoreError::Conflict { key: onramp_store::UniqueKey::GroupName } => {
                 CoreError::Conflict { field: "name", message: format!("group {new_name:?} already exists") }
             }
             other => other.into(),
@@ -129,6 +129,8 @@ impl Core {
                 message: format!("{username} is already a member of {group}"),
             });
         }
+        // Locations open to this group now include the user's devices.
+        self.store().allocate_missing_addresses().await?;
         self.audit(actor, "group.member_added", Some(g.name.clone()), serde_json::json!({"username": username})).await;
         self.group_info(g).await
     }

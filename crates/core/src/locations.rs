@@ -67,11 +67,6 @@ pub(crate) fn split_csv(s: &str) -> Vec<String> {
     s.split(',').map(|p| p.trim().to_owned()).filter(|p| !p.is_empty()).collect()
 }
 
-/// Parsed subnets of a stored location.
-pub(crate) fn subnets(row: &LocationRow) -> Vec<LocationSubnet> {
-    split_csv(&row.addresses).iter().filter_map(|a| LocationSubnet::parse("address", a).ok()).collect()
-}
-
 impl Core {
     async fn location_data(&self, input: LocationInput) -> CoreResult<LocationData> {
         let name = parse_name("name", &input.name, 64)?;
@@ -139,7 +134,7 @@ impl Core {
 
     fn name_conflict(name: &str) -> impl Fn(onramp_store::StoreError) -> CoreError + '_ {
         move |e| match e {
-            onramp_store::StoreError::Conflict { .. } => {
+            onramp_store::StoreError::Conflict { key: onramp_store::UniqueKey::LocationName } => {
                 CoreError::Conflict { field: "name", message: format!("location {name:?} already exists") }
             }
             other => other.into(),
@@ -155,25 +150,10 @@ impl Core {
     }
 
     pub async fn update_location(&self, actor: &Actor, id: i64, input: LocationInput) -> CoreResult<LocationInfo> {
-        let current = self.store().location_by_id(id).await.or_not_found("location", &id.to_string())?;
+        self.store().location_by_id(id).await.or_not_found("location", &id.to_string())?;
         let data = self.location_data(input).await?;
-        if data.addresses != current.addresses {
-            // Existing devices keep their addresses: each must still fit a new subnet.
-            let new_subs: Vec<LocationSubnet> =
-                split_csv(&data.addresses).iter().filter_map(|a| LocationSubnet::parse("address", a).ok()).collect();
-            for d in self.store().list_devices(None).await? {
-                for a in self.store().device_addresses(d.id).await?.into_iter().filter(|a| a.location_id == id) {
-                    let ip: std::net::IpAddr =
-                        a.address.parse().map_err(|_| CoreError::Internal("stored address".into()))?;
-                    if !new_subs.iter().any(|s| s.is_assignable(ip)) {
-                        return Err(CoreError::refused(
-                            "address_in_use",
-                            format!("device {:?} uses {ip}, which the new addresses would not cover; delete or move it first", d.name),
-                        ));
-                    }
-                }
-            }
-        }
+        // The store checks, inside the update's transaction, that every device address
+        // still fits, and gives devices addresses in subnets the location gains.
         let row = self.store().update_location(id, &data, self.now()).await.map_err(Self::name_conflict(&data.name))?;
         self.audit(actor, "location.updated", Some(row.name.clone()), serde_json::json!({})).await;
         self.location_info(row).await

@@ -34,6 +34,8 @@ pub struct EnrollmentSettings {
     pub desktop_token_lifetime_secs: i64,
     /// Enrollment session length in seconds (10 min).
     pub session_lifetime_secs: i64,
+    /// Devices one user may have at most (admin-created ones count too).
+    pub max_devices_per_user: i64,
     /// Onboarding page shown at the end (markdown with variables).
     pub welcome_message: String,
     pub welcome_email_subject: String,
@@ -110,6 +112,7 @@ impl Default for EnrollmentSettings {
             token_lifetime_secs: 86_400,
             desktop_token_lifetime_secs: 86_400,
             session_lifetime_secs: 600,
+            max_devices_per_user: 10,
             welcome_message: "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
                 Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }})."
                 .into(),
@@ -314,6 +317,7 @@ fn validate(s: &Settings) -> CoreResult<()> {
     bounded("enrollment.token_lifetime_secs", e.token_lifetime_secs, 60, 366 * 86_400)?;
     bounded("enrollment.desktop_token_lifetime_secs", e.desktop_token_lifetime_secs, 60, 366 * 86_400)?;
     bounded("enrollment.session_lifetime_secs", e.session_lifetime_secs, 60, 86_400)?;
+    bounded("enrollment.max_devices_per_user", e.max_devices_per_user, 1, 10_000)?;
     if s.smtp.is_configured() {
         if s.smtp.port == 0 {
             return Err(CoreError::invalid("smtp.port", "must be 1-65535"));

@@ -105,9 +105,10 @@ impl Core {
             )
             .await
             .map_err(|e| match e {
-                onramp_store::StoreError::Conflict { field } => {
-                    CoreError::Conflict { field, message: format!("a user with this {field} already exists") }
-                }
+                onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
+                    field: key.field(),
+                    message: format!("a user with this {} already exists", key.field()),
+                },
                 other => other.into(),
             })?;
         self.audit(actor, "user.created", Some(row.username.clone()), serde_json::json!({})).await;
@@ -166,9 +167,10 @@ impl Core {
             row.is_active = v;
         }
         let row = self.store().update_user(&row, self.now()).await.map_err(|e| match e {
-            onramp_store::StoreError::Conflict { field } => {
-                CoreError::Conflict { field, message: format!("a user with this {field} already exists") }
-            }
+            onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
+                field: key.field(),
+                message: format!("a user with this {} already exists", key.field()),
+            },
             other => other.into(),
         })?;
         self.audit(actor, "user.updated", Some(row.username.clone()), serde_json::json!({})).await;

@@ -588,7 +588,8 @@ async fn health_metrics_and_docs() {
 async fn two_cores_allocate_distinct_addresses(b: Backend) {
     let app = TestApp::spawn(b).await;
     app.create_location("office", "10.9.0.1/24").await;
-    for u in ["u1", "u2"] {
+    // Four users: 24 devices stay under the per-user device cap (10).
+    for u in ["u1", "u2", "u3", "u4"] {
         app.create_user(u).await;
     }
     let store = onramp_store::Store::connect(&app.database_url, false).await.unwrap();
@@ -599,7 +600,7 @@ async fn two_cores_allocate_distinct_addresses(b: Backend) {
         let core = cores[i % 2].clone();
         async move {
             let input = onramp_core::DeviceInput {
-                username: format!("u{}", i % 2 + 1),
+                username: format!("u{}", i % 4 + 1),
                 name: format!("d{i}"),
                 pubkey: pubkey(i as u8),
             };

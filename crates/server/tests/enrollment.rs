@@ -112,7 +112,10 @@ async fn browser_order_and_hand_off(b: Backend) {
     assert_eq!(again.deadline_timestamp, first.deadline_timestamp);
     assert!(again.user.enrolled);
     assert_eq!(again.user.device_names, ["browser"]);
-    app.core.enrollment_create_device(&actor(), &t, "desktop", &pubkey(3)).await.unwrap();
+    // One session registers one device (issue 10 item 11): the desktop client taking over
+    // the same session cannot add a second one.
+    let e = app.core.enrollment_create_device(&actor(), &t, "desktop", &pubkey(3)).await.unwrap_err();
+    assert_eq!(e.code(), "session_has_device", "{e}");
     clock.advance(600);
     assert_eq!(app.core.enrollment_start(&actor(), &t).await.unwrap_err().code(), "token_used");
     app.stop().await;
@@ -126,15 +129,17 @@ async fn refusals(b: Backend) {
     assert_eq!(e.to_string(), "password not strong enough");
     let e = app.core.enrollment_create_device(&actor(), &t, "laptop", "not-a-key").await.unwrap_err();
     assert_eq!(e.field(), Some("pubkey"));
-    let d = app.core.enrollment_create_device(&actor(), &t, "laptop", &pubkey(4)).await.unwrap();
+    // Clashes with a device the admin registered (a session registers only one device).
+    let input = onramp_core::DeviceInput { username: "ann".into(), name: "laptop".into(), pubkey: pubkey(4) };
+    let admin_dev = app.core.add_device(&Actor::system("test"), input).await.unwrap();
     let e = app.core.enrollment_create_device(&actor(), &t, "laptop", &pubkey(5)).await.unwrap_err();
     assert_eq!((e.code(), e.field()), ("conflict", Some("name")));
     assert!(e.to_string().contains("already has a device named \"laptop\""), "{e}");
-    let e = app.core.enrollment_create_device(&actor(), &t, "other", &pubkey_of(&d)).await.unwrap_err();
+    let e = app.core.enrollment_create_device(&actor(), &t, "other", &admin_dev.pubkey).await.unwrap_err();
     assert_eq!((e.code(), e.field()), ("conflict", Some("pubkey")));
     // An empty name (headless client) gets a generated one.
-    let d2 = app.core.enrollment_create_device(&actor(), &t, "", &pubkey(6)).await.unwrap();
-    assert!(d2.device.name.starts_with("device-"));
+    let d = app.core.enrollment_create_device(&actor(), &t, "", &pubkey(6)).await.unwrap();
+    assert!(d.device.name.starts_with("device-"));
     // network_info with another user's device.
     let tb = token_for(&app, "bob", "start_enrollment").await;
     app.core.enrollment_start(&actor(), &tb).await.unwrap();

@@ -17,9 +17,22 @@ pub enum DatabaseKind {
 pub enum StoreError {
     #[error("not found")]
     NotFound,
-    /// A unique constraint refused the write; `field` names the clashing column when known.
-    #[error("conflict on {field}")]
-    Conflict { field: &'static str },
+    /// A unique constraint refused the write; `key` says which one.
+    #[error("conflict on {}", key.field())]
+    Conflict { key: UniqueKey },
+    /// No free address is left in a subnet of this location.
+    #[error("no free address left in location {location}")]
+    SubnetFull { location: i64 },
+    /// A location's new subnets would leave a device's address outside them (or on a
+    /// network or broadcast address).
+    #[error("device {device:?} uses {address}, outside the new subnets")]
+    AddressOutsideSubnets { device: String, address: String },
+    /// The enrollment session already registered another device.
+    #[error("the session already registered device {device_id}")]
+    SessionHasDevice { device_id: i64 },
+    /// The user already has the maximum number of devices.
+    #[error("the user already has {max} devices")]
+    DeviceLimit { max: i64 },
     #[error("database configuration: {0}")]
     Config(String),
     #[error("database error: {0}")]
@@ -30,30 +43,103 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Columns whose unique constraints we report by name. Order matters: more specific first.
-const CONFLICT_FIELDS: &[(&str, &str)] = &[
-    ("username", "username"),
-    ("email", "email"),
-    ("pubkey", "pubkey"),
-    ("devices.user_id", "name"),
-    ("devices_user_id_name", "name"),
-    ("address", "address"),
-    ("group_members", "member"),
-    ("location_groups", "group"),
-    ("hash", "token"),
-    ("name", "name"),
+/// The unique constraints of the schema, told apart by the database's own report of the
+/// constraint (PostgreSQL: its name; SQLite: `table.column, ...`), never by loose substrings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueKey {
+    Username,
+    Email,
+    GroupName,
+    GroupMember,
+    LocationName,
+    LocationGroup,
+    DevicePubkey,
+    /// A user's device names.
+    DeviceName,
+    /// An address of a location.
+    DeviceAddress,
+    TokenHash,
+    PollingTokenHash,
+    PollingTokenDevice,
+    ApiTokenHash,
+    Setting,
+    /// A unique constraint not in the table below (a schema change that forgot it).
+    Other,
+}
+
+impl UniqueKey {
+    /// The input field a clash is reported against.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Username => "username",
+            Self::Email => "email",
+            Self::GroupName | Self::LocationName | Self::DeviceName => "name",
+            Self::GroupMember => "member",
+            Self::LocationGroup => "group",
+            Self::DevicePubkey => "pubkey",
+            Self::DeviceAddress => "address",
+            Self::TokenHash | Self::PollingTokenHash | Self::ApiTokenHash => "token",
+            Self::PollingTokenDevice => "device",
+            Self::Setting => "setting",
+            Self::Other => "unique value",
+        }
+    }
+}
+
+/// (PostgreSQL constraint name, SQLite column list, key). PostgreSQL names are the defaults
+/// it gives the constraints in migrations/postgres; SQLite reports the constrained columns.
+pub(crate) const UNIQUE_KEYS: &[(&str, &str, UniqueKey)] = &[
+    ("users_username_key", "users.username", UniqueKey::Username),
+    ("users_email_key", "users.email", UniqueKey::Email),
+    ("groups_name_key", "groups.name", UniqueKey::GroupName),
+    ("group_members_pkey", "group_members.group_id, group_members.user_id", UniqueKey::GroupMember),
+    ("locations_name_key", "locations.name", UniqueKey::LocationName),
+    ("location_groups_pkey", "location_groups.location_id, location_groups.group_id", UniqueKey::LocationGroup),
+    ("devices_pubkey_key", "devices.pubkey", UniqueKey::DevicePubkey),
+    ("devices_user_id_name_key", "devices.user_id, devices.name", UniqueKey::DeviceName),
+    (
+        "device_addresses_location_id_address_key",
+        "device_addresses.location_id, device_addresses.address",
+        UniqueKey::DeviceAddress,
+    ),
+    (
+        "device_addresses_pkey",
+        "device_addresses.device_id, device_addresses.location_id, device_addresses.address",
+        UniqueKey::DeviceAddress,
+    ),
+    ("tokens_hash_key", "tokens.hash", UniqueKey::TokenHash),
+    ("polling_tokens_hash_key", "polling_tokens.hash", UniqueKey::PollingTokenHash),
+    ("polling_tokens_device_id_key", "polling_tokens.device_id", UniqueKey::PollingTokenDevice),
+    ("api_tokens_hash_key", "api_tokens.hash", UniqueKey::ApiTokenHash),
+    ("settings_pkey", "settings.id", UniqueKey::Setting),
 ];
+
+/// SQLSTATE unique_violation (PostgreSQL); SQLITE_CONSTRAINT_UNIQUE and _PRIMARYKEY.
+const UNIQUE_CODES: &[&str] = &["23505", "2067", "1555"];
+
+fn unique_key(db: &dyn sqlx::error::DatabaseError) -> Option<UniqueKey> {
+    let code = db.code()?;
+    if !UNIQUE_CODES.contains(&code.as_ref()) {
+        return None;
+    }
+    let key = match db.constraint() {
+        Some(name) => UNIQUE_KEYS.iter().find(|(pg, _, _)| *pg == name),
+        None => {
+            // SQLite: "UNIQUE constraint failed: t.a, t.b" names exactly the columns.
+            let cols = db.message().split_once(": ").map(|(_, c)| c.trim()).unwrap_or_default();
+            UNIQUE_KEYS.iter().find(|(_, sqlite, _)| *sqlite == cols)
+        }
+    };
+    Some(key.map(|(_, _, k)| *k).unwrap_or_else(|| {
+        tracing::warn!(constraint = ?db.constraint(), message = db.message(), "unique constraint missing from UNIQUE_KEYS");
+        UniqueKey::Other
+    }))
+}
 
 pub(crate) fn map_err(e: sqlx::Error) -> StoreError {
     if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            let text = format!("{} {}", db.message(), db.constraint().unwrap_or_default());
-            let field = CONFLICT_FIELDS
-                .iter()
-                .find(|(needle, _)| text.contains(needle))
-                .map(|(_, f)| *f)
-                .unwrap_or("unique value");
-            return StoreError::Conflict { field };
+        if let Some(key) = unique_key(db.as_ref()) {
+            return StoreError::Conflict { key };
         }
     }
     if matches!(e, sqlx::Error::RowNotFound) {

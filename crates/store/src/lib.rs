@@ -9,5 +9,10 @@ mod db;
 mod queries;
 pub mod records;
 
-pub use db::{DatabaseKind, Store, StoreError, StoreResult};
+pub use queries::DeviceLimits;
+
+pub use db::{DatabaseKind, Store, StoreError, StoreResult, UniqueKey};
 pub use records::*;
+
+#[cfg(test)]
+mod unique_keys_tests;

@@ -12,7 +12,15 @@ use serde::Deserialize;
 pub struct DeviceFilter {
     /// Only this user's devices.
     pub username: Option<String>,
+    /// Page size: default 100, at most 1000. The total is in the `X-Total-Count` header.
+    pub limit: Option<i64>,
+    /// Devices to skip (oldest first).
+    pub offset: Option<i64>,
 }
+
+/// Default and largest page of `GET /device`.
+const DEFAULT_LIMIT: i64 = 100;
+const MAX_LIMIT: i64 = 1000;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -21,13 +29,23 @@ pub struct DeviceRename {
 }
 
 #[utoipa::path(get, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), params(DeviceFilter),
-    responses((status = 200, body = [DeviceInfo])))]
+    responses((status = 200, body = [DeviceInfo], headers(("X-Total-Count" = i64, description = "devices in all")))))]
 pub async fn list(
     State(s): State<AppState>,
     _a: Admin,
     ApiQuery(f): ApiQuery<DeviceFilter>,
-) -> ApiResult<Json<Vec<DeviceInfo>>> {
-    Ok(Json(s.core.list_devices(f.username.as_deref()).await?))
+) -> ApiResult<([(&'static str, String); 1], Json<Vec<DeviceInfo>>)> {
+    // An array stays the body (scripts read it as before); the total goes in a header.
+    let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(onramp_core::CoreError::invalid_input("limit", format!("must be between 1 and {MAX_LIMIT}")).into());
+    }
+    let offset = f.offset.unwrap_or(0);
+    if offset < 0 {
+        return Err(onramp_core::CoreError::invalid_input("offset", "must be 0 or more").into());
+    }
+    let (page, total) = s.core.list_devices_page(f.username.as_deref(), limit, offset).await?;
+    Ok(([("x-total-count", total.to_string())], Json(page)))
 }
 
 #[utoipa::path(post, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), request_body = DeviceInput,

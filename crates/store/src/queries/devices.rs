@@ -1,22 +1,37 @@
 use super::*;
+use crate::db::DatabaseKind;
+use onramp_domain::net::LocationSubnet;
+
+/// Limits checked inside `create_device`'s transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct DeviceLimits {
+    /// Devices a user may have at most.
+    pub max_per_user: i64,
+    /// The enrollment or desktop-configuration token whose session registers the device:
+    /// a session registers one device.
+    pub session_token: Option<i64>,
+}
 
 impl Store {
-    /// Creates a device with one free address per subnet of each location, in one
-    /// transaction. `subnets` pairs each location id with its parsed subnets. On a
-    /// concurrent address clash (PostgreSQL) the whole attempt is retried.
+    /// Creates a device with one free address per subnet of each location in
+    /// `location_ids`, in one transaction that also checks `limits`. The locations' subnets
+    /// are read inside the transaction, under a lock a concurrent subnet change waits for,
+    /// so an address is never picked from a subnet that is being replaced. On a concurrent
+    /// address clash (PostgreSQL) the whole attempt is retried.
     pub async fn create_device(
         &self,
         user_id: i64,
         name: &str,
         pubkey: &str,
-        subnets: &[(i64, Vec<onramp_domain::net::LocationSubnet>)],
+        location_ids: &[i64],
+        limits: DeviceLimits,
         now: i64,
     ) -> StoreResult<(DeviceRow, Vec<DeviceAddressRow>)> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.try_create_device(user_id, name, pubkey, subnets, now).await {
-                Err(StoreError::Conflict { field: "address" }) if attempt < ADDRESS_ATTEMPTS => {
+            match self.try_create_device(user_id, name, pubkey, location_ids, limits, now).await {
+                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
                     clash_backoff(attempt).await
                 }
                 other => return other,
@@ -24,15 +39,43 @@ impl Store {
         }
     }
 
-    pub(crate) async fn try_create_device(
+    async fn try_create_device(
         &self,
         user_id: i64,
         name: &str,
         pubkey: &str,
-        subnets: &[(i64, Vec<onramp_domain::net::LocationSubnet>)],
+        location_ids: &[i64],
+        limits: DeviceLimits,
         now: i64,
     ) -> StoreResult<(DeviceRow, Vec<DeviceAddressRow>)> {
         let mut w = self.write_tx().await?;
+        // PostgreSQL: one user's creates queue here, so the cap and the one-device-per-session
+        // rule hold under concurrency (SQLite: the writer lock already serialises them).
+        if self.kind() == DatabaseKind::Postgres {
+            sqlx::query("SELECT id FROM users WHERE id = $1 FOR UPDATE")
+                .bind(user_id)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(map_err)?;
+        }
+        if let Some(token_id) = limits.session_token {
+            let registered: Option<i64> = sqlx::query_scalar("SELECT device_id FROM tokens WHERE id = $1")
+                .bind(token_id)
+                .fetch_optional(&mut *w.tx)
+                .await
+                .found()?;
+            if let Some(device_id) = registered {
+                return Err(StoreError::SessionHasDevice { device_id });
+            }
+        }
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_one(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        if count >= limits.max_per_user {
+            return Err(StoreError::DeviceLimit { max: limits.max_per_user });
+        }
         let device = sqlx::query_as::<_, DeviceRow>(
             "INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) \
              RETURNING id, user_id, name, pubkey, created_at",
@@ -44,28 +87,36 @@ impl Store {
         .fetch_one(&mut *w.tx)
         .await
         .map_err(map_err)?;
-        let addresses = allocate_addresses(&self.address_cache, &mut w.tx, device.id, subnets).await?;
+        let subnets = lock_location_subnets(self.kind(), &mut w.tx, Some(location_ids)).await?;
+        let addresses = allocate_addresses(&self.address_cache, &mut w.tx, device.id, &subnets).await?;
+        if let Some(token_id) = limits.session_token {
+            sqlx::query("UPDATE tokens SET device_id = $1 WHERE id = $2")
+                .bind(device.id)
+                .bind(token_id)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(map_err)?;
+        }
         w.commit().await?;
         Ok((device, addresses))
     }
 
-    /// Gives an existing device addresses in more locations (e.g. one created after the
-    /// device, or opened to the user's group later). Retried on a concurrent clash.
-    pub async fn add_device_addresses(
-        &self,
-        device_id: i64,
-        subnets: &[(i64, Vec<onramp_domain::net::LocationSubnet>)],
-    ) -> StoreResult<Vec<DeviceAddressRow>> {
+    /// Gives every device an address in each subnet of each location its user may use
+    /// and it has none in yet (a location created after the device, opened to the user's
+    /// group later, or given another subnet). Called by the write paths that change which
+    /// locations a device belongs to, so reads never allocate. A full subnet is skipped
+    /// (logged), not an error. Returns how many addresses were added.
+    pub async fn allocate_missing_addresses(&self) -> StoreResult<usize> {
         let mut attempt = 0;
         loop {
             attempt += 1;
             let mut w = self.write_tx().await?;
-            match allocate_addresses(&self.address_cache, &mut w.tx, device_id, subnets).await {
-                Ok(rows) => {
+            match fill_missing_addresses(self, &mut w.tx, None).await {
+                Ok(n) => {
                     w.commit().await?;
-                    return Ok(rows);
+                    return Ok(n);
                 }
-                Err(StoreError::Conflict { field: "address" }) if attempt < ADDRESS_ATTEMPTS => {
+                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
                     clash_backoff(attempt).await
                 }
                 Err(e) => return Err(e),
@@ -100,6 +151,71 @@ impl Store {
                 sqlx::query_as::<_, DeviceRow>("SELECT id, user_id, name, pubkey, created_at FROM devices ORDER BY id")
             }
         };
+        q.fetch_all(&self.pool).await.map_err(map_err)
+    }
+
+    /// One page of devices (optionally of one user), oldest first, and how many there are
+    /// in all: two queries.
+    pub async fn list_devices_page(
+        &self,
+        user_id: Option<i64>,
+        limit: i64,
+        offset: i64,
+    ) -> StoreResult<(Vec<DeviceRow>, i64)> {
+        let filter = if user_id.is_some() { "WHERE user_id = $3" } else { "WHERE $3 = $3" };
+        let page = sqlx::query_as::<_, DeviceRow>(&format!(
+            "SELECT id, user_id, name, pubkey, created_at FROM devices {filter} ORDER BY id LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .bind(user_id.unwrap_or(0))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let count_filter = if user_id.is_some() { "WHERE user_id = $1" } else { "WHERE $1 = $1" };
+        let total: i64 = sqlx::query_scalar(&format!("SELECT COUNT(*) FROM devices {count_filter}"))
+            .bind(user_id.unwrap_or(0))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok((page, total))
+    }
+
+    /// The addresses of several devices in one query.
+    pub async fn addresses_of_devices(&self, ids: &[i64]) -> StoreResult<Vec<DeviceAddressRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT device_id, location_id, address FROM device_addresses WHERE device_id IN ({}) \
+             ORDER BY device_id, location_id, address",
+            placeholders(1, ids.len())
+        );
+        let mut q = sqlx::query_as::<_, DeviceAddressRow>(&sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool).await.map_err(map_err)
+    }
+
+    /// (user id, location id) for every location each of the given users may use, in one
+    /// query (see `locations_for_user`).
+    pub async fn user_locations(&self, user_ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT u.id, l.id FROM users u JOIN locations l ON \
+               (NOT EXISTS (SELECT 1 FROM location_groups lg WHERE lg.location_id = l.id) \
+                OR EXISTS (SELECT 1 FROM location_groups lg JOIN group_members gm ON gm.group_id = lg.group_id \
+                           WHERE lg.location_id = l.id AND gm.user_id = u.id)) \
+             WHERE u.id IN ({}) ORDER BY u.id, l.id",
+            placeholders(1, user_ids.len())
+        );
+        let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
+        for id in user_ids {
+            q = q.bind(id);
+        }
         q.fetch_all(&self.pool).await.map_err(map_err)
     }
 
@@ -191,7 +307,7 @@ pub(crate) async fn allocate_addresses(
                 }
             };
             let Some(ip) = picked else {
-                return Err(StoreError::Conflict { field: "subnet_full" });
+                return Err(StoreError::SubnetFull { location: *location_id });
             };
             let address = ip.to_string();
             let inserted =
@@ -224,4 +340,97 @@ pub(crate) async fn clash_backoff(attempt: u32) {
     let max_ms = u64::from(attempt.min(10)) * 2;
     let ms = rand::thread_rng().gen_range(0..=max_ms);
     tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+}
+
+/// The current subnets of the given locations (all when `None`), read inside the
+/// transaction. PostgreSQL: `FOR SHARE` makes a concurrent subnet change (which takes the
+/// row `FOR UPDATE`) wait for this transaction, and this one wait for it; SQLite: the
+/// writer lock does the same.
+pub(crate) async fn lock_location_subnets(
+    kind: DatabaseKind,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    ids: Option<&[i64]>,
+) -> StoreResult<Vec<(i64, Vec<LocationSubnet>)>> {
+    if ids.is_some_and(|i| i.is_empty()) {
+        return Ok(Vec::new());
+    }
+    let filter = match ids {
+        Some(ids) => format!("WHERE id IN ({})", placeholders(1, ids.len())),
+        None => String::new(),
+    };
+    let lock = if kind == DatabaseKind::Postgres { " FOR SHARE" } else { "" };
+    let sql = format!("SELECT id, addresses FROM locations {filter} ORDER BY id{lock}");
+    let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+    for id in ids.unwrap_or_default() {
+        q = q.bind(id);
+    }
+    let rows = q.fetch_all(&mut **tx).await.map_err(map_err)?;
+    Ok(rows.into_iter().map(|(id, a)| (id, parse_subnets(&a))).collect())
+}
+
+/// Parsed subnets of a stored `addresses` column (validated when written).
+pub(crate) fn parse_subnets(addresses: &str) -> Vec<LocationSubnet> {
+    addresses
+        .split(',')
+        .filter(|a| !a.trim().is_empty())
+        .filter_map(|a| LocationSubnet::parse("address", a).ok())
+        .collect()
+}
+
+/// See [`Store::allocate_missing_addresses`]; `location` limits it to one location. A fixed
+/// number of reads (eligible device/location pairs, their addresses), then one insert per
+/// missing address.
+pub(crate) async fn fill_missing_addresses(
+    store: &Store,
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    location: Option<i64>,
+) -> StoreResult<usize> {
+    let ids = location.map(|l| vec![l]);
+    let subnets: HashMap<i64, Vec<LocationSubnet>> =
+        lock_location_subnets(store.kind(), tx, ids.as_deref()).await?.into_iter().collect();
+    let only = if location.is_some() { "AND l.id = $1" } else { "" };
+    let sql = format!(
+        "SELECT d.id, l.id FROM devices d JOIN locations l ON \
+           (NOT EXISTS (SELECT 1 FROM location_groups lg WHERE lg.location_id = l.id) \
+            OR EXISTS (SELECT 1 FROM location_groups lg JOIN group_members gm ON gm.group_id = lg.group_id \
+                       WHERE lg.location_id = l.id AND gm.user_id = d.user_id)) \
+         WHERE 1 = 1 {only} ORDER BY l.id, d.id"
+    );
+    let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);
+    if let Some(l) = location {
+        q = q.bind(l);
+    }
+    let pairs = q.fetch_all(&mut **tx).await.map_err(map_err)?;
+    let addr_sql = format!(
+        "SELECT device_id, location_id, address FROM device_addresses {}",
+        if location.is_some() { "WHERE location_id = $1" } else { "" }
+    );
+    let mut q = sqlx::query_as::<_, DeviceAddressRow>(&addr_sql);
+    if let Some(l) = location {
+        q = q.bind(l);
+    }
+    let mut held: HashMap<(i64, i64), Vec<IpAddr>> = HashMap::new();
+    for a in q.fetch_all(&mut **tx).await.map_err(map_err)? {
+        if let Ok(ip) = a.address.parse() {
+            held.entry((a.device_id, a.location_id)).or_default().push(ip);
+        }
+    }
+    let mut added = 0;
+    for (device_id, location_id) in pairs {
+        let ips = held.get(&(device_id, location_id)).map(Vec::as_slice).unwrap_or_default();
+        for subnet in subnets.get(&location_id).map(Vec::as_slice).unwrap_or_default() {
+            if ips.iter().any(|ip| subnet.contains(*ip)) {
+                continue;
+            }
+            match allocate_addresses(&store.address_cache, tx, device_id, &[(location_id, vec![*subnet])]).await {
+                Ok(rows) => added += rows.len(),
+                // A full subnet must not block the admin change that opened the location.
+                Err(StoreError::SubnetFull { location }) => {
+                    tracing::warn!(device_id, location, "no free address for a device in a location subnet")
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(added)
 }

@@ -1,53 +1,81 @@
+use super::devices::{clash_backoff, fill_missing_addresses, parse_subnets, ADDRESS_ATTEMPTS};
 use super::*;
+use crate::db::DatabaseKind;
 
 const LOCATION_COLS: &str = "id, name, addresses, endpoint, port, gateway_pubkey, allowed_ips, dns, keepalive, mfa_mode, created_at, updated_at";
 
 impl Store {
+    /// Creates a location and gives every device that may use it an address in it.
     pub async fn create_location(&self, l: &LocationData, now: i64) -> StoreResult<LocationRow> {
-        let mut w = self.write_tx().await?;
-        let row = sqlx::query_as::<_, LocationRow>(&format!(
-            "INSERT INTO locations (name, addresses, endpoint, port, gateway_pubkey, allowed_ips, dns, keepalive, mfa_mode, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {LOCATION_COLS}"
-        ))
-        .bind(&l.name)
-        .bind(&l.addresses)
-        .bind(&l.endpoint)
-        .bind(l.port)
-        .bind(&l.gateway_pubkey)
-        .bind(&l.allowed_ips)
-        .bind(&l.dns)
-        .bind(l.keepalive)
-        .bind(l.mfa_mode)
-        .bind(now)
-        .fetch_one(&mut *w.tx)
-        .await
-        .map_err(map_err)?;
-        set_location_groups(&mut w.tx, row.id, &l.allowed_groups).await?;
-        w.commit().await?;
-        Ok(row)
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_write_location(None, l, now).await {
+                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
+                    clash_backoff(attempt).await
+                }
+                other => return other,
+            }
+        }
     }
 
+    /// Updates a location. In the same transaction, with the location row locked (so no
+    /// device is being given an address from the old subnets meanwhile): refuses new
+    /// subnets that leave a device's address outside them or on a reserved address
+    /// (`AddressOutsideSubnets`), and gives devices addresses in subnets they lack.
     pub async fn update_location(&self, id: i64, l: &LocationData, now: i64) -> StoreResult<LocationRow> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.try_write_location(Some(id), l, now).await {
+                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
+                    clash_backoff(attempt).await
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn try_write_location(&self, id: Option<i64>, l: &LocationData, now: i64) -> StoreResult<LocationRow> {
         let mut w = self.write_tx().await?;
-        let row = sqlx::query_as::<_, LocationRow>(&format!(
-            "UPDATE locations SET name = $1, addresses = $2, endpoint = $3, port = $4, gateway_pubkey = $5, allowed_ips = $6, \
-             dns = $7, keepalive = $8, mfa_mode = $9, updated_at = $10 WHERE id = $11 RETURNING {LOCATION_COLS}"
-        ))
-        .bind(&l.name)
-        .bind(&l.addresses)
-        .bind(&l.endpoint)
-        .bind(l.port)
-        .bind(&l.gateway_pubkey)
-        .bind(&l.allowed_ips)
-        .bind(&l.dns)
-        .bind(l.keepalive)
-        .bind(l.mfa_mode)
-        .bind(now)
-        .bind(id)
-        .fetch_optional(&mut *w.tx)
-        .await
-        .found()?;
-        set_location_groups(&mut w.tx, id, &l.allowed_groups).await?;
+        let sql = match id {
+            None => format!(
+                "INSERT INTO locations (name, addresses, endpoint, port, gateway_pubkey, allowed_ips, dns, keepalive, mfa_mode, created_at, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {LOCATION_COLS}"
+            ),
+            Some(_) => format!(
+                "UPDATE locations SET name = $1, addresses = $2, endpoint = $3, port = $4, gateway_pubkey = $5, allowed_ips = $6, \
+                 dns = $7, keepalive = $8, mfa_mode = $9, updated_at = $10 WHERE id = $11 RETURNING {LOCATION_COLS}"
+            ),
+        };
+        if let Some(id) = id {
+            // The row lock: concurrent device creations (FOR SHARE) wait for us or we for them.
+            let lock = if self.kind() == DatabaseKind::Postgres { " FOR UPDATE" } else { "" };
+            sqlx::query(&format!("SELECT id FROM locations WHERE id = $1{lock}"))
+                .bind(id)
+                .fetch_optional(&mut *w.tx)
+                .await
+                .found()?;
+            check_addresses_fit(&mut w.tx, id, &l.addresses).await?;
+        }
+        let q = sqlx::query_as::<_, LocationRow>(&sql)
+            .bind(&l.name)
+            .bind(&l.addresses)
+            .bind(&l.endpoint)
+            .bind(l.port)
+            .bind(&l.gateway_pubkey)
+            .bind(&l.allowed_ips)
+            .bind(&l.dns)
+            .bind(l.keepalive)
+            .bind(l.mfa_mode)
+            .bind(now);
+        let q = match id {
+            Some(id) => q.bind(id),
+            None => q,
+        };
+        let row = q.fetch_optional(&mut *w.tx).await.found()?;
+        set_location_groups(&mut w.tx, row.id, &l.allowed_groups).await?;
+        fill_missing_addresses(self, &mut w.tx, Some(row.id)).await?;
         w.commit().await?;
         Ok(row)
     }
@@ -129,6 +157,31 @@ pub(crate) async fn set_location_groups(
             .execute(&mut **tx)
             .await
             .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+/// Every address held in location `id` must be assignable in one of the new subnets
+/// (inside, not network, broadcast or gateway): one query for all of them.
+async fn check_addresses_fit(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: i64,
+    addresses: &str,
+) -> StoreResult<()> {
+    let subnets = parse_subnets(addresses);
+    let held = sqlx::query_as::<_, (String, String)>(
+        "SELECT d.name, a.address FROM device_addresses a JOIN devices d ON d.id = a.device_id \
+         WHERE a.location_id = $1 ORDER BY a.address",
+    )
+    .bind(id)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(map_err)?;
+    for (device, address) in held {
+        let fits = address.parse::<IpAddr>().is_ok_and(|ip| subnets.iter().any(|s| s.is_assignable(ip)));
+        if !fits {
+            return Err(StoreError::AddressOutsideSubnets { device, address });
+        }
     }
     Ok(())
 }

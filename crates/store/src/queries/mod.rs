@@ -12,10 +12,11 @@ mod users;
 
 pub(crate) use audit::{insert_audit, insert_audits};
 pub(crate) use devices::AddressCache;
+pub use devices::DeviceLimits;
 pub(crate) use tokens::mark_used;
 pub(crate) use users::USER_COLS;
 
-pub(crate) use crate::db::{map_err, Store, StoreError, StoreResult};
+pub(crate) use crate::db::{map_err, Store, StoreError, StoreResult, UniqueKey};
 pub(crate) use crate::records::*;
 pub(crate) use sqlx::Row;
 pub(crate) use std::collections::{HashMap, HashSet};

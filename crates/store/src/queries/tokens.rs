@@ -106,6 +106,15 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// The device a token's session registered, if any.
+    pub async fn session_device(&self, token_id: i64) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar::<_, Option<i64>>("SELECT device_id FROM tokens WHERE id = $1")
+            .bind(token_id)
+            .fetch_optional(&self.pool)
+            .await
+            .found()
+    }
+
     pub async fn mark_token_used(&self, token_id: i64, now: i64) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
         mark_used(&mut w, token_id, now).await?;

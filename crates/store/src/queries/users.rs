@@ -79,6 +79,19 @@ impl Store {
             .map_err(map_err)
     }
 
+    /// (id, username) of the given users, in one query.
+    pub async fn usernames(&self, ids: &[i64]) -> StoreResult<Vec<(i64, String)>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT id, username FROM users WHERE id IN ({})", placeholders(1, ids.len()));
+        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+        for id in ids {
+            q = q.bind(id);
+        }
+        q.fetch_all(&self.pool).await.map_err(map_err)
+    }
+
     pub async fn count_users(&self) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await.map_err(map_err)
     }
