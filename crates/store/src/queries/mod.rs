@@ -15,7 +15,7 @@ pub(crate) use devices::AddressCache;
 pub(crate) use tokens::mark_used;
 pub(crate) use users::USER_COLS;
 
-pub(crate) use crate::db::{map_err, Store, StoreError, StoreResult};
+pub(crate) use crate::db::{map_err, DatabaseKind, Store, StoreError, StoreResult, WriteTx};
 pub(crate) use crate::records::*;
 pub(crate) use sqlx::Row;
 pub(crate) use std::collections::{HashMap, HashSet};
