@@ -3,9 +3,11 @@
 use crate::error::ApiError;
 use crate::AppState;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use onramp_core::Actor;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -82,25 +84,59 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for ApiQuer
     }
 }
 
-/// An authenticated admin (bearer API token), as the actor of the request.
+/// Routes anyone may call without a token (GET or HEAD only). Everything else, including
+/// paths that match no route, goes through [`require_admin`]: authentication is deny by
+/// default, so a new handler cannot be left open by forgetting an extractor.
+const PUBLIC_PATHS: &[&str] = &["/api/v1/health", "/api/v1/openapi.json", "/api/docs", "/metrics"];
+/// Path prefixes under which every GET is public (Swagger UI's static assets).
+const PUBLIC_PREFIXES: &[&str] = &["/api/docs/"];
+
+pub(crate) fn is_public(method: &Method, path: &str) -> bool {
+    (method == Method::GET || method == Method::HEAD)
+        && (PUBLIC_PATHS.contains(&path) || PUBLIC_PREFIXES.iter().any(|p| path.starts_with(p)))
+}
+
+/// Router-wide layer: authenticates the bearer API token of every non-public request and
+/// hands the admin to the handler (via [`Admin`]); refuses the request otherwise.
+pub(crate) async fn require_admin(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    if is_public(req.method(), req.uri().path()) {
+        return next.run(req).await;
+    }
+    match bearer(&req) {
+        Some(bearer) => match state.core.authenticate_admin(&bearer).await {
+            Ok(admin) => {
+                let ip = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+                let user_agent = req.headers().get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                let actor = Actor { user_id: Some(admin.user_id), name: admin.username, ip, user_agent, client: None };
+                req.extensions_mut().insert(Admin(actor));
+                next.run(req).await
+            }
+            Err(e) => ApiError::from(e).into_response(),
+        },
+        None => unauthorized().into_response(),
+    }
+}
+
+fn bearer(req: &Request) -> Option<String> {
+    let header = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")).map(str::to_owned)
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "missing API token: send Authorization: Bearer <token>")
+}
+
+/// The authenticated admin (bearer API token) of the request, as the actor. Set by
+/// [`require_admin`]; a handler on a route the layer let through unauthenticated (a public
+/// one) gets 401 rather than running without an admin.
+#[derive(Clone)]
 pub struct Admin(pub Actor);
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: Send + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let header = parts.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).unwrap_or_default();
-        let Some(bearer) = header.strip_prefix("Bearer ").or_else(|| header.strip_prefix("bearer ")) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing API token: send Authorization: Bearer <token>",
-            ));
-        };
-        let admin = state.core.authenticate_admin(bearer).await?;
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        Ok(Self(Actor { user_id: Some(admin.user_id), name: admin.username, ip, user_agent, client: None }))
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        parts.extensions.get::<Admin>().cloned().ok_or_else(unauthorized)
     }
 }
 

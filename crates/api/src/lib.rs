@@ -62,6 +62,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
+        // Deny by default: only the routes `extract::is_public` lists answer without a token.
+        .layer(axum::middleware::from_fn_with_state(state.clone(), extract::require_admin))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(metrics_layer::track))
         .layer(tower_http::trace::TraceLayer::new_for_http())

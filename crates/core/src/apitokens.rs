@@ -113,19 +113,26 @@ impl Core {
         Ok(AuthenticatedAdmin { user_id: t.user_id, username: t.username, token_id: t.token_id })
     }
 
-    /// Records last use at most once a minute per token, so authentication is not a write
-    /// on every request.
+    /// Records a token's last use, so `last_used_at` is accurate to about a minute: this
+    /// process writes at most once a minute per token (remembered in memory; a failed write
+    /// is retried on the next request), and the store's condition keeps several processes
+    /// from moving it more often than that.
     async fn touch_api_token(&self, id: i64) {
         let now = self.now();
-        {
+        let previous = {
             let mut m = self.inner.api_token_touches.lock().unwrap_or_else(|p| p.into_inner());
             if m.get(&id).is_some_and(|t| now - t < 60) {
                 return;
             }
-            m.insert(id, now);
-        }
+            m.insert(id, now)
+        };
         if let Err(e) = self.store().touch_api_token(id, now).await {
             tracing::warn!(error = %e, "could not record API token use");
+            let mut m = self.inner.api_token_touches.lock().unwrap_or_else(|p| p.into_inner());
+            match previous {
+                Some(t) => m.insert(id, t),
+                None => m.remove(&id),
+            };
         }
     }
 }

@@ -1,4 +1,5 @@
 use crate::error::OrNotFound;
+use crate::users::last_admin;
 use crate::{Actor, Core, CoreError, CoreResult};
 use onramp_domain::validate::parse_name;
 use serde::{Deserialize, Serialize};
@@ -85,37 +86,26 @@ impl Core {
             None => g.name.clone(),
         };
         let is_admin = is_admin.unwrap_or(g.is_admin);
-        if g.is_admin && !is_admin {
-            self.ensure_other_admin_group_exists(g.id).await?;
-        }
-        let g = self.store().update_group(g.id, &new_name, is_admin).await.map_err(|e| match e {
-            onramp_store::StoreError::Conflict { key: onramp_store::UniqueKey::GroupName } => {
-                CoreError::Conflict { field: "name", message: format!("group {new_name:?} already exists") }
-            }
-            other => other.into(),
-        })?;
+        let g = self
+            .store()
+            .update_group_keeping_admin(g.id, &new_name, is_admin)
+            .await
+            .map_err(|e| match e {
+                onramp_store::StoreError::Conflict { key: onramp_store::UniqueKey::GroupName } => {
+                    CoreError::Conflict { field: "name", message: format!("group {new_name:?} already exists") }
+                }
+                other => other.into(),
+            })?
+            .ok_or_else(|| last_admin(format!("removing admin rights from group {name}")))?;
         self.audit(actor, "group.updated", Some(g.name.clone()), serde_json::json!({})).await;
         self.group_info(g).await
     }
 
-    /// Refuses to remove the last admin group: that would lock every admin out.
-    async fn ensure_other_admin_group_exists(&self, group_id: i64) -> CoreResult<()> {
-        let others = self.store().list_groups().await?.into_iter().filter(|g| g.is_admin && g.id != group_id).count();
-        if others == 0 {
-            return Err(CoreError::refused(
-                "last_admin_group",
-                "this is the last admin group; create another admin group first",
-            ));
-        }
-        Ok(())
-    }
-
     pub async fn delete_group(&self, actor: &Actor, name: &str) -> CoreResult<()> {
         let g = self.store().group_by_name(name).await.or_not_found("group", name)?;
-        if g.is_admin {
-            self.ensure_other_admin_group_exists(g.id).await?;
+        if !self.store().delete_group_keeping_admin(g.id).await.or_not_found("group", name)? {
+            return Err(last_admin(format!("deleting group {name}")));
         }
-        self.store().delete_group(g.id).await.or_not_found("group", name)?;
         self.audit(actor, "group.deleted", Some(g.name), serde_json::json!({})).await;
         Ok(())
     }
@@ -141,7 +131,14 @@ impl Core {
         if g.is_admin && actor.user_id == Some(u.id) {
             return Err(CoreError::refused("cannot_remove_self", "you cannot remove yourself from an admin group"));
         }
-        self.store().remove_member(g.id, u.id).await.or_not_found("membership", &format!("{username} in {group}"))?;
+        if !self
+            .store()
+            .remove_member_keeping_admin(g.id, u.id)
+            .await
+            .or_not_found("membership", &format!("{username} in {group}"))?
+        {
+            return Err(last_admin(format!("removing {username} from {group}")));
+        }
         self.audit(actor, "group.member_removed", Some(g.name.clone()), serde_json::json!({"username": username}))
             .await;
         self.group_info(g).await

@@ -7,7 +7,7 @@
 //! burst), so the working memory is allocated once per permit and reused.
 
 use crate::{CoreError, CoreResult};
-use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, PasswordVerifier, SaltString};
+use argon2::password_hash::{rand_core::OsRng, Output, PasswordHash, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Semaphore;
@@ -58,22 +58,12 @@ impl Hasher {
         .await
         .map_err(|e| CoreError::Internal(e.to_string()))?
     }
-
-    #[allow(dead_code)] // used by password login flows (edge issue)
-    pub async fn verify(&self, password: String, hash: String) -> CoreResult<bool> {
-        let _permit = self.permits.acquire().await.map_err(|e| CoreError::Internal(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
-            let parsed = PasswordHash::new(&hash).map_err(|e| CoreError::Internal(format!("stored hash: {e}")))?;
-            Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
-        })
-        .await
-        .map_err(|e| CoreError::Internal(e.to_string()))?
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use argon2::password_hash::PasswordVerifier;
 
     #[tokio::test]
     async fn hashes_verify_with_the_standard_argon2_and_reuse_memory() {
@@ -86,7 +76,7 @@ mod tests {
         let parsed = PasswordHash::new(&a).unwrap();
         assert!(Argon2::default().verify_password(b"Str0ng!Pass", &parsed).is_ok());
         assert!(Argon2::default().verify_password(b"wrong", &parsed).is_err());
-        assert!(h.verify("Str0ng!Pass".into(), b).await.unwrap());
+        assert!(Argon2::default().verify_password(b"Str0ng!Pass", &PasswordHash::new(&b).unwrap()).is_ok());
         assert_eq!(h.buffers.lock().unwrap().len(), 1, "sequential hashes share one buffer");
     }
 }

@@ -51,7 +51,8 @@ pub enum SmtpSecurity {
     Tls,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+/// `Debug` (below) hides the password.
+#[derive(Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 #[serde(default)]
 pub struct SmtpSettings {
     /// Empty = mail not configured.
@@ -197,7 +198,7 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
 
 /// A partial update: absent fields keep their value. The SMTP password is set with
 /// `Some(Some(p))`, cleared with `Some(None)` (JSON `null`).
-#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+#[derive(Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SettingsPatch {
     pub instance_name: Option<String>,
@@ -208,6 +209,38 @@ pub struct SettingsPatch {
     pub smtp: Option<serde_json::Value>,
     #[schema(value_type = Option<Object>)]
     pub templates: Option<serde_json::Value>,
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("security", &self.security)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("sender", &self.sender)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("ca_file", &self.ca_file)
+            .finish()
+    }
+}
+
+/// The patch's `smtp` object may carry the SMTP password: `Debug` shows only which
+/// sections and keys it sets.
+impl std::fmt::Debug for SettingsPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let keys = |v: &Option<serde_json::Value>| {
+            v.as_ref().map(|v| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default())
+        };
+        f.debug_struct("SettingsPatch")
+            .field("instance_name", &self.instance_name)
+            .field("public_url", &self.public_url)
+            .field("enrollment", &self.enrollment)
+            .field("smtp_keys", &keys(&self.smtp))
+            .field("templates_keys", &keys(&self.templates))
+            .finish()
+    }
 }
 
 impl SmtpSettings {
@@ -359,4 +392,21 @@ fn validate(s: &Settings) -> CoreResult<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_smtp_password() {
+        let mut s = Settings::default();
+        s.smtp.password = Some("smtpS3cret!".into());
+        let text = format!("{s:?}");
+        assert!(!text.contains("smtpS3cret!") && text.contains("<redacted>"), "{text}");
+        let patch: SettingsPatch =
+            serde_json::from_value(serde_json::json!({"smtp": {"host": "mx", "password": "smtpS3cret!"}})).unwrap();
+        let text = format!("{patch:?}");
+        assert!(!text.contains("smtpS3cret!") && text.contains("password"), "{text}");
+    }
 }

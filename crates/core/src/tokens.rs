@@ -115,7 +115,10 @@ impl Core {
         self.issue_one(actor, &user, TokenKind::Enrollment, lifetime, email, req.send_enrollment_notification).await
     }
 
-    /// `POST /api/v1/user/{username}/start_desktop`: an admin for anyone, a user for themself.
+    /// `POST /api/v1/user/{username}/start_desktop`, by an admin, for any active user.
+    /// PROTOCOL.md section 4 also allows a user to do this for themself, but the admin API
+    /// authenticates only admin API tokens (non-admins cannot hold one), so there is no such
+    /// path yet.
     pub async fn start_desktop(
         &self,
         actor: &Actor,

@@ -4,7 +4,8 @@ use onramp_domain::validate::{parse_name, parse_phone, Email, Username};
 use onramp_store::{NewUser, UserRow};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
+/// `Debug` (below) hides the password.
+#[derive(Clone, Deserialize, utoipa::ToSchema)]
 pub struct UserInput {
     pub username: String,
     pub first_name: String,
@@ -17,6 +18,20 @@ pub struct UserInput {
     pub password: Option<String>,
     #[serde(default)]
     pub is_active: Option<bool>,
+}
+
+impl std::fmt::Debug for UserInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserInput")
+            .field("username", &self.username)
+            .field("first_name", &self.first_name)
+            .field("last_name", &self.last_name)
+            .field("email", &self.email)
+            .field("phone", &self.phone)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("is_active", &self.is_active)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, utoipa::ToSchema)]
@@ -64,6 +79,18 @@ impl UserInfo {
             created_at: r.created_at,
         }
     }
+}
+
+/// The refusal of a change that would leave no enabled user in an admin group: nobody could
+/// then hold an admin API token, and only `onramp admin` on the server could recover.
+pub(crate) fn last_admin(change: String) -> CoreError {
+    CoreError::refused(
+        "last_admin",
+        format!(
+            "{change} would leave no active admin (an enabled user in an admin group); \
+             make another user an active admin first"
+        ),
+    )
 }
 
 fn optional_phone(p: Option<String>) -> CoreResult<Option<String>> {
@@ -166,13 +193,18 @@ impl Core {
         if let Some(v) = patch.is_active {
             row.is_active = v;
         }
-        let row = self.store().update_user(&row, self.now()).await.map_err(|e| match e {
-            onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
-                field: key.field(),
-                message: format!("a user with this {} already exists", key.field()),
-            },
-            other => other.into(),
-        })?;
+        let row = self
+            .store()
+            .update_user_keeping_admin(&row, self.now())
+            .await
+            .map_err(|e| match e {
+                onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
+                    field: key.field(),
+                    message: format!("a user with this {} already exists", key.field()),
+                },
+                other => other.into(),
+            })?
+            .ok_or_else(|| last_admin(format!("disabling {username}")))?;
         self.audit(actor, "user.updated", Some(row.username.clone()), serde_json::json!({})).await;
         self.user_info(row).await
     }
@@ -182,8 +214,28 @@ impl Core {
         if actor.user_id == Some(row.id) {
             return Err(CoreError::refused("cannot_delete_self", "you cannot delete your own account"));
         }
-        self.store().delete_user(row.id).await.or_not_found("user", username)?;
+        if !self.store().delete_user_keeping_admin(row.id).await.or_not_found("user", username)? {
+            return Err(last_admin(format!("deleting {username}")));
+        }
         self.audit(actor, "user.deleted", Some(row.username), serde_json::json!({})).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_hides_the_password() {
+        let u = super::UserInput {
+            username: "jdoe".into(),
+            first_name: "J".into(),
+            last_name: "D".into(),
+            email: "j@example.com".into(),
+            phone: None,
+            password: Some("Sup3r$ecretPW".into()),
+            is_active: None,
+        };
+        let text = format!("{u:?}");
+        assert!(!text.contains("Sup3r$ecretPW") && text.contains("<redacted>") && text.contains("jdoe"), "{text}");
     }
 }

@@ -144,6 +144,14 @@ impl WgPublicKey {
         if bytes.len() != 32 {
             return Err(ValidationError::new(field, format!("invalid public key: {} bytes, expected 32", bytes.len())));
         }
+        let bytes: [u8; 32] = bytes.try_into().unwrap_or([0; 32]);
+        if crate::wg::is_low_order_key(&bytes) {
+            return Err(ValidationError::new(
+                field,
+                "invalid public key: a low-order Curve25519 point (such as all zeros), which no real key is; \
+                 use the output of `wg pubkey`",
+            ));
+        }
         // Re-encode so that equal keys are equal strings (uniqueness is checked on text).
         Ok(Self(base64::engine::general_purpose::STANDARD.encode(bytes)))
     }
@@ -199,6 +207,13 @@ mod tests {
         assert_eq!(WgPublicKey::parse("pubkey", k.as_str()).unwrap(), k);
         assert!(WgPublicKey::parse("pubkey", "not base64!").is_err());
         assert!(WgPublicKey::parse("pubkey", "AAAA").unwrap_err().message.contains("3 bytes"));
+        let zero = WgPublicKey::from_bytes([0u8; 32]);
+        let e = WgPublicKey::parse("pubkey", zero.as_str()).unwrap_err();
+        assert_eq!(e.field, "pubkey");
+        assert!(e.message.contains("low-order"), "{}", e.message);
+        let mut p_minus_1 = [0xffu8; 32];
+        p_minus_1[0] = 0xec;
+        assert!(WgPublicKey::parse("pubkey", WgPublicKey::from_bytes(p_minus_1).as_str()).is_err());
     }
 
     proptest! {
@@ -209,9 +224,15 @@ mod tests {
         }
 
         #[test]
-        fn any_32_bytes_is_a_key(b in proptest::array::uniform32(any::<u8>())) {
+        fn any_32_bytes_but_low_order_points_is_a_key(b in proptest::array::uniform32(any::<u8>())) {
             let k = WgPublicKey::from_bytes(b);
-            prop_assert_eq!(WgPublicKey::parse("k", k.as_str()).unwrap(), k);
+            match WgPublicKey::parse("k", k.as_str()) {
+                Ok(parsed) => {
+                    prop_assert!(!crate::wg::is_low_order_key(&b));
+                    prop_assert_eq!(parsed, k);
+                }
+                Err(_) => prop_assert!(crate::wg::is_low_order_key(&b)),
+            }
         }
 
         #[test]

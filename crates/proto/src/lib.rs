@@ -88,12 +88,24 @@ pub struct DeviceConfig {
     pub service_location_mode: Option<i32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]
+/// `Debug` (below) hides the token.
+#[derive(Clone, Serialize, Deserialize, PartialEq, ToSchema)]
 pub struct DeviceConfigResponse {
     pub device: Device,
     pub configs: Vec<DeviceConfig>,
     pub instance: InstanceInfo,
     pub token: Option<String>,
+}
+
+impl std::fmt::Debug for DeviceConfigResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceConfigResponse")
+            .field("device", &self.device)
+            .field("configs", &self.configs)
+            .field("instance", &self.instance)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// Body of `start_enrollment` / `start_desktop` (PROTOCOL.md section 4).
@@ -135,6 +147,25 @@ mod tests {
         let resp = StartEnrollmentResponse { enrollment_token: "T".into(), enrollment_url: "https://e/".into() };
         assert_eq!(serde_json::to_string(&resp).unwrap(), r#"{"enrollment_token":"T","enrollment_url":"https://e/"}"#);
         assert!(!format!("{resp:?}").contains("\"T\""));
+    }
+
+    #[test]
+    fn debug_hides_device_config_and_edge_reply_tokens() {
+        let secret = "DeviceT0kenSecretXYZ";
+        let r: DeviceConfigResponse = serde_json::from_value(serde_json::json!({
+            "device": {"id": 1, "name": "d", "pubkey": "k", "user_id": 1, "created_at": 0},
+            "configs": [],
+            "instance": {"id": "i", "name": "n", "url": "u", "proxy_url": "p", "username": "x",
+                         "enterprise_enabled": false, "disable_all_traffic": false,
+                         "openid_display_name": null, "client_traffic_policy": null},
+            "token": secret,
+        }))
+        .unwrap();
+        let text = format!("{r:?}");
+        assert!(!text.contains(secret) && text.contains("<redacted>"), "{text}");
+        let reply = link::EdgeReply { id: 1, status: 200, body: serde_json::to_value(&r).unwrap() };
+        let text = format!("{reply:?}");
+        assert!(!text.contains(secret) && text.contains("200"), "{text}");
     }
 }
 
@@ -219,11 +250,22 @@ pub mod link {
     }
 
     /// Core's answer: an HTTP status and the JSON body to send (`{"error": ...}` on failure).
-    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    /// Bodies carry tokens (enrollment sessions, device config), so `Debug` leaves them out.
+    #[derive(Clone, Serialize, Deserialize, PartialEq)]
     pub struct EdgeReply {
         pub id: u64,
         pub status: u16,
         pub body: serde_json::Value,
+    }
+
+    impl std::fmt::Debug for EdgeReply {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("EdgeReply")
+                .field("id", &self.id)
+                .field("status", &self.status)
+                .field("body", &"<redacted>")
+                .finish()
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::serve::open_core;
 use anyhow::Context;
 use clap::Subcommand;
-use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, GroupInput, UserInput};
+use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, GroupInput, UserInput, UserPatch};
 use onramp_domain::provisioning::ProvisioningFile;
 use onramp_proto::StartEnrollmentRequest;
 use std::io::Write;
@@ -141,6 +141,10 @@ pub enum UserCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Enable a user (recovery: works on the database even when no admin can sign in).
+    Enable { username: String },
+    /// Disable a user; refused when that would leave no active admin.
+    Disable { username: String },
 }
 
 #[derive(Subcommand)]
@@ -240,6 +244,16 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
                         u.groups.join(",")
                     );
                 }
+            }
+            UserCommand::Enable { username } => {
+                let patch = UserPatch { is_active: Some(true), ..UserPatch::default() };
+                core.update_user(&Actor::system("cli"), &username, patch).await?;
+                eprintln!("user {username} enabled");
+            }
+            UserCommand::Disable { username } => {
+                let patch = UserPatch { is_active: Some(false), ..UserPatch::default() };
+                core.update_user(&Actor::system("cli"), &username, patch).await?;
+                eprintln!("user {username} disabled");
             }
         },
         AdminCommand::Group { command } => match command {

@@ -6,7 +6,8 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-#[derive(Debug, Clone)]
+/// `Debug` is written by hand below: the database URL may hold a password.
+#[derive(Clone)]
 pub struct Config {
     pub data_dir: PathBuf,
     /// Explicit database URL; `None` = SQLite in `data_dir`.
@@ -66,8 +67,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// Every setting as text, as each layer supplies it.
-#[derive(Debug, Default, Clone, Deserialize)]
+/// Every setting as text, as each layer supplies it. `Debug` (below) hides the database URL.
+#[derive(Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Raw {
     pub data_dir: Option<String>,
@@ -359,6 +360,61 @@ impl Raw {
     }
 }
 
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("http_addr", &self.http_addr)
+            .field("edge_addr", &self.edge_addr)
+            .field("edge_enabled", &self.edge_enabled)
+            .field("edge_trusted_proxies", &self.edge_trusted_proxies)
+            .field("edge_rate_limit", &self.edge_rate_limit)
+            .field("edge_urls", &self.edge_urls)
+            .field("edge_link_addr", &self.edge_link_addr)
+            .field("link_ca_file", &self.link_ca_file)
+            .field("link_cert", &self.link_cert)
+            .field("link_core_name", &self.link_core_name)
+            .field("link_insecure", &self.link_insecure)
+            .field("edge_tls", &self.edge_tls)
+            .field("public_url", &self.public_url)
+            .field("bootstrap_admin_email", &self.bootstrap_admin_email)
+            .field("log_format", &self.log_format)
+            .field("mail_retry_base_secs", &self.mail_retry_base_secs)
+            .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Raw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Raw")
+            .field("data_dir", &self.data_dir)
+            .field("database_url", &self.database_url.as_ref().map(|_| "<redacted>"))
+            .field("database_url_file", &self.database_url_file)
+            .field("http_addr", &self.http_addr)
+            .field("edge_addr", &self.edge_addr)
+            .field("edge_enabled", &self.edge_enabled)
+            .field("edge_trusted_proxies", &self.edge_trusted_proxies)
+            .field("edge_rate_limit", &self.edge_rate_limit)
+            .field("edge_urls", &self.edge_urls)
+            .field("edge_link_addr", &self.edge_link_addr)
+            .field("link_ca_file", &self.link_ca_file)
+            .field("link_cert_file", &self.link_cert_file)
+            .field("link_key_file", &self.link_key_file)
+            .field("link_insecure", &self.link_insecure)
+            .field("link_core_name", &self.link_core_name)
+            .field("edge_tls_cert_file", &self.edge_tls_cert_file)
+            .field("edge_tls_key_file", &self.edge_tls_key_file)
+            .field("public_url", &self.public_url)
+            .field("bootstrap_admin_email", &self.bootstrap_admin_email)
+            .field("log_format", &self.log_format)
+            .field("mail_retry_base_secs", &self.mail_retry_base_secs)
+            .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
+            .finish()
+    }
+}
+
 impl Config {
     /// The database URL to use and whether a missing SQLite file may be created: only the
     /// default location is created implicitly.
@@ -373,6 +429,18 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_hides_the_database_url() {
+        let url = "postgres://onramp:s3cretPW@db/onramp";
+        let raw = env(&[("ONRAMP_DATABASE_URL", url), ("ONRAMP_PUBLIC_URL", "https://edge.example.com")]);
+        let text = format!("{raw:?}");
+        assert!(!text.contains("s3cretPW") && text.contains("<redacted>"), "{text}");
+        let cfg = raw.resolve().unwrap();
+        assert_eq!(cfg.database_url.as_deref(), Some(url));
+        let text = format!("{cfg:?}");
+        assert!(!text.contains("s3cretPW") && text.contains("<redacted>"), "{text}");
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Raw {
         let m: std::collections::HashMap<String, String> =

@@ -106,7 +106,7 @@ async fn groups_and_membership(b: Backend) {
     assert_eq!(s, StatusCode::NOT_FOUND);
     // The last admin group cannot go.
     let (s, v) = app.call("DELETE", "/api/v1/group/admin", None).await;
-    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "last_admin_group");
+    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "last_admin");
     let (s, _) = app.call("DELETE", "/api/v1/group/staff", None).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     app.stop().await;

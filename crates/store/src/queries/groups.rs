@@ -44,6 +44,57 @@ impl Store {
         self.delete_by_id("groups", id).await
     }
 
+    /// `update_group` that refuses (`Ok(None)`) to leave no active admin.
+    pub async fn update_group_keeping_admin(
+        &self,
+        id: i64,
+        name: &str,
+        is_admin: bool,
+    ) -> StoreResult<Option<GroupRow>> {
+        let (mut w, before) = self.admin_guard_begin().await?;
+        let row = sqlx::query_as::<_, GroupRow>(
+            "UPDATE groups SET name = $1, is_admin = $2 WHERE id = $3 RETURNING id, name, is_admin, created_at",
+        )
+        .bind(name)
+        .bind(i64::from(is_admin))
+        .bind(id)
+        .fetch_optional(&mut *w.tx)
+        .await
+        .found()?;
+        Ok(self.admin_guard_finish(w, before).await?.then_some(row))
+    }
+
+    /// `delete_group` that refuses (`Ok(false)`) to leave no active admin.
+    pub async fn delete_group_keeping_admin(&self, id: i64) -> StoreResult<bool> {
+        let (mut w, before) = self.admin_guard_begin().await?;
+        let n = sqlx::query("DELETE FROM groups WHERE id = $1")
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.admin_guard_finish(w, before).await
+    }
+
+    /// `remove_member` that refuses (`Ok(false)`) to leave no active admin.
+    pub async fn remove_member_keeping_admin(&self, group_id: i64, user_id: i64) -> StoreResult<bool> {
+        let (mut w, before) = self.admin_guard_begin().await?;
+        let n = sqlx::query("DELETE FROM group_members WHERE group_id = $1 AND user_id = $2")
+            .bind(group_id)
+            .bind(user_id)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        self.admin_guard_finish(w, before).await
+    }
+
     /// Members' usernames, sorted.
     pub async fn group_members(&self, group_id: i64) -> StoreResult<Vec<UserRow>> {
         sqlx::query_as::<_, UserRow>(&format!(

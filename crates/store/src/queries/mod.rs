@@ -16,7 +16,7 @@ pub use devices::DeviceLimits;
 pub(crate) use tokens::mark_used;
 pub(crate) use users::USER_COLS;
 
-pub(crate) use crate::db::{map_err, Store, StoreError, StoreResult, UniqueKey};
+pub(crate) use crate::db::{map_err, DatabaseKind, Store, StoreError, StoreResult, UniqueKey, WriteTx};
 pub(crate) use crate::records::*;
 pub(crate) use sqlx::Row;
 pub(crate) use std::collections::{HashMap, HashSet};

@@ -3,6 +3,14 @@ use super::*;
 pub(crate) const USER_COLS: &str =
     "id, username, first_name, last_name, email, phone, is_active, enrolled, password_hash, created_at, updated_at";
 
+/// Counts enabled users who are in at least one admin group.
+const ACTIVE_ADMINS: &str = "SELECT COUNT(DISTINCT u.id) FROM users u JOIN group_members gm ON gm.user_id = u.id \
+     JOIN groups g ON g.id = gm.group_id WHERE g.is_admin = 1 AND u.is_active = 1";
+
+/// PostgreSQL advisory lock key serialising writes that could remove the last admin
+/// (an arbitrary constant: ASCII "onrampAD").
+const ADMIN_LOCK_KEY: i64 = 0x6f6e_7261_6d70_4144;
+
 impl Store {
     pub async fn create_user(&self, u: &NewUser, now: i64) -> StoreResult<UserRow> {
         self.write_row(
@@ -142,6 +150,80 @@ impl Store {
 
     pub async fn delete_user(&self, id: i64) -> StoreResult<()> {
         self.delete_by_id("users", id).await
+    }
+
+    /// Enabled users in at least one admin group: those who can hold an admin API token.
+    pub async fn count_active_admins(&self) -> StoreResult<i64> {
+        sqlx::query_scalar(ACTIVE_ADMINS).fetch_one(&self.pool).await.map_err(map_err)
+    }
+
+    /// Begins a write that must not remove the last active admin: takes the admin lock (on
+    /// PostgreSQL an advisory lock, on SQLite the single-writer lock `write_tx` holds) so two
+    /// concurrent demotions cannot both see the other admin still there, and counts admins.
+    pub(crate) async fn admin_guard_begin(&self) -> StoreResult<(WriteTx<'_>, i64)> {
+        let mut w = self.write_tx().await?;
+        if self.kind() == DatabaseKind::Postgres {
+            sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                .bind(ADMIN_LOCK_KEY)
+                .execute(&mut *w.tx)
+                .await
+                .map_err(map_err)?;
+        }
+        let before: i64 = sqlx::query_scalar(ACTIVE_ADMINS).fetch_one(&mut *w.tx).await.map_err(map_err)?;
+        Ok((w, before))
+    }
+
+    /// Commits a guarded write unless it took the active admins from some to none (then it
+    /// rolls back and returns `false`). A database that has no active admin already is left
+    /// to the CLI's recovery commands, so ordinary edits stay possible there.
+    pub(crate) async fn admin_guard_finish(&self, mut w: WriteTx<'_>, before: i64) -> StoreResult<bool> {
+        let after: i64 = sqlx::query_scalar(ACTIVE_ADMINS).fetch_one(&mut *w.tx).await.map_err(map_err)?;
+        if before > 0 && after == 0 {
+            w.tx.rollback().await.map_err(map_err)?;
+            return Ok(false);
+        }
+        w.commit().await?;
+        Ok(true)
+    }
+
+    /// `update_user` that refuses (`Ok(None)`) to leave no active admin.
+    pub async fn update_user_keeping_admin(&self, u: &UserRow, now: i64) -> StoreResult<Option<UserRow>> {
+        let (mut w, before) = self.admin_guard_begin().await?;
+        let row = sqlx::query_as::<_, UserRow>(&format!(
+            "UPDATE users SET first_name = $1, last_name = $2, email = $3, phone = $4, is_active = $5, \
+             enrolled = $6, password_hash = $7, updated_at = $8 WHERE id = $9 RETURNING {USER_COLS}"
+        ))
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(&u.email)
+        .bind(&u.phone)
+        .bind(i64::from(u.is_active))
+        .bind(i64::from(u.enrolled))
+        .bind(&u.password_hash)
+        .bind(now)
+        .bind(u.id)
+        .fetch_optional(&mut *w.tx)
+        .await
+        .found()?;
+        Ok(self.admin_guard_finish(w, before).await?.then_some(row))
+    }
+
+    /// `delete_user` that refuses (`Ok(false)`) to leave no active admin.
+    pub async fn delete_user_keeping_admin(&self, id: i64) -> StoreResult<bool> {
+        let (mut w, before) = self.admin_guard_begin().await?;
+        let n = sqlx::query("DELETE FROM users WHERE id = $1")
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?
+            .rows_affected();
+        if n == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let kept = self.admin_guard_finish(w, before).await?;
+        // Deleting a user frees addresses: let allocation see them.
+        self.address_cache.clear();
+        Ok(kept)
     }
 
     pub(crate) async fn delete_by_id(&self, table: &'static str, id: i64) -> StoreResult<()> {
