@@ -34,6 +34,9 @@ pub struct EnrollmentSettings {
     pub desktop_token_lifetime_secs: i64,
     /// Enrollment session length in seconds (10 min).
     pub session_lifetime_secs: i64,
+    /// A second password-reset request for one account within this many seconds sends no
+    /// second mail (60 s).
+    pub password_reset_cooldown_secs: i64,
     /// Onboarding page shown at the end (markdown with variables).
     pub welcome_message: String,
     pub welcome_email_subject: String,
@@ -110,6 +113,7 @@ impl Default for EnrollmentSettings {
             token_lifetime_secs: 86_400,
             desktop_token_lifetime_secs: 86_400,
             session_lifetime_secs: 600,
+            password_reset_cooldown_secs: 60,
             welcome_message: "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
                 Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }})."
                 .into(),

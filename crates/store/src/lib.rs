@@ -10,4 +10,5 @@ mod queries;
 pub mod records;
 
 pub use db::{DatabaseKind, Store, StoreError, StoreResult};
+pub use queries::ResetRequest;
 pub use records::*;

@@ -13,6 +13,7 @@ mod users;
 pub(crate) use audit::{insert_audit, insert_audits};
 pub(crate) use devices::AddressCache;
 pub(crate) use tokens::mark_used;
+pub use tokens::ResetRequest;
 pub(crate) use users::USER_COLS;
 
 pub(crate) use crate::db::{map_err, Store, StoreError, StoreResult};
