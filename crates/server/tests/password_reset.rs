@@ -188,9 +188,10 @@ async fn concurrent_resets_one_wins(b: Backend) {
     let (name, value) = cookie_pair(&cookies[0]);
     let cookie = format!("{name}={value}");
     let passwords: Vec<String> = (0..N).map(|i| format!("N3w!Passw0rd-{i}")).collect();
+    let app_ref = &app;
     let results = futures::future::join_all(passwords.iter().map(|p| {
         let cookie = cookie.clone();
-        async move { edge(&app, "/api/v1/password-reset/reset", json!({ "password": p }), Some(&cookie)).await }
+        async move { edge(app_ref, "/api/v1/password-reset/reset", json!({ "password": p }), Some(&cookie)).await }
     }))
     .await;
     let winners: Vec<usize> = (0..N).filter(|i| results[*i].0 == StatusCode::OK).collect();

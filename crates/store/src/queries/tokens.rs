@@ -149,8 +149,8 @@ impl Store {
         .await
         .map_err(map_err)?;
         let inserted = sqlx::query(
-            "INSERT INTO tokens (hash, kind, user_id, issued_by, email, created_at, expires_at) \
-             SELECT $1, 'password_reset', id, NULL, email, $2, $3 FROM users WHERE id = $4",
+            "INSERT INTO tokens (hash, kind, user_id, email, created_at, expires_at) \
+             SELECT $1, 'password_reset', id, email, $2, $3 FROM users WHERE id = $4",
         )
         .bind(&t.hash)
         .bind(t.created_at)
