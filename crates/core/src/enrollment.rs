@@ -28,7 +28,7 @@ impl Core {
     async fn session_of(&self, token: &TokenSecret, accepts: fn(TokenKind) -> bool) -> CoreResult<Session> {
         let hash = token.hash();
         let found = match self.store().token_by_hash(&hash).await {
-            Err(StoreError::NotFound) => self.store().token_by_session(&hash, self.now()).await,
+            Err(StoreError::NotFound) => self.store().token_by_session(&hash).await,
             other => other,
         };
         let row = match found {

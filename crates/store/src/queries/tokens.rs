@@ -229,14 +229,14 @@ impl Store {
         w.commit().await
     }
 
-    /// The token behind a live browser session id (by its hash).
-    pub async fn token_by_session(&self, hash: &str, now: i64) -> StoreResult<TokenRow> {
+    /// The token behind a browser session id (by its hash). An ended session still resolves
+    /// (until swept), so the caller can say "session ended" rather than "unknown".
+    pub async fn token_by_session(&self, hash: &str) -> StoreResult<TokenRow> {
         sqlx::query_as::<_, TokenRow>(&format!(
-            "SELECT {} FROM tokens t JOIN token_sessions s ON s.token_id = t.id WHERE s.hash = $1 AND s.expires_at > $2",
+            "SELECT {} FROM tokens t JOIN token_sessions s ON s.token_id = t.id WHERE s.hash = $1",
             prefixed("t", TOKEN_COLS)
         ))
         .bind(hash)
-        .bind(now)
         .fetch_optional(&self.pool)
         .await
         .found()
