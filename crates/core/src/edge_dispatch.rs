@@ -22,7 +22,10 @@ impl Core {
         };
         let call = req.call.name();
         let result = match req.call {
-            EdgeCall::Start { token } => to_json(self.enrollment_start(&actor, &TokenSecret::from_user(&token)).await),
+            EdgeCall::Start { token, session } => {
+                let session = session.as_deref().map(TokenSecret::from_user);
+                to_json(self.enrollment_start_in(&actor, &TokenSecret::from_user(&token), session.as_ref()).await)
+            }
             EdgeCall::ActivateUser { token, password, phone_number } => self
                 .activate_user(&actor, &TokenSecret::from_user(&token), password, phone_number)
                 .await
@@ -41,8 +44,12 @@ impl Core {
             EdgeCall::PasswordResetRequest { email } => {
                 self.request_password_reset(&actor, &email).await.map(|()| Value::Null)
             }
-            EdgeCall::PasswordResetStart { token } => self
-                .start_password_reset(&actor, &TokenSecret::from_user(&token))
+            EdgeCall::PasswordResetStart { token, session } => self
+                .start_password_reset_in(
+                    &actor,
+                    &TokenSecret::from_user(&token),
+                    session.as_deref().map(TokenSecret::from_user).as_ref(),
+                )
                 .await
                 .map(|deadline| json!({ "deadline_timestamp": deadline })),
             EdgeCall::PasswordReset { token, password } => {

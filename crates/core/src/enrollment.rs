@@ -3,13 +3,14 @@
 //! enrollment token; every call re-checks it against the deadline.
 
 use crate::tokens::times;
+use crate::SessionStart;
 use crate::{Actor, Core, CoreError, CoreResult, DeviceInput};
 use onramp_domain::template::{self, Vars};
 use onramp_domain::token::{check_session, TokenKind, TokenSecret};
 use onramp_proto::{
     AdminInfo, DeviceConfigResponse, EnrollmentSettings, EnrollmentStartResponse, InitialUserInfo, InstanceInfo,
 };
-use onramp_store::{DeviceRow, StoreError, TokenRow, UserRow};
+use onramp_store::{DeviceRow, ResetRequest, StoreError, TokenRow, UserRow};
 
 /// A validated, open enrollment session.
 struct Session {
@@ -22,8 +23,15 @@ impl Core {
         self.session_of(token, TokenKind::starts_enrollment).await
     }
 
+    /// The open session of `token`: a token itself (body field, desktop clients) or a
+    /// browser session id from the edge's cookie, bound to its token at start.
     async fn session_of(&self, token: &TokenSecret, accepts: fn(TokenKind) -> bool) -> CoreResult<Session> {
-        let row = match self.store().token_by_hash(&token.hash()).await {
+        let hash = token.hash();
+        let found = match self.store().token_by_hash(&hash).await {
+            Err(StoreError::NotFound) => self.store().token_by_session(&hash).await,
+            other => other,
+        };
+        let row = match found {
             Ok(r) if TokenKind::parse(&r.kind).is_some_and(accepts) => r,
             Ok(_) | Err(StoreError::NotFound) => return Err(CoreError::UnknownToken),
             Err(e) => return Err(e.into()),
@@ -34,6 +42,18 @@ impl Core {
             return Err(CoreError::refused("user_disabled", "this account is disabled; contact your administrator"));
         }
         Ok(Session { token: row, user })
+    }
+
+    /// Binds the edge's opaque browser-session id (only its hash is stored) to the started
+    /// token until the session deadline. Stored in the database, so every edge and core
+    /// replica behind a load balancer resolves the cookie.
+    async fn bind_browser_session(&self, started: &SessionStart, id: Option<&TokenSecret>) -> CoreResult<()> {
+        let Some(id) = id else { return Ok(()) };
+        if !onramp_domain::token::is_well_formed(id.expose()) {
+            return Err(CoreError::invalid("session", "malformed session id"));
+        }
+        self.store().add_token_session(&id.hash(), started.token.id, started.deadline, self.now()).await?;
+        Ok(())
     }
 
     pub async fn instance_info(&self, username: &str) -> InstanceInfo {
@@ -54,7 +74,18 @@ impl Core {
 
     /// `enrollment/start`: opens or resumes the session and describes it.
     pub async fn enrollment_start(&self, actor: &Actor, token: &TokenSecret) -> CoreResult<EnrollmentStartResponse> {
+        self.enrollment_start_in(actor, token, None).await
+    }
+
+    /// `enrollment/start` from the edge, binding its browser-session id to the session.
+    pub async fn enrollment_start_in(
+        &self,
+        actor: &Actor,
+        token: &TokenSecret,
+        browser_session: Option<&TokenSecret>,
+    ) -> CoreResult<EnrollmentStartResponse> {
         let started = self.start_session(actor, token).await?;
+        self.bind_browser_session(&started, browser_session).await?;
         let user = started.user;
         let admin = match started.token.issued_by {
             Some(id) => self.store().user_by_id(id).await.ok(),
@@ -215,61 +246,94 @@ impl Core {
 
 impl Core {
     /// `password-reset/request`: e-mails a reset link to an active, enrolled user with that
-    /// address. Answers the same whether or not the address is known (no enumeration).
+    /// address. Answers the same whether or not the address is known (no enumeration), and
+    /// does the same work up to the mail: a token is generated and hashed and one store
+    /// transaction runs either way. Within the cooldown nothing is sent again.
     pub async fn request_password_reset(&self, actor: &Actor, email: &str) -> CoreResult<()> {
         let settings = self.settings().await;
-        let user = match self.store().user_by_email(email.trim()).await {
-            Ok(u) if u.is_active && u.enrolled && settings.smtp.is_configured() => u,
-            Ok(_) | Err(StoreError::NotFound) => {
-                tracing::info!("password reset requested for an address that cannot reset");
-                return Ok(());
-            }
-            Err(e) => return Err(e.into()),
-        };
+        if !settings.smtp.is_configured() {
+            tracing::info!("password reset requested while SMTP is not configured");
+            return Ok(());
+        }
         let now = self.now();
         let lifetime = settings.enrollment.token_lifetime_secs;
         let secret = TokenSecret::generate(&mut rand::rngs::OsRng);
         let row = onramp_store::NewToken {
             hash: secret.hash(),
             kind: TokenKind::PasswordReset.as_str().to_owned(),
-            user_id: user.id,
+            user_id: 0,
             issued_by: None,
-            email: Some(user.email.clone()),
+            email: None,
             created_at: now,
             expires_at: now + lifetime,
         };
-        let audit =
-            self.audit_record(actor, "password_reset.requested", Some(user.username.clone()), serde_json::json!({}));
-        self.store().issue_tokens(&[row], &[audit]).await?;
-        let issued = crate::IssuedToken {
-            username: user.username.clone(),
-            email: user.email.clone(),
-            kind: TokenKind::PasswordReset,
-            token: secret,
-            enrollment_url: self.public_url().await,
-            expires_at: now + lifetime,
+        let audit = self.audit_record(actor, "password_reset.requested", None, serde_json::json!({}));
+        let cooldown_since = now - settings.enrollment.password_reset_cooldown_secs.max(0);
+        let user = match self.store().request_reset_token(email.trim(), &row, cooldown_since, &audit).await? {
+            ResetRequest::Issued(u) => u,
+            ResetRequest::Cooldown => {
+                tracing::info!("password reset requested again within the cooldown; no mail sent");
+                return Ok(());
+            }
+            ResetRequest::NoUser => {
+                tracing::info!("password reset requested for an address that cannot reset");
+                return Ok(());
+            }
         };
-        self.enqueue_mail(crate::mail::MailKind::PasswordReset, &user.email, &user, None, Some(&issued)).await
+        // The mail is rendered and queued after the answer: only a known address has one,
+        // so doing it inside the request would make known addresses answer slower. At most
+        // one per account and cooldown, so these tasks are bounded by the accounts.
+        let core = self.clone();
+        tokio::spawn(async move {
+            let issued = crate::IssuedToken {
+                username: user.username.clone(),
+                email: user.email.clone(),
+                kind: TokenKind::PasswordReset,
+                token: secret,
+                enrollment_url: core.public_url().await,
+                expires_at: now + lifetime,
+            };
+            let kind = crate::mail::MailKind::PasswordReset;
+            if let Err(e) = core.enqueue_mail(kind, &user.email, &user, None, Some(&issued)).await {
+                tracing::error!(error = %e, "could not queue the password-reset mail");
+            }
+        });
+        Ok(())
     }
 
     /// `password-reset/start`: opens the reset session; returns its deadline.
     pub async fn start_password_reset(&self, actor: &Actor, token: &TokenSecret) -> CoreResult<i64> {
-        let is_reset = |k: TokenKind| k == TokenKind::PasswordReset;
-        Ok(self.start_session_of(actor, token, is_reset, "password_reset.started").await?.deadline)
+        self.start_password_reset_in(actor, token, None).await
     }
 
-    /// `password-reset/reset`: sets the new password inside the reset session.
+    /// `password-reset/start` from the edge, binding its browser-session id to the session.
+    pub async fn start_password_reset_in(
+        &self,
+        actor: &Actor,
+        token: &TokenSecret,
+        browser_session: Option<&TokenSecret>,
+    ) -> CoreResult<i64> {
+        let is_reset = |k: TokenKind| k == TokenKind::PasswordReset;
+        let started = self.start_session_of(actor, token, is_reset, "password_reset.started").await?;
+        self.bind_browser_session(&started, browser_session).await?;
+        Ok(started.deadline)
+    }
+
+    /// `password-reset/reset`: sets the new password inside the reset session. The password
+    /// and the token's use are one conditional store update: of concurrent resets with one
+    /// token exactly one succeeds, the others find the token used.
     pub async fn reset_password(&self, actor: &Actor, token: &TokenSecret, password: String) -> CoreResult<()> {
-        let Session { token: t, mut user } = self.session_of(token, |k| k == TokenKind::PasswordReset).await?;
-        if t.used_at.is_some() {
-            return Err(CoreError::Token(onramp_domain::token::TokenRejection::Used));
-        }
+        let Session { token: t, user } = self.session_of(token, |k| k == TokenKind::PasswordReset).await?;
         if onramp_domain::password::explain(&password).is_some() {
             return Err(CoreError::refused("weak_password", "password not strong enough"));
         }
-        user.password_hash = Some(self.inner.passwords.hash(password).await?);
-        self.store().update_user(&user, self.now()).await?;
-        self.store().mark_token_used(t.id, self.now()).await?;
+        let hash = self.inner.passwords.hash(password).await?;
+        if !self.store().redeem_reset_token(t.id, user.id, &hash, self.now()).await? {
+            // Lost to a concurrent reset, or the token changed meanwhile: say what it is now.
+            let now_row = self.store().token_by_id(t.id).await?;
+            check_session(&times(&now_row), self.now()).map_err(CoreError::Token)?;
+            return Err(CoreError::Token(onramp_domain::token::TokenRejection::Used));
+        }
         self.audit(actor, "password_reset.completed", Some(user.username.clone()), serde_json::json!({})).await;
         self.enqueue_mail(crate::mail::MailKind::PasswordResetDone, &user.email, &user, None, None).await
     }

@@ -36,6 +36,9 @@ pub struct EnrollmentSettings {
     pub session_lifetime_secs: i64,
     /// Devices one user may have at most (admin-created ones count too).
     pub max_devices_per_user: i64,
+    /// A second password-reset request for one account within this many seconds sends no
+    /// second mail (60 s).
+    pub password_reset_cooldown_secs: i64,
     /// Onboarding page shown at the end (markdown with variables).
     pub welcome_message: String,
     pub welcome_email_subject: String,
@@ -114,6 +117,7 @@ impl Default for EnrollmentSettings {
             desktop_token_lifetime_secs: 86_400,
             session_lifetime_secs: 600,
             max_devices_per_user: 10,
+            password_reset_cooldown_secs: 60,
             welcome_message: "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
                 Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }})."
                 .into(),

@@ -348,6 +348,11 @@ impl Core {
         if !TokenKind::parse(&row.kind).is_some_and(accepts) {
             return Err(CoreError::UnknownToken);
         }
+        // A reset link works once: used, it does not resume its session (an enrollment
+        // session does, for the browser -> desktop hand-off).
+        if row.kind == TokenKind::PasswordReset.as_str() && row.used_at.is_some() {
+            return Err(CoreError::Token(onramp_domain::token::TokenRejection::Used));
+        }
         let user = self.store().user_by_id(row.user_id).await?;
         if !user.is_active {
             return Err(CoreError::refused("user_disabled", "this account is disabled; contact your administrator"));

@@ -5,15 +5,6 @@
   const $ = (id) => document.getElementById(id);
   const state = { token: null, start: null, timer: null, privateKey: null };
 
-  const RULES = [
-    ["at least 8 characters", (p) => [...p].length >= 8],
-    ["at most 128 characters", (p) => [...p].length <= 128],
-    ["a lower-case letter", (p) => /\p{Ll}/u.test(p)],
-    ["an upper-case letter", (p) => /\p{Lu}/u.test(p)],
-    ["a digit", (p) => /[0-9]/.test(p)],
-    ["a special character", (p) => /[^\p{L}\p{N}\s]/u.test(p)],
-  ];
-
   // What each failure means for the person in front of the screen.
   const MESSAGES = {
     token_expired: "This enrollment link has expired.",
@@ -129,17 +120,8 @@
     }
   }
 
-  function checkPassword() {
-    const p = $("password").value;
-    $("rules").replaceChildren(...RULES.map(([label, ok]) => {
-      const li = document.createElement("li");
-      li.textContent = label;
-      if (ok(p)) li.className = "ok";
-      return li;
-    }));
-    const good = RULES.every(([, ok]) => ok(p)) && p === $("password2").value;
-    $("password-submit").disabled = !good;
-  }
+  // The policy check as you type, shared with the password-reset page (password.js).
+  const checkPassword = () => OnrampPassword.check($("password"), $("password2"), $("rules"), $("password-submit"));
 
   const b64 = (bytes) => btoa(String.fromCharCode(...bytes));
   const fromB64url = (s) => Uint8Array.from(atob(s.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0));

@@ -20,6 +20,9 @@ pub use limit::RateLimiter;
 
 /// Session cookie name fixed by PROTOCOL.md (desktop clients copy it by hand).
 pub const SESSION_COOKIE: &str = "defguard_proxy";
+/// The password-reset session's own cookie, so a reset and an enrollment in one browser
+/// do not overwrite each other's session.
+pub const RESET_COOKIE: &str = "onramp_reset";
 /// Largest request body the public API reads.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
@@ -67,6 +70,7 @@ pub fn router(link: Arc<dyn CoreLink>, cfg: EdgeConfig) -> Router {
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
         .route("/", get(wizard_page))
+        .route("/password-reset", get(reset_page))
         .route("/assets/{file}", get(asset))
         .nest("/api/v1", api)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
@@ -154,13 +158,14 @@ fn meta(cfg: &EdgeConfig, req: &Request) -> ClientMeta {
     }
 }
 
-/// The session token: the body's `token` field, else the `defguard_proxy` cookie.
-fn session_token(headers: &HeaderMap, body_token: Option<String>) -> Option<String> {
+/// The session credential: the body's `token` field (the token itself), else the opaque
+/// session id in the cookie `name`; core resolves either.
+fn session_token(headers: &HeaderMap, body_token: Option<String>, name: &str) -> Option<String> {
     body_token.filter(|t| !t.is_empty()).or_else(|| {
         headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).find_map(
             |c| {
                 let (k, v) = c.trim().split_once('=')?;
-                (k == SESSION_COOKIE && !v.is_empty()).then(|| v.to_owned())
+                (k == name && !v.is_empty()).then(|| v.to_owned())
             },
         )
     })
@@ -223,17 +228,26 @@ async fn start(State(s): State<EdgeState>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let token = b.token.trim().to_owned();
-    with_session_cookie(&s, forward(&s, EdgeCall::Start { token: token.clone() }, m).await, &token)
+    let session = new_session_id();
+    let call = EdgeCall::Start { token: b.token.trim().to_owned(), session: Some(session.clone()) };
+    with_session_cookie(&s, forward(&s, call, m).await, SESSION_COOKIE, &session)
 }
 
-/// On success, sets the session cookie (expiring with the session) for later calls.
-fn with_session_cookie(s: &EdgeState, r: Result<EdgeReply, Response>, token: &str) -> Response {
+/// A fresh opaque browser-session id from the OS RNG (the token's alphabet and length).
+/// Core stores only its hash, bound to the token, so the cookie never carries the token
+/// and any edge or core replica behind a load balancer resolves it.
+fn new_session_id() -> String {
+    use rand::Rng;
+    rand::rngs::OsRng.sample_iter(&rand::distributions::Alphanumeric).take(32).map(char::from).collect()
+}
+
+/// On success, sets the session cookie `name` (expiring with the session) for later calls.
+fn with_session_cookie(s: &EdgeState, r: Result<EdgeReply, Response>, name: &str, session: &str) -> Response {
     match r {
         Ok(r) if r.status == 200 => {
             let deadline = r.body.get("deadline_timestamp").and_then(Value::as_i64).unwrap_or(0);
             let mut resp = reply(r);
-            let cookie = session_cookie(token, deadline, s.cfg.secure_cookies);
+            let cookie = session_cookie(name, session, deadline, s.cfg.secure_cookies);
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -244,11 +258,11 @@ fn with_session_cookie(s: &EdgeState, r: Result<EdgeReply, Response>, token: &st
     }
 }
 
-/// `defguard_proxy=<token>`, HttpOnly, SameSite=Strict, expiring with the session.
-fn session_cookie(token: &str, deadline: i64, secure: bool) -> String {
+/// `name=<opaque session id>`, HttpOnly, SameSite=Strict, expiring with the session.
+fn session_cookie(name: &str, session: &str, deadline: i64, secure: bool) -> String {
     let max_age = (deadline - now()).max(0);
     format!(
-        "{SESSION_COOKIE}={token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
+        "{name}={session}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
         if secure { "; Secure" } else { "" }
     )
 }
@@ -272,7 +286,7 @@ async fn activate_user(State(s): State<EdgeState>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    let Some(token) = session_token(&headers, b.token, SESSION_COOKIE) else { return missing_session() };
     forward(&s, EdgeCall::ActivateUser { token, password: b.password, phone_number: b.phone_number }, m)
         .await
         .map_or_else(|r| r, reply)
@@ -293,7 +307,7 @@ async fn create_device(State(s): State<EdgeState>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    let Some(token) = session_token(&headers, b.token, SESSION_COOKIE) else { return missing_session() };
     forward(&s, EdgeCall::CreateDevice { token, name: b.name, pubkey: b.pubkey }, m).await.map_or_else(|r| r, reply)
 }
 
@@ -310,7 +324,7 @@ async fn network_info(State(s): State<EdgeState>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    let Some(token) = session_token(&headers, b.token, SESSION_COOKIE) else { return missing_session() };
     forward(&s, EdgeCall::NetworkInfo { token, pubkey: b.pubkey }, m).await.map_or_else(|r| r, reply)
 }
 
@@ -353,8 +367,9 @@ async fn password_reset_start(State(s): State<EdgeState>, req: Request) -> Respo
         Ok(b) => b,
         Err(r) => return r,
     };
-    let token = b.token.trim().to_owned();
-    with_session_cookie(&s, forward(&s, EdgeCall::PasswordResetStart { token: token.clone() }, m).await, &token)
+    let session = new_session_id();
+    let call = EdgeCall::PasswordResetStart { token: b.token.trim().to_owned(), session: Some(session.clone()) };
+    with_session_cookie(&s, forward(&s, call, m).await, RESET_COOKIE, &session)
 }
 
 #[derive(Deserialize)]
@@ -370,7 +385,7 @@ async fn password_reset(State(s): State<EdgeState>, req: Request) -> Response {
         Ok(b) => b,
         Err(r) => return r,
     };
-    let Some(token) = session_token(&headers, b.token) else { return missing_session() };
+    let Some(token) = session_token(&headers, b.token, RESET_COOKIE) else { return missing_session() };
     forward(&s, EdgeCall::PasswordReset { token, password: b.password }, m).await.map_or_else(|r| r, reply)
 }
 
@@ -379,11 +394,18 @@ async fn wizard_page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../assets/index.html")).into_response()
 }
 
+/// The password-reset page the reset e-mail links to (`/password-reset?token=...`).
+async fn reset_page() -> Response {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], include_str!("../assets/reset.html")).into_response()
+}
+
 async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Response {
     let (ct, body): (&str, &'static str) = match file.as_str() {
         "app.js" => ("text/javascript; charset=utf-8", include_str!("../assets/app.js")),
         "app.css" => ("text/css; charset=utf-8", include_str!("../assets/app.css")),
         "qrcode.js" => ("text/javascript; charset=utf-8", include_str!("../assets/qrcode.js")),
+        "password.js" => ("text/javascript; charset=utf-8", include_str!("../assets/password.js")),
+        "reset.js" => ("text/javascript; charset=utf-8", include_str!("../assets/reset.js")),
         _ => return edge_error(StatusCode::NOT_FOUND, "not found"),
     };
     ([(header::CONTENT_TYPE, ct)], body).into_response()
@@ -409,10 +431,11 @@ mod tests {
     #[test]
     fn token_from_body_or_cookie() {
         let mut h = HeaderMap::new();
-        h.insert(header::COOKIE, HeaderValue::from_static("a=b; defguard_proxy=TOKEN123; c=d"));
-        assert_eq!(session_token(&h, None).as_deref(), Some("TOKEN123"));
-        assert_eq!(session_token(&h, Some("BODY".into())).as_deref(), Some("BODY"));
-        assert_eq!(session_token(&HeaderMap::new(), None), None);
+        h.insert(header::COOKIE, HeaderValue::from_static("a=b; defguard_proxy=TOKEN123; onramp_reset=R; c=d"));
+        assert_eq!(session_token(&h, None, SESSION_COOKIE).as_deref(), Some("TOKEN123"));
+        assert_eq!(session_token(&h, None, RESET_COOKIE).as_deref(), Some("R"));
+        assert_eq!(session_token(&h, Some("BODY".into()), SESSION_COOKIE).as_deref(), Some("BODY"));
+        assert_eq!(session_token(&HeaderMap::new(), None, SESSION_COOKIE), None);
     }
 
     #[test]
@@ -434,9 +457,11 @@ mod tests {
 
     #[test]
     fn cookie_flags() {
-        let c = session_cookie("T", now() + 600, true);
+        let c = session_cookie(SESSION_COOKIE, "T", now() + 600, true);
         assert!(c.starts_with("defguard_proxy=T; Path=/; Max-Age="));
         assert!(c.contains("HttpOnly") && c.contains("SameSite=Strict") && c.ends_with("; Secure"));
-        assert!(!session_cookie("T", now() + 600, false).contains("Secure"));
+        assert!(!session_cookie(SESSION_COOKIE, "T", now() + 600, false).contains("Secure"));
+        let (a, b) = (new_session_id(), new_session_id());
+        assert!(a != b && a.len() == 32 && a.bytes().all(|c| c.is_ascii_alphanumeric()));
     }
 }

@@ -184,18 +184,20 @@ pub mod link {
         pub client_platform: Option<String>,
     }
 
-    /// One public API call. `token` is the enrollment token (from the body or the session
-    /// cookie), or the polling token for `Poll`.
+    /// One public API call. `token` is the enrollment token (from the body) or the opaque
+    /// browser-session id from the session cookie, or the polling token for `Poll`. The
+    /// starts carry the new session id the edge put in its cookie (core stores its hash).
     #[derive(Clone, Serialize, Deserialize, PartialEq)]
     #[serde(tag = "call", rename_all = "snake_case")]
     pub enum EdgeCall {
-        Start { token: String },
+        // A missing `session` (an older edge) deserializes as `None`.
+        Start { token: String, session: Option<String> },
         ActivateUser { token: String, password: String, phone_number: Option<String> },
         CreateDevice { token: String, name: String, pubkey: String },
         NetworkInfo { token: String, pubkey: String },
         Poll { token: String },
         PasswordResetRequest { email: String },
-        PasswordResetStart { token: String },
+        PasswordResetStart { token: String, session: Option<String> },
         PasswordReset { token: String, password: String },
     }
 

@@ -3,12 +3,32 @@ use super::*;
 const TOKEN_COLS: &str =
     "id, kind, user_id, issued_by, email, created_at, expires_at, session_deadline, used_at, revoked_at";
 
-/// Token kinds a new enrollment/desktop token supersedes.
-const ENROLL_KINDS: &str = "('enrollment', 'desktop_config')";
+/// The kinds a new token of `kind` supersedes: the unused tokens of the same purpose only.
+/// Enrollment and desktop-configuration tokens serve one purpose (an admin gets this
+/// user's client configured), so either replaces the other; a password reset (which anyone
+/// who knows the address may request) touches only earlier reset tokens, and no admin
+/// issuance touches a reset a user is in the middle of.
+fn same_purpose(kind: &str) -> &'static str {
+    match kind {
+        "password_reset" => "('password_reset')",
+        _ => "('enrollment', 'desktop_config')",
+    }
+}
+
+/// Outcome of a password-reset request (see [`Store::request_reset_token`]).
+#[derive(Debug, Clone)]
+pub enum ResetRequest {
+    /// A reset token was stored for this user (earlier unused ones revoked).
+    Issued(UserRow),
+    /// The user asked less than the cooldown ago: nothing stored.
+    Cooldown,
+    /// No active, enrolled user has that address: nothing stored.
+    NoUser,
+}
 
 impl Store {
-    /// Inserts tokens (each revoking its user's earlier unused enrollment and desktop
-    /// tokens) and their audit events, all in one transaction. Statements are batched
+    /// Inserts tokens (each revoking its user's earlier unused tokens of the same purpose,
+    /// see [`same_purpose`]) and their audit events, all in one transaction. Statements are batched
     /// (multi-row VALUES, `IN` lists) so that bulk issuance costs a few hundred statements
     /// for ten thousand tokens, not three per token.
     pub(crate) async fn write_tokens(&self, tokens: &[NewToken], audits: &[NewAudit]) -> StoreResult<()> {
@@ -35,17 +55,27 @@ impl Store {
                 q.execute(&mut *w.tx).await.map_err(map_err)?;
             }
         }
-        for chunk in tokens.chunks(CHUNK) {
-            let sql = format!(
-                "UPDATE tokens SET revoked_at = $1 WHERE kind IN {ENROLL_KINDS} AND used_at IS NULL \
-                 AND revoked_at IS NULL AND user_id IN ({})",
-                placeholders(2, chunk.len())
-            );
-            let mut q = sqlx::query(&sql).bind(first.created_at);
-            for t in chunk {
-                q = q.bind(t.user_id);
+        let mut by_purpose: Vec<(&'static str, Vec<i64>)> = Vec::new();
+        for t in tokens {
+            let kinds = same_purpose(&t.kind);
+            match by_purpose.iter_mut().find(|(k, _)| *k == kinds) {
+                Some((_, ids)) => ids.push(t.user_id),
+                None => by_purpose.push((kinds, vec![t.user_id])),
             }
-            q.execute(&mut *w.tx).await.map_err(map_err)?;
+        }
+        for (kinds, ids) in &by_purpose {
+            for chunk in ids.chunks(CHUNK) {
+                let sql = format!(
+                    "UPDATE tokens SET revoked_at = $1 WHERE kind IN {kinds} AND used_at IS NULL \
+                     AND revoked_at IS NULL AND user_id IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut q = sqlx::query(&sql).bind(first.created_at);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                q.execute(&mut *w.tx).await.map_err(map_err)?;
+            }
         }
         for chunk in tokens.chunks(CHUNK / 5) {
             let sql = format!(
@@ -75,6 +105,141 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .found()
+    }
+
+    /// Stores a password-reset token for the active, enrolled user with this address, unless
+    /// they were sent one after `cooldown_since`; earlier unused reset tokens are revoked.
+    /// One transaction, and the same statements whether or not the address is known (an
+    /// unknown one runs them against no user), so the answer time does not tell them apart.
+    pub async fn request_reset_token(
+        &self,
+        email: &str,
+        t: &NewToken,
+        cooldown_since: i64,
+        audit: &NewAudit,
+    ) -> StoreResult<ResetRequest> {
+        let mut w = self.write_tx().await?;
+        // The row lock (PostgreSQL) serialises concurrent requests for one user, so the
+        // cooldown check below cannot be passed twice.
+        let lock = if self.kind() == crate::DatabaseKind::Postgres { " FOR UPDATE" } else { "" };
+        let user = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLS} FROM users WHERE email = $1{lock}"))
+            .bind(email)
+            .fetch_optional(&mut *w.tx)
+            .await
+            .map_err(map_err)?
+            .filter(|u| u.is_active && u.enrolled);
+        // No user: id 0 never exists, so the statements below match nothing.
+        let user_id = user.as_ref().map_or(0, |u| u.id);
+        let recent: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM tokens WHERE user_id = $1 AND kind = 'password_reset' AND created_at > $2",
+        )
+        .bind(user_id)
+        .bind(cooldown_since)
+        .fetch_one(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+        let target = if recent > 0 { 0 } else { user_id };
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE user_id = $2 AND kind = 'password_reset' \
+             AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(t.created_at)
+        .bind(target)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
+        let inserted = sqlx::query(
+            "INSERT INTO tokens (hash, kind, user_id, email, created_at, expires_at) \
+             SELECT $1, 'password_reset', id, email, $2, $3 FROM users WHERE id = $4",
+        )
+        .bind(&t.hash)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(target)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        let outcome = match user {
+            Some(u) if inserted == 1 => {
+                let mut a = audit.clone();
+                a.subject = Some(u.username.clone());
+                insert_audit(&mut w.tx, &a).await?;
+                ResetRequest::Issued(u)
+            }
+            Some(_) => ResetRequest::Cooldown,
+            None => ResetRequest::NoUser,
+        };
+        w.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Redeems a reset token: sets the password and uses the token in one transaction,
+    /// conditional on the token being unused, unrevoked and inside its session. Of
+    /// concurrent redemptions exactly one gets `true`.
+    pub async fn redeem_reset_token(
+        &self,
+        token_id: i64,
+        user_id: i64,
+        password_hash: &str,
+        now: i64,
+    ) -> StoreResult<bool> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE tokens SET used_at = $1 WHERE id = $2 AND user_id = $3 AND kind = 'password_reset' \
+             AND used_at IS NULL AND revoked_at IS NULL AND session_deadline > $1",
+        )
+        .bind(now)
+        .bind(token_id)
+        .bind(user_id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3")
+            .bind(password_hash)
+            .bind(now)
+            .bind(user_id)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        w.commit().await?;
+        Ok(true)
+    }
+
+    /// Binds a browser session id (its hash) to a token until `expires_at`; expired
+    /// bindings are swept on the way.
+    pub async fn add_token_session(&self, hash: &str, token_id: i64, expires_at: i64, now: i64) -> StoreResult<()> {
+        let mut w = self.write_tx().await?;
+        sqlx::query("DELETE FROM token_sessions WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        sqlx::query("INSERT INTO token_sessions (hash, token_id, expires_at) VALUES ($1, $2, $3)")
+            .bind(hash)
+            .bind(token_id)
+            .bind(expires_at)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        w.commit().await
+    }
+
+    /// The token behind a browser session id (by its hash). An ended session still resolves
+    /// (until swept), so the caller can say "session ended" rather than "unknown".
+    pub async fn token_by_session(&self, hash: &str) -> StoreResult<TokenRow> {
+        sqlx::query_as::<_, TokenRow>(&format!(
+            "SELECT {} FROM tokens t JOIN token_sessions s ON s.token_id = t.id WHERE s.hash = $1",
+            prefixed("t", TOKEN_COLS)
+        ))
+        .bind(hash)
+        .fetch_optional(&self.pool)
+        .await
+        .found()
     }
 
     pub async fn token_by_id(&self, id: i64) -> StoreResult<TokenRow> {
