@@ -13,7 +13,8 @@ on_both_backends!(
     device_cap,
     shrink_races_create,
     gained_subnet_and_later_locations,
-    get_device_never_writes
+    get_device_never_writes,
+    device_pages
 );
 
 fn system() -> Actor {

@@ -45,7 +45,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The unique constraints of the schema, told apart by the database's own report of the
 /// constraint (PostgreSQL: its name; SQLite: `table.column, ...`), never by loose substrings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum UniqueKey {
     Username,
     Email,

@@ -3,20 +3,21 @@
 
 use crate::db::{map_err, DatabaseKind, Store, StoreError, UniqueKey, UNIQUE_KEYS};
 
-/// Rows every violation below builds on, then one statement per constraint that repeats
+/// Rows every violation below builds on (ids above what the sequences hand out, so a
+/// violation never trips a primary key first), then one statement per constraint that repeats
 /// an existing value.
 const SETUP: &[&str] = &[
-    "INSERT INTO users (id, username, first_name, last_name, email, created_at, updated_at) VALUES (1, 'ann', 'A', 'A', 'ann@x', 0, 0)",
-    "INSERT INTO groups (id, name, created_at) VALUES (1, 'g', 0)",
-    "INSERT INTO group_members (group_id, user_id) VALUES (1, 1)",
-    "INSERT INTO locations (id, name, addresses, endpoint, port, allowed_ips, created_at, updated_at) VALUES (1, 'l', '10.0.0.1/24', 'h', 1, '10.0.0.0/24', 0, 0)",
-    "INSERT INTO location_groups (location_id, group_id) VALUES (1, 1)",
-    "INSERT INTO devices (id, user_id, name, pubkey, created_at) VALUES (1, 1, 'd', 'k1', 0)",
-    "INSERT INTO devices (id, user_id, name, pubkey, created_at) VALUES (2, 1, 'd2', 'k2', 0)",
-    "INSERT INTO device_addresses (device_id, location_id, address) VALUES (1, 1, '10.0.0.2')",
-    "INSERT INTO tokens (hash, kind, user_id, created_at, expires_at) VALUES ('h1', 'enrollment', 1, 0, 0)",
-    "INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p1', 1, 0)",
-    "INSERT INTO api_tokens (name, hash, prefix, user_id, created_at) VALUES ('t', 'a1', 'x', 1, 0)",
+    "INSERT INTO users (id, username, first_name, last_name, email, created_at, updated_at) VALUES (101, 'ann', 'A', 'A', 'ann@x', 0, 0)",
+    "INSERT INTO groups (id, name, created_at) VALUES (101, 'g', 0)",
+    "INSERT INTO group_members (group_id, user_id) VALUES (101, 101)",
+    "INSERT INTO locations (id, name, addresses, endpoint, port, allowed_ips, created_at, updated_at) VALUES (101, 'l', '10.0.0.1/24', 'h', 1, '10.0.0.0/24', 0, 0)",
+    "INSERT INTO location_groups (location_id, group_id) VALUES (101, 101)",
+    "INSERT INTO devices (id, user_id, name, pubkey, created_at) VALUES (101, 101, 'd', 'k1', 0)",
+    "INSERT INTO devices (id, user_id, name, pubkey, created_at) VALUES (102, 101, 'd2', 'k2', 0)",
+    "INSERT INTO device_addresses (device_id, location_id, address) VALUES (101, 101, '10.0.0.2')",
+    "INSERT INTO tokens (hash, kind, user_id, created_at, expires_at) VALUES ('h1', 'enrollment', 101, 0, 0)",
+    "INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p1', 101, 0)",
+    "INSERT INTO api_tokens (name, hash, prefix, user_id, created_at) VALUES ('t', 'a1', 'x', 101, 0)",
     "INSERT INTO settings (id, value) VALUES (1, '{}')",
 ];
 
@@ -24,17 +25,17 @@ const VIOLATIONS: &[(&str, UniqueKey)] = &[
     ("INSERT INTO users (username, first_name, last_name, email, created_at, updated_at) VALUES ('ann', 'A', 'A', 'other@x', 0, 0)", UniqueKey::Username),
     ("INSERT INTO users (username, first_name, last_name, email, created_at, updated_at) VALUES ('bob', 'A', 'A', 'ann@x', 0, 0)", UniqueKey::Email),
     ("INSERT INTO groups (name, created_at) VALUES ('g', 0)", UniqueKey::GroupName),
-    ("INSERT INTO group_members (group_id, user_id) VALUES (1, 1)", UniqueKey::GroupMember),
+    ("INSERT INTO group_members (group_id, user_id) VALUES (101, 101)", UniqueKey::GroupMember),
     ("INSERT INTO locations (name, addresses, endpoint, port, allowed_ips, created_at, updated_at) VALUES ('l', 'a', 'h', 1, 'a', 0, 0)", UniqueKey::LocationName),
-    ("INSERT INTO location_groups (location_id, group_id) VALUES (1, 1)", UniqueKey::LocationGroup),
-    ("INSERT INTO devices (user_id, name, pubkey, created_at) VALUES (1, 'other', 'k1', 0)", UniqueKey::DevicePubkey),
-    ("INSERT INTO devices (user_id, name, pubkey, created_at) VALUES (1, 'd', 'k3', 0)", UniqueKey::DeviceName),
-    ("INSERT INTO device_addresses (device_id, location_id, address) VALUES (2, 1, '10.0.0.2')", UniqueKey::DeviceAddress),
-    ("INSERT INTO device_addresses (device_id, location_id, address) VALUES (1, 1, '10.0.0.2')", UniqueKey::DeviceAddress),
-    ("INSERT INTO tokens (hash, kind, user_id, created_at, expires_at) VALUES ('h1', 'enrollment', 1, 0, 0)", UniqueKey::TokenHash),
-    ("INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p1', 2, 0)", UniqueKey::PollingTokenHash),
-    ("INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p2', 1, 0)", UniqueKey::PollingTokenDevice),
-    ("INSERT INTO api_tokens (name, hash, prefix, user_id, created_at) VALUES ('t', 'a1', 'x', 1, 0)", UniqueKey::ApiTokenHash),
+    ("INSERT INTO location_groups (location_id, group_id) VALUES (101, 101)", UniqueKey::LocationGroup),
+    ("INSERT INTO devices (user_id, name, pubkey, created_at) VALUES (101, 'other', 'k1', 0)", UniqueKey::DevicePubkey),
+    ("INSERT INTO devices (user_id, name, pubkey, created_at) VALUES (101, 'd', 'k3', 0)", UniqueKey::DeviceName),
+    ("INSERT INTO device_addresses (device_id, location_id, address) VALUES (102, 101, '10.0.0.2')", UniqueKey::DeviceAddress),
+    ("INSERT INTO device_addresses (device_id, location_id, address) VALUES (101, 101, '10.0.0.2')", UniqueKey::DeviceAddress),
+    ("INSERT INTO tokens (hash, kind, user_id, created_at, expires_at) VALUES ('h1', 'enrollment', 101, 0, 0)", UniqueKey::TokenHash),
+    ("INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p1', 102, 0)", UniqueKey::PollingTokenHash),
+    ("INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p2', 101, 0)", UniqueKey::PollingTokenDevice),
+    ("INSERT INTO api_tokens (name, hash, prefix, user_id, created_at) VALUES ('t', 'a1', 'x', 101, 0)", UniqueKey::ApiTokenHash),
     ("INSERT INTO settings (id, value) VALUES (1, '{}')", UniqueKey::Setting),
 ];
 

@@ -58,6 +58,20 @@ impl Store {
                 .await
                 .map_err(map_err)?;
         }
+        // The insert comes first: a SQLite transaction that reads before its first write
+        // can fail with SQLITE_BUSY when another process wrote meanwhile. The checks below
+        // count the new row and roll it back when they refuse.
+        let device = sqlx::query_as::<_, DeviceRow>(
+            "INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) \
+             RETURNING id, user_id, name, pubkey, created_at",
+        )
+        .bind(user_id)
+        .bind(name)
+        .bind(pubkey)
+        .bind(now)
+        .fetch_one(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
         if let Some(token_id) = limits.session_token {
             let registered: Option<i64> = sqlx::query_scalar("SELECT device_id FROM tokens WHERE id = $1")
                 .bind(token_id)
@@ -73,20 +87,9 @@ impl Store {
             .fetch_one(&mut *w.tx)
             .await
             .map_err(map_err)?;
-        if count >= limits.max_per_user {
+        if count > limits.max_per_user {
             return Err(StoreError::DeviceLimit { max: limits.max_per_user });
         }
-        let device = sqlx::query_as::<_, DeviceRow>(
-            "INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) \
-             RETURNING id, user_id, name, pubkey, created_at",
-        )
-        .bind(user_id)
-        .bind(name)
-        .bind(pubkey)
-        .bind(now)
-        .fetch_one(&mut *w.tx)
-        .await
-        .map_err(map_err)?;
         let subnets = lock_location_subnets(self.kind(), &mut w.tx, Some(location_ids)).await?;
         let addresses = allocate_addresses(&self.address_cache, &mut w.tx, device.id, &subnets).await?;
         if let Some(token_id) = limits.session_token {

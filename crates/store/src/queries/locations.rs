@@ -1,6 +1,5 @@
 use super::devices::{clash_backoff, fill_missing_addresses, parse_subnets, ADDRESS_ATTEMPTS};
 use super::*;
-use crate::db::DatabaseKind;
 
 const LOCATION_COLS: &str = "id, name, addresses, endpoint, port, gateway_pubkey, allowed_ips, dns, keepalive, mfa_mode, created_at, updated_at";
 
@@ -48,16 +47,6 @@ impl Store {
                  dns = $7, keepalive = $8, mfa_mode = $9, updated_at = $10 WHERE id = $11 RETURNING {LOCATION_COLS}"
             ),
         };
-        if let Some(id) = id {
-            // The row lock: concurrent device creations (FOR SHARE) wait for us or we for them.
-            let lock = if self.kind() == DatabaseKind::Postgres { " FOR UPDATE" } else { "" };
-            sqlx::query(&format!("SELECT id FROM locations WHERE id = $1{lock}"))
-                .bind(id)
-                .fetch_optional(&mut *w.tx)
-                .await
-                .found()?;
-            check_addresses_fit(&mut w.tx, id, &l.addresses).await?;
-        }
         let q = sqlx::query_as::<_, LocationRow>(&sql)
             .bind(&l.name)
             .bind(&l.addresses)
@@ -73,7 +62,13 @@ impl Store {
             Some(id) => q.bind(id),
             None => q,
         };
+        // The UPDATE locks the row: concurrent device creations (FOR SHARE on it) wait for
+        // this transaction, or it for them. It comes first, before any read (SQLite: see
+        // `try_create_device`); a refused check rolls it back.
         let row = q.fetch_optional(&mut *w.tx).await.found()?;
+        if id.is_some() {
+            check_addresses_fit(&mut w.tx, row.id, &l.addresses).await?;
+        }
         set_location_groups(&mut w.tx, row.id, &l.allowed_groups).await?;
         fill_missing_addresses(self, &mut w.tx, Some(row.id)).await?;
         w.commit().await?;
