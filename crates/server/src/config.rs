@@ -41,6 +41,10 @@ pub struct Config {
     pub log_format: LogFormat,
     pub mail_retry_base_secs: i64,
     pub mail_poll_interval_secs: u64,
+    /// Key encrypting secrets at rest (mail bodies, SMTP password); default
+    /// `<data_dir>/secret.key`, created 0600 on first start. Replicas sharing one database
+    /// need the same file.
+    pub secret_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +79,7 @@ pub struct Raw {
     pub log_format: Option<String>,
     pub mail_retry_base_secs: Option<toml::Value>,
     pub mail_poll_interval_secs: Option<toml::Value>,
+    pub secret_key_file: Option<String>,
 }
 
 /// (setting name, environment variable) pairs, in one place so errors can name both.
@@ -101,6 +106,7 @@ const ENV: &[(&str, &str)] = &[
     ("log_format", "ONRAMP_LOG_FORMAT"),
     ("mail_retry_base_secs", "ONRAMP_MAIL_RETRY_BASE_SECS"),
     ("mail_poll_interval_secs", "ONRAMP_MAIL_POLL_INTERVAL_SECS"),
+    ("secret_key_file", "ONRAMP_SECRET_KEY_FILE"),
 ];
 
 fn env_name(field: &str) -> &'static str {
@@ -143,6 +149,7 @@ impl Raw {
             log_format: v("log_format"),
             mail_retry_base_secs: v("mail_retry_base_secs").map(toml::Value::String),
             mail_poll_interval_secs: v("mail_poll_interval_secs").map(toml::Value::String),
+            secret_key_file: v("secret_key_file"),
         }
     }
 
@@ -177,6 +184,7 @@ impl Raw {
             log_format: other.log_format.or(self.log_format),
             mail_retry_base_secs: other.mail_retry_base_secs.or(self.mail_retry_base_secs),
             mail_poll_interval_secs: other.mail_poll_interval_secs.or(self.mail_poll_interval_secs),
+            secret_key_file: other.secret_key_file.or(self.secret_key_file),
         }
     }
 
@@ -281,6 +289,7 @@ impl Raw {
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
+        let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into()));
         Ok(Config {
             edge_urls,
             edge_link_addr: addr("edge_link_addr", self.edge_link_addr.clone(), "0.0.0.0:50051")?,
@@ -292,7 +301,11 @@ impl Raw {
             edge_enabled,
             edge_trusted_proxies,
             edge_rate_limit: int("edge_rate_limit", self.edge_rate_limit, 30, 0, 1_000_000)? as u32,
-            data_dir: PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into())),
+            secret_key_file: match self.secret_key_file {
+                Some(f) => PathBuf::from(f),
+                None => data_dir.join("secret.key"),
+            },
+            data_dir,
             database_url,
             http_addr: addr("http_addr", self.http_addr, "127.0.0.1:8000")?,
             edge_addr: addr("edge_addr", self.edge_addr, "0.0.0.0:8080")?,
