@@ -171,6 +171,11 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        // Fold the WAL into the database and empty it: older page versions in the WAL
+        // would still hold erased bodies (secure_delete only scrubs the database pages).
+        if self.kind == DatabaseKind::Sqlite {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await;
+        }
         self.pool.close().await;
     }
 
