@@ -14,6 +14,7 @@ pub mod groups;
 mod locations;
 pub mod mail;
 mod passwords;
+pub mod secrets;
 pub mod settings;
 mod tokens;
 mod users;
@@ -43,11 +44,21 @@ pub struct CoreConfig {
     pub mail_max_attempts: i64,
     /// Argon2 hashes allowed at once (bounds memory: ~19 MiB each).
     pub max_concurrent_hashes: usize,
+    /// Key file encrypting secrets at rest (mail bodies, the SMTP password); created 0600 on
+    /// first start. Every process sharing the database must use the same file. `None` = a
+    /// random key for this process only (tests; nothing encrypted survives a restart).
+    pub secret_key_file: Option<std::path::PathBuf>,
 }
 
 impl Default for CoreConfig {
     fn default() -> Self {
-        Self { public_url: None, mail_retry_base_secs: 30, mail_max_attempts: 10, max_concurrent_hashes: 2 }
+        Self {
+            public_url: None,
+            mail_retry_base_secs: 30,
+            mail_max_attempts: 10,
+            max_concurrent_hashes: 2,
+            secret_key_file: None,
+        }
     }
 }
 
@@ -62,6 +73,10 @@ struct Inner {
     clock: Arc<dyn Clock>,
     cfg: CoreConfig,
     settings: tokio::sync::RwLock<Settings>,
+    /// Version of the stored settings held in `settings`, and when it was last compared
+    /// with the store (see `settings::Core::settings`).
+    settings_seen: std::sync::Mutex<settings::Seen>,
+    key: secrets::SecretKey,
     mail_wakeup: tokio::sync::Notify,
     passwords: passwords::Hasher,
     api_token_touches: std::sync::Mutex<std::collections::HashMap<i64, i64>>,
@@ -71,7 +86,11 @@ impl Core {
     /// Loads (or, on first start, creates) the settings and returns a ready core. The store
     /// must already be migrated.
     pub async fn new(store: Store, clock: Arc<dyn Clock>, cfg: CoreConfig) -> CoreResult<Self> {
-        let settings = settings::load_or_init(&store).await?;
+        let key = match &cfg.secret_key_file {
+            Some(path) => secrets::SecretKey::load_or_create(path).map_err(CoreError::Internal)?,
+            None => secrets::SecretKey::ephemeral(),
+        };
+        let (settings, version) = settings::load_or_init(&store, &key).await?;
         let passwords = passwords::Hasher::new(cfg.max_concurrent_hashes);
         Ok(Self {
             inner: Arc::new(Inner {
@@ -79,6 +98,8 @@ impl Core {
                 clock,
                 cfg,
                 settings: tokio::sync::RwLock::new(settings),
+                settings_seen: std::sync::Mutex::new(settings::Seen::new(version)),
+                key,
                 mail_wakeup: tokio::sync::Notify::new(),
                 passwords,
                 api_token_touches: Default::default(),
@@ -94,6 +115,11 @@ impl Core {
         self.inner.clock.now()
     }
 
+    /// The key encrypting secrets at rest.
+    pub(crate) fn key(&self) -> &secrets::SecretKey {
+        &self.inner.key
+    }
+
     pub fn config(&self) -> &CoreConfig {
         &self.inner.cfg
     }
@@ -102,7 +128,7 @@ impl Core {
     pub async fn public_url(&self) -> String {
         match &self.inner.cfg.public_url {
             Some(u) => u.clone(),
-            None => self.inner.settings.read().await.public_url.clone(),
+            None => self.settings().await.public_url,
         }
     }
 

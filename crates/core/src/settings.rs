@@ -1,6 +1,13 @@
 //! Instance settings: one JSON document in the store, cached in memory, edited through the
 //! admin API. Fields added later get defaults, so old documents keep loading.
+//!
+//! Several processes share the document (core replicas, the `onramp admin` CLI): each save
+//! bumps a version number in the store, and a core compares its cached version with the
+//! stored one (one tiny query, at most every [`RECHECK`]) when settings are read, so a change
+//! made anywhere is seen everywhere within a few seconds. The SMTP password is encrypted in
+//! the stored document with the instance key (see `secrets`).
 
+use crate::secrets::SecretKey;
 use crate::{Actor, Core, CoreError, CoreResult};
 use onramp_domain::template;
 use serde::{Deserialize, Serialize};
@@ -63,7 +70,8 @@ pub struct SmtpSettings {
     pub port: u16,
     pub security: SmtpSecurity,
     pub username: Option<String>,
-    /// Stored in the database (owner-only file / DB credentials); never returned by the API.
+    /// Plaintext in memory only: encrypted in the database with the instance key, never
+    /// returned by the API, redacted by `Debug`.
     pub password: Option<String>,
     pub sender: String,
     /// Seconds before an SMTP attempt gives up.
@@ -253,20 +261,61 @@ impl SmtpSettings {
     }
 }
 
-/// The stored settings, creating them with a new instance id on first start.
-pub(crate) async fn load_or_init(store: &onramp_store::Store) -> CoreResult<Settings> {
-    if let Some(json) = store.settings_json().await? {
-        return serde_json::from_str(&json).map_err(|e| CoreError::Internal(format!("stored settings: {e}")));
-    }
-    let fresh = Settings { instance_id: uuid::Uuid::new_v4().to_string(), ..Settings::default() };
-    store.init_settings_json(&to_json(&fresh)?).await?;
-    // Another process may have won the race: read back what is stored.
-    let json = store.settings_json().await?.ok_or_else(|| CoreError::Internal("settings vanished".into()))?;
-    serde_json::from_str(&json).map_err(|e| CoreError::Internal(format!("stored settings: {e}")))
+/// How often a core compares its cached settings with the stored version.
+pub const RECHECK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The stored settings version a core holds, and when it last compared it with the store.
+pub(crate) struct Seen {
+    version: i64,
+    checked: std::time::Instant,
 }
 
-fn to_json(s: &Settings) -> CoreResult<String> {
-    serde_json::to_string(s).map_err(|e| CoreError::Internal(e.to_string()))
+impl Seen {
+    pub(crate) fn new(version: i64) -> Self {
+        Self { version, checked: std::time::Instant::now() }
+    }
+}
+
+const SMTP_PASSWORD: &str = "settings.smtp.password";
+
+/// The stored settings and their version, creating them with a new instance id on first
+/// start. A legacy plaintext SMTP password is encrypted in place.
+pub(crate) async fn load_or_init(store: &onramp_store::Store, key: &SecretKey) -> CoreResult<(Settings, i64)> {
+    if let Some((json, version)) = store.settings_json().await? {
+        let (settings, legacy) = from_stored(&json, key)?;
+        if legacy {
+            let version = store.save_settings_json(&to_stored(&settings, key)?).await?;
+            tracing::info!("encrypted the SMTP password stored in clear by an earlier version");
+            return Ok((settings, version));
+        }
+        return Ok((settings, version));
+    }
+    let fresh = Settings { instance_id: uuid::Uuid::new_v4().to_string(), ..Settings::default() };
+    store.init_settings_json(&to_stored(&fresh, key)?).await?;
+    // Another process may have won the race: read back what is stored.
+    let (json, version) =
+        store.settings_json().await?.ok_or_else(|| CoreError::Internal("settings vanished".into()))?;
+    Ok((from_stored(&json, key)?.0, version))
+}
+
+/// Parses the stored document and decrypts the SMTP password; also says whether the
+/// password was legacy plaintext.
+fn from_stored(json: &str, key: &SecretKey) -> CoreResult<(Settings, bool)> {
+    let mut s: Settings =
+        serde_json::from_str(json).map_err(|e| CoreError::Internal(format!("stored settings: {e}")))?;
+    let mut legacy = false;
+    if let Some(p) = &s.smtp.password {
+        legacy = !SecretKey::is_sealed(p);
+        s.smtp.password = Some(key.open(SMTP_PASSWORD, p).map_err(CoreError::Internal)?);
+    }
+    Ok((s, legacy))
+}
+
+/// The document as stored: the SMTP password encrypted.
+fn to_stored(s: &Settings, key: &SecretKey) -> CoreResult<String> {
+    let mut s = s.clone();
+    s.smtp.password = s.smtp.password.map(|p| key.seal(SMTP_PASSWORD, &p));
+    serde_json::to_string(&s).map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// Overlays `patch` (a JSON object) onto `target`'s JSON form, rejecting unknown keys.
@@ -290,20 +339,55 @@ fn merge_section<T: Serialize + for<'de> Deserialize<'de>>(
 }
 
 impl Core {
+    /// The current settings. At most every [`RECHECK`] this compares the cached version
+    /// with the stored one (one small query) and reloads when another process saved.
     pub async fn settings(&self) -> Settings {
+        let due = {
+            let mut seen = self.inner.settings_seen.lock().unwrap_or_else(|e| e.into_inner());
+            let due = seen.checked.elapsed() >= RECHECK;
+            if due {
+                seen.checked = std::time::Instant::now();
+            }
+            due
+        };
+        if due {
+            match self.store().settings_version().await {
+                Ok(Some(v)) if v != self.seen_version() => {
+                    if let Err(e) = self.reload_settings().await {
+                        tracing::error!(error = %e, "cannot reload the settings another process changed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot check the settings version"),
+            }
+        }
         self.inner.settings.read().await.clone()
     }
 
-    /// Re-reads the settings from the store (another process, e.g. the CLI, may have
-    /// changed them).
+    fn seen_version(&self) -> i64 {
+        self.inner.settings_seen.lock().unwrap_or_else(|e| e.into_inner()).version
+    }
+
+    fn set_seen_version(&self, version: i64) {
+        self.inner.settings_seen.lock().unwrap_or_else(|e| e.into_inner()).version = version;
+    }
+
+    /// Re-reads the settings from the store now, whatever the cached version says.
+    /// `settings()` does this by itself within [`RECHECK`] of a change.
     pub async fn reload_settings(&self) -> CoreResult<()> {
-        let fresh = load_or_init(self.store()).await?;
-        *self.inner.settings.write().await = fresh;
+        let mut guard = self.inner.settings.write().await;
+        let (fresh, version) = load_or_init(self.store(), self.key()).await?;
+        *guard = fresh;
+        self.set_seen_version(version);
         Ok(())
     }
 
     pub async fn update_settings(&self, actor: &Actor, patch: SettingsPatch) -> CoreResult<Settings> {
         let mut guard = self.inner.settings.write().await;
+        // Start from the stored document, not the cache: another process may have saved
+        // since, and its change must not be reverted by this one.
+        let (stored, _) = load_or_init(self.store(), self.key()).await?;
+        *guard = stored;
         let mut next = guard.clone();
         if let Some(name) = patch.instance_name {
             next.instance_name = onramp_domain::validate::parse_name("instance_name", &name, 64)?;
@@ -321,8 +405,9 @@ impl Core {
             next.templates = merge_section("templates", &next.templates, t)?;
         }
         validate(&next)?;
-        self.store().save_settings_json(&to_json(&next)?).await?;
+        let version = self.store().save_settings_json(&to_stored(&next, self.key())?).await?;
         *guard = next.clone();
+        self.set_seen_version(version);
         drop(guard);
         self.audit(actor, "settings.updated", None, serde_json::json!({})).await;
         Ok(next)

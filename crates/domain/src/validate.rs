@@ -86,6 +86,7 @@ impl Email {
         if s.chars().any(|c| c.is_whitespace() || c.is_control() || "<>,;\"".contains(c)) {
             return Err(invalid("contains whitespace or a forbidden character"));
         }
+        check_name_chars(field, s)?;
         let (local, domain) = s.rsplit_once('@').ok_or_else(|| invalid("missing '@'"))?;
         if local.is_empty() || local.contains('@') {
             return Err(invalid("the part before '@' must be non-empty and contain no '@'"));
@@ -115,8 +116,33 @@ pub fn parse_phone(field: &'static str, s: &str) -> Result<String, ValidationErr
     Ok(t.to_owned())
 }
 
-/// A display name (first/last name, group, location, device): trimmed, non-empty, at most
-/// `max` characters, no control characters.
+/// The first character of `s` that must not appear in a name, if any: the Unicode general
+/// categories Cc (control), Cf (format: bidirectional overrides such as U+202E, zero-width
+/// characters such as U+200B), Zl and Zp (line and paragraph separators U+2028, U+2029).
+/// Such characters hide or reorder text in e-mails, terminals and admin listings.
+pub fn forbidden_name_char(s: &str) -> Option<char> {
+    use unicode_general_category::{get_general_category, GeneralCategory as G};
+    s.chars()
+        .find(|c| matches!(get_general_category(*c), G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator))
+}
+
+/// Rejects invisible, control and bidirectional characters (see [`forbidden_name_char`])
+/// with an error naming the field and the code point.
+pub fn check_name_chars(field: &'static str, s: &str) -> Result<(), ValidationError> {
+    match forbidden_name_char(s) {
+        Some(c) => Err(ValidationError::new(
+            field,
+            format!(
+                "must not contain U+{:04X} (control, format, line or paragraph separator characters are not allowed)",
+                c as u32
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A display name (first/last name, group, location, device, token name): trimmed,
+/// non-empty, at most `max` characters, no control, format or separator characters.
 pub fn parse_name(field: &'static str, s: &str, max: usize) -> Result<String, ValidationError> {
     let t = s.trim();
     if t.is_empty() {
@@ -125,9 +151,7 @@ pub fn parse_name(field: &'static str, s: &str, max: usize) -> Result<String, Va
     if t.chars().count() > max {
         return Err(ValidationError::new(field, format!("must be at most {max} characters")));
     }
-    if t.chars().any(char::is_control) {
-        return Err(ValidationError::new(field, "must not contain control characters"));
-    }
+    check_name_chars(field, t)?;
     Ok(t.to_owned())
 }
 
@@ -233,6 +257,25 @@ mod tests {
                 }
                 Err(_) => prop_assert!(crate::wg::is_low_order_key(&b)),
             }
+        }
+
+        #[test]
+        fn names_with_invisible_or_bidi_characters_are_rejected(
+            pre in "[a-zA-Z ]{0,10}",
+            bad in prop::sample::select(vec!['\u{202E}', '\u{200B}', '\u{2028}', '\u{2029}', '\u{202A}',
+                '\u{2066}', '\u{FEFF}', '\u{00AD}', '\u{0007}', '\u{0085}', '\u{061C}', '\u{E0001}']),
+            post in "[a-zA-Z ]{0,10}",
+        ) {
+            let name = format!("x{pre}{bad}{post}x");
+            let e = parse_name("device_name", &name, 64).unwrap_err();
+            prop_assert_eq!(e.field, "device_name");
+            let code = format!("U+{:04X}", bad as u32);
+            prop_assert!(e.message.contains(&code), "{} lacks {}", e.message, code);
+        }
+
+        #[test]
+        fn names_of_printable_text_are_accepted(s in "[\\p{L}\\p{N}\\p{P}\\p{S}][\\p{L}\\p{M}\\p{N}\\p{P}\\p{S} ]{0,30}[\\p{L}\\p{N}]") {
+            prop_assert_eq!(parse_name("name", &s, 64).unwrap(), s.trim());
         }
 
         #[test]

@@ -91,7 +91,7 @@ fn request(call: EdgeCall) -> EdgeRequest {
 }
 
 fn start(token: &str) -> EdgeCall {
-    EdgeCall::Start { token: token.into() }
+    EdgeCall::Start { token: token.into(), session: None }
 }
 
 fn create_device() -> EdgeCall {

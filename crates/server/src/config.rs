@@ -59,6 +59,10 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Open connections per client address per listener (trusted proxies exempt).
     pub max_connections_per_ip: usize,
+    /// Key encrypting secrets at rest (mail bodies, SMTP password); default
+    /// `<data_dir>/secret.key`, created 0600 on first start. Replicas sharing one database
+    /// need the same file.
+    pub secret_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +102,7 @@ pub struct Raw {
     pub http_idle_timeout_secs: Option<toml::Value>,
     pub http_max_connections: Option<toml::Value>,
     pub http_max_connections_per_ip: Option<toml::Value>,
+    pub secret_key_file: Option<String>,
 }
 
 /// (setting name, environment variable) pairs, in one place so errors can name both.
@@ -129,6 +134,7 @@ const ENV: &[(&str, &str)] = &[
     ("http_idle_timeout_secs", "ONRAMP_HTTP_IDLE_TIMEOUT_SECS"),
     ("http_max_connections", "ONRAMP_HTTP_MAX_CONNECTIONS"),
     ("http_max_connections_per_ip", "ONRAMP_HTTP_MAX_CONNECTIONS_PER_IP"),
+    ("secret_key_file", "ONRAMP_SECRET_KEY_FILE"),
 ];
 
 fn env_name(field: &str) -> &'static str {
@@ -176,6 +182,7 @@ impl Raw {
             http_idle_timeout_secs: v("http_idle_timeout_secs").map(toml::Value::String),
             http_max_connections: v("http_max_connections").map(toml::Value::String),
             http_max_connections_per_ip: v("http_max_connections_per_ip").map(toml::Value::String),
+            secret_key_file: v("secret_key_file"),
         }
     }
 
@@ -215,6 +222,7 @@ impl Raw {
             http_idle_timeout_secs: other.http_idle_timeout_secs.or(self.http_idle_timeout_secs),
             http_max_connections: other.http_max_connections.or(self.http_max_connections),
             http_max_connections_per_ip: other.http_max_connections_per_ip.or(self.http_max_connections_per_ip),
+            secret_key_file: other.secret_key_file.or(self.secret_key_file),
         }
     }
 
@@ -335,6 +343,7 @@ impl Raw {
                 1_000_000,
             )? as usize,
         };
+        let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into()));
         Ok(Config {
             http_limits,
             edge_urls,
@@ -347,7 +356,11 @@ impl Raw {
             edge_enabled,
             edge_trusted_proxies,
             edge_rate_limit: int("edge_rate_limit", self.edge_rate_limit, 30, 0, 1_000_000)? as u32,
-            data_dir: PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into())),
+            secret_key_file: match self.secret_key_file {
+                Some(f) => PathBuf::from(f),
+                None => data_dir.join("secret.key"),
+            },
+            data_dir,
             database_url,
             http_addr: addr("http_addr", self.http_addr, "127.0.0.1:8000")?,
             edge_addr: addr("edge_addr", self.edge_addr, "0.0.0.0:8080")?,
@@ -382,6 +395,8 @@ impl std::fmt::Debug for Config {
             .field("log_format", &self.log_format)
             .field("mail_retry_base_secs", &self.mail_retry_base_secs)
             .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
+            .field("secret_key_file", &self.secret_key_file)
+            .field("http_limits", &self.http_limits)
             .finish()
     }
 }

@@ -60,6 +60,7 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
     CoreConfig {
         public_url: cfg.public_url.clone(),
         mail_retry_base_secs: cfg.mail_retry_base_secs,
+        secret_key_file: Some(cfg.secret_key_file.clone()),
         ..CoreConfig::default()
     }
 }

@@ -168,7 +168,8 @@ async fn outbox_survives_outage_and_restart(b: Backend) {
     app.stop().await;
 }
 
-/// After the last attempt a message is marked failed; the admin sees it and can retry.
+/// After the last attempt a message is marked failed; the admin sees it and can retry,
+/// except a message that held a token: its body was erased.
 async fn failed_messages_are_visible_and_retryable(b: Backend) {
     let mut sink = SmtpSink::start().await;
     let app = TestApp::builder(b).config(|c| c.mail_max_attempts = 2).spawn().await;
@@ -179,8 +180,17 @@ async fn failed_messages_are_visible_and_retryable(b: Backend) {
     assert_eq!(failed[0]["attempts"], 2);
     assert_eq!(failed[0]["to"], "ann@example.com");
     assert!(failed[0]["last_error"].as_str().unwrap().contains("SMTP"), "{failed}");
+    let invitation = failed[0]["id"].as_i64().unwrap();
+    // A device added by the admin: the owner's notice holds no token.
+    let (s, v) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "laptop", "pubkey": pubkey(1)})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let failed = wait_status(&app, "failed", 2).await;
     sink.restart().await;
-    let id = failed[0]["id"].as_i64().unwrap();
+    let (s, v) = app.call("POST", &format!("/api/v1/mail/{invitation}/retry"), None).await;
+    assert_eq!(error_code(s, &v, StatusCode::CONFLICT), "conflict");
+    let id = failed.as_array().unwrap().iter().find(|m| m["kind"] == "new_device").unwrap()["id"].as_i64().unwrap();
     let (s, _) = app.call("POST", &format!("/api/v1/mail/{id}/retry"), None).await;
     assert_eq!(s, StatusCode::ACCEPTED);
     sink.wait_for(1, Duration::from_secs(20)).await;

@@ -194,11 +194,14 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(4)
                     .acquire_timeout(Duration::from_secs(10))
+                    // secure_delete: erased mail bodies and tokens are overwritten with zeros
+                    // in the file instead of lingering in free pages.
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             conn.execute(
                                 "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;",
+                                 PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000; \
+                                 PRAGMA secure_delete = ON;",
                             )
                             .await?;
                             Ok(())
@@ -254,6 +257,11 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        // Fold the WAL into the database and empty it: older page versions in the WAL
+        // would still hold erased bodies (secure_delete only scrubs the database pages).
+        if self.kind == DatabaseKind::Sqlite {
+            let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&self.pool).await;
+        }
         self.pool.close().await;
     }
 

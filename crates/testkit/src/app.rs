@@ -70,6 +70,7 @@ impl TestApp {
             cfg: CoreConfig {
                 public_url: Some("https://edge.example.com/".into()),
                 mail_retry_base_secs: 1,
+                secret_key_file: Some(shared_key_file()),
                 ..CoreConfig::default()
             },
         }
@@ -252,6 +253,14 @@ impl TestAppBuilder {
             _dir: dir,
         }
     }
+}
+
+/// One secret key file for every app of this test process, so that apps sharing a database
+/// (replicas, restarts) decrypt each other's data as real replicas given the same
+/// `ONRAMP_SECRET_KEY_FILE` do.
+pub fn shared_key_file() -> std::path::PathBuf {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().expect("key dir")).path().join("secret.key")
 }
 
 trait NowSecs {

@@ -27,6 +27,11 @@ pub enum MailKind {
 }
 
 impl MailKind {
+    /// Kinds whose body, link and QR code hold a token (see `enqueue_mail_with`).
+    pub fn carries_token(kind: &str) -> bool {
+        [Self::Invitation, Self::DesktopConfig, Self::PasswordReset].iter().any(|k| k.as_str() == kind)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Invitation => "invitation",
@@ -47,6 +52,10 @@ pub(crate) struct Attachment {
     /// Standard base64.
     pub data: String,
 }
+
+/// Associated data of the encrypted outbox columns.
+const BODY: &str = "mail_outbox.body";
+const ATTACHMENTS: &str = "mail_outbox.attachments";
 
 /// An outbox entry as admins see it (no body: it may hold a token).
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -175,13 +184,15 @@ impl Core {
         // Subjects are one line: drop any newline a variable could smuggle in.
         let subject = template::render(subject, &vars, template::plain).replace(['\r', '\n'], " ");
         let body = template::render(body, &vars, template::plain);
+        // Body and attachments (token, deep link, QR code) are encrypted at rest.
+        let attachments = serde_json::to_string(&attachments).map_err(|e| CoreError::Internal(e.to_string()))?;
         self.store()
             .enqueue_mail(&NewOutbox {
                 kind: kind.as_str().to_owned(),
                 to_addr: to.to_owned(),
                 subject,
-                body,
-                attachments: serde_json::to_string(&attachments).map_err(|e| CoreError::Internal(e.to_string()))?,
+                body: self.key().seal(BODY, &body),
+                attachments: self.key().seal(ATTACHMENTS, &attachments),
                 created_at: self.now(),
             })
             .await?;
@@ -220,10 +231,17 @@ impl Core {
         Ok(self.store().list_mail(status, limit.clamp(1, 1000)).await?.into_iter().map(Into::into).collect())
     }
 
-    /// Re-queues a failed message for an immediate attempt.
+    /// Re-queues a failed message for an immediate attempt. A message whose body was
+    /// erased when it failed (its token must not linger) cannot be re-sent.
     pub async fn retry_mail(&self, actor: &crate::Actor, id: i64) -> CoreResult<()> {
         self.store().retry_mail(id, self.now()).await.map_err(|e| match e {
             onramp_store::StoreError::NotFound => CoreError::not_found("failed message", id),
+            onramp_store::StoreError::Conflict { .. } => CoreError::Conflict {
+                field: "id",
+                message: format!(
+                    "message {id} was erased when it failed (it may have held a token); issue a new token or send it again"
+                ),
+            },
             other => other.into(),
         })?;
         self.audit(actor, "mail.retried", None, serde_json::json!({"id": id})).await;
@@ -265,8 +283,20 @@ impl Core {
         }
         let transport = smtp::transport(&settings.smtp).map_err(CoreError::Internal)?;
         let mut sent = 0;
-        for m in due {
-            match smtp::send(&transport, &settings.smtp, &m).await {
+        for mut m in due {
+            let opened = self.key().open(BODY, &m.body).and_then(|body| {
+                m.body = body;
+                m.attachments = self.key().open(ATTACHMENTS, &m.attachments)?;
+                Ok(())
+            });
+            let result = match opened {
+                Ok(()) => smtp::send(&transport, &settings.smtp, &m).await,
+                Err(e) => {
+                    tracing::error!(id = m.id, error = %e, "cannot decrypt a queued message");
+                    Err(e)
+                }
+            };
+            match result {
                 Ok(()) => {
                     self.store().mark_mail_sent(m.id, self.now()).await?;
                     metrics::counter!("onramp_mail_sent_total").increment(1);
@@ -282,7 +312,9 @@ impl Core {
                     });
                     tracing::warn!(id = m.id, attempts, error = %err, will_retry = next.is_some(), "mail delivery failed");
                     metrics::counter!("onramp_mail_failures_total").increment(1);
-                    self.store().mark_mail_attempt_failed(m.id, &err, next).await?;
+                    // A message that finally failed loses its body if it holds a token.
+                    let erase = MailKind::carries_token(&m.kind);
+                    self.store().mark_mail_attempt_failed(m.id, &err, next, erase).await?;
                 }
             }
         }

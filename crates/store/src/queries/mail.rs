@@ -66,26 +66,32 @@ impl Store {
         Ok(())
     }
 
-    /// A failed attempt: retry at `next_attempt_at`, or give up (`failed`) when `None`.
+    /// A failed attempt: retry at `next_attempt_at`, or give up (`failed`) when `None`. A
+    /// message given up on loses its body and attachments when `erase` (they hold a token),
+    /// keeping the envelope and the error for the admin.
     pub async fn mark_mail_attempt_failed(
         &self,
         id: i64,
         error: &str,
         next_attempt_at: Option<i64>,
+        erase: bool,
     ) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
-        let (status, next) = match next_attempt_at {
-            Some(t) => ("pending", t),
-            None => ("failed", 0),
+        let (status, next, erase) = match next_attempt_at {
+            Some(t) => ("pending", t, false),
+            None => ("failed", 0, erase),
         };
         sqlx::query(
             "UPDATE mail_outbox SET status = $1, attempts = attempts + 1, last_error = $2, \
-             next_attempt_at = CASE WHEN $1 = 'pending' THEN $3 ELSE next_attempt_at END WHERE id = $4",
+             next_attempt_at = CASE WHEN $1 = 'pending' THEN $3 ELSE next_attempt_at END, \
+             body = CASE WHEN $5 THEN '' ELSE body END, \
+             attachments = CASE WHEN $5 THEN '[]' ELSE attachments END WHERE id = $4",
         )
         .bind(status)
         .bind(error)
         .bind(next)
         .bind(id)
+        .bind(erase)
         .execute(&mut *w.tx)
         .await
         .map_err(map_err)?;
@@ -102,19 +108,24 @@ impl Store {
         q.fetch_all(&self.pool).await.map_err(map_err)
     }
 
-    /// Puts a failed message back in the queue for an immediate attempt.
+    /// Puts a failed message back in the queue for an immediate attempt. `NotFound` when no
+    /// failed message has this id, `Conflict` when its body was erased.
     pub async fn retry_mail(&self, id: i64, now: i64) -> StoreResult<()> {
-        let n = self.write(
-            sqlx::query(
-                "UPDATE mail_outbox SET status = 'pending', next_attempt_at = $1 WHERE id = $2 AND status = 'failed'",
-            )
-            .bind(now)
-            .bind(id),
-        )
-        .await?;
-        if n == 0 {
-            return Err(StoreError::NotFound);
+        let mut w = self.write_tx().await?;
+        let body: String = sqlx::query_scalar("SELECT body FROM mail_outbox WHERE id = $1 AND status = 'failed'")
+            .bind(id)
+            .fetch_optional(&mut *w.tx)
+            .await
+            .found()?;
+        if body.is_empty() {
+            return Err(StoreError::Conflict { field: "body" });
         }
-        Ok(())
+        sqlx::query("UPDATE mail_outbox SET status = 'pending', next_attempt_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *w.tx)
+            .await
+            .map_err(map_err)?;
+        w.commit().await
     }
 }
