@@ -44,6 +44,10 @@ pub struct Config {
     pub mail_poll_interval_secs: u64,
     /// Timeouts and connection caps of every HTTP listener (admin API and public edge).
     pub http_limits: HttpLimits,
+    /// Key encrypting secrets at rest (mail bodies, SMTP password); default
+    /// `<data_dir>/secret.key`, created 0600 on first start. Replicas sharing one database
+    /// need the same file.
+    pub secret_key_file: PathBuf,
 }
 
 /// What each HTTP listener allows a client, so idle or slow sockets cannot pile up.
@@ -59,10 +63,6 @@ pub struct HttpLimits {
     pub max_connections: usize,
     /// Open connections per client address per listener (trusted proxies exempt).
     pub max_connections_per_ip: usize,
-    /// Key encrypting secrets at rest (mail bodies, SMTP password); default
-    /// `<data_dir>/secret.key`, created 0600 on first start. Replicas sharing one database
-    /// need the same file.
-    pub secret_key_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,7 +7,6 @@ use common::*;
 mod chrome;
 use chrome::{browser, start_chromedriver, text, visible};
 use fantoccini::{Client, Locator};
-use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_enrollment_end_to_end() {

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The user already has the maximum number of devices.
     #[error("the user already has {max} devices")]
     DeviceLimit { max: i64 },
+    /// The failed message's body was erased (it held a token), so it cannot be sent again.
+    #[error("the message body was erased")]
+    MailErased,
     #[error("database configuration: {0}")]
     Config(String),
     #[error("database error: {0}")]

@@ -236,7 +236,7 @@ impl Core {
     pub async fn retry_mail(&self, actor: &crate::Actor, id: i64) -> CoreResult<()> {
         self.store().retry_mail(id, self.now()).await.map_err(|e| match e {
             onramp_store::StoreError::NotFound => CoreError::not_found("failed message", id),
-            onramp_store::StoreError::Conflict { .. } => CoreError::Conflict {
+            onramp_store::StoreError::MailErased => CoreError::Conflict {
                 field: "id",
                 message: format!(
                     "message {id} was erased when it failed (it may have held a token); issue a new token or send it again"

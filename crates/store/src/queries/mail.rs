@@ -109,7 +109,7 @@ impl Store {
     }
 
     /// Puts a failed message back in the queue for an immediate attempt. `NotFound` when no
-    /// failed message has this id, `Conflict` when its body was erased.
+    /// failed message has this id, `MailErased` when its body was erased.
     pub async fn retry_mail(&self, id: i64, now: i64) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
         let body: String = sqlx::query_scalar("SELECT body FROM mail_outbox WHERE id = $1 AND status = 'failed'")
@@ -118,7 +118,7 @@ impl Store {
             .await
             .found()?;
         if body.is_empty() {
-            return Err(StoreError::Conflict { field: "body" });
+            return Err(StoreError::MailErased);
         }
         sqlx::query("UPDATE mail_outbox SET status = 'pending', next_attempt_at = $1 WHERE id = $2")
             .bind(now)
