@@ -144,7 +144,9 @@ pub fn check_name_chars(field: &'static str, s: &str) -> Result<(), ValidationEr
 /// A display name (first/last name, group, location, device, token name): trimmed,
 /// non-empty, at most `max` characters, no control, format or separator characters.
 pub fn parse_name(field: &'static str, s: &str, max: usize) -> Result<String, ValidationError> {
-    let t = s.trim();
+    // Only ASCII whitespace is trimmed: `str::trim` would silently drop a trailing U+2028 or
+    // U+2029, which must be refused like anywhere else in the name.
+    let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
     if t.is_empty() {
         return Err(ValidationError::new(field, "must not be empty"));
     }
@@ -266,11 +268,13 @@ mod tests {
                 '\u{2066}', '\u{FEFF}', '\u{00AD}', '\u{0007}', '\u{0085}', '\u{061C}', '\u{E0001}']),
             post in "[a-zA-Z ]{0,10}",
         ) {
-            let name = format!("x{pre}{bad}{post}x");
-            let e = parse_name("device_name", &name, 64).unwrap_err();
-            prop_assert_eq!(e.field, "device_name");
             let code = format!("U+{:04X}", bad as u32);
-            prop_assert!(e.message.contains(&code), "{} lacks {}", e.message, code);
+            // Inside the name, and at either end (where trimming must not hide it).
+            for name in [format!("x{pre}{bad}{post}x"), format!("x{pre}{bad}"), format!("{bad}{post}x")] {
+                let e = parse_name("device_name", &name, 64).unwrap_err();
+                prop_assert_eq!(e.field, "device_name");
+                prop_assert!(e.message.contains(&code), "{} lacks {}", e.message, code);
+            }
         }
 
         #[test]
