@@ -5,6 +5,7 @@ mod error;
 mod extract;
 mod handlers;
 mod metrics_layer;
+mod paging;
 
 pub use docs::ApiDoc;
 pub use error::ApiError;

@@ -67,12 +67,13 @@ impl Core {
     }
 
     pub async fn list_api_tokens(&self) -> CoreResult<Vec<ApiTokenInfo>> {
-        let users: std::collections::HashMap<i64, String> =
-            self.store().list_users().await?.into_iter().map(|u| (u.id, u.username)).collect();
-        Ok(self
-            .store()
-            .list_api_tokens()
-            .await?
+        let tokens = self.store().list_api_tokens().await?;
+        let mut ids: Vec<i64> = tokens.iter().map(|t| t.user_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        // Only the token owners' names, not every user of the instance.
+        let users: std::collections::HashMap<i64, String> = self.store().usernames(&ids).await?.into_iter().collect();
+        Ok(tokens
             .into_iter()
             .map(|t| ApiTokenInfo {
                 id: t.id,

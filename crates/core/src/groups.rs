@@ -54,23 +54,47 @@ impl Core {
     }
 
     async fn group_info(&self, g: onramp_store::GroupRow) -> CoreResult<GroupInfo> {
-        let members = self.store().group_members(g.id).await?.into_iter().map(|u| u.username).collect();
-        let mut vpn_locations = Vec::new();
-        for l in self.store().list_locations().await? {
-            let groups = self.store().location_groups(l.id).await?;
-            if groups.is_empty() || groups.iter().any(|lg| lg.id == g.id) {
-                vpn_locations.push(l.name);
-            }
+        let mut infos = self.group_infos(vec![g]).await?;
+        Ok(infos.remove(0))
+    }
+
+    /// Infos of many groups in three queries (members, locations, location groups), not
+    /// a few per group.
+    async fn group_infos(&self, groups: Vec<onramp_store::GroupRow>) -> CoreResult<Vec<GroupInfo>> {
+        use std::collections::HashMap;
+        let ids: Vec<i64> = groups.iter().map(|g| g.id).collect();
+        let mut members: HashMap<i64, Vec<String>> = HashMap::new();
+        for (group_id, username) in self.store().members_of_groups(&ids).await? {
+            members.entry(group_id).or_default().push(username);
         }
-        Ok(GroupInfo { id: g.id, name: g.name, members, vpn_locations, is_admin: g.is_admin })
+        let locations = self.store().list_locations().await?;
+        let mut allowed: HashMap<i64, Vec<i64>> = HashMap::new();
+        for (location_id, group_id, _) in self.store().location_group_links().await? {
+            allowed.entry(location_id).or_default().push(group_id);
+        }
+        Ok(groups
+            .into_iter()
+            .map(|g| {
+                // A location without groups is open to everyone.
+                let vpn_locations = locations
+                    .iter()
+                    .filter(|l| allowed.get(&l.id).is_none_or(|gs| gs.contains(&g.id)))
+                    .map(|l| l.name.clone())
+                    .collect();
+                let members = members.remove(&g.id).unwrap_or_default();
+                GroupInfo { id: g.id, name: g.name, members, vpn_locations, is_admin: g.is_admin }
+            })
+            .collect())
     }
 
     pub async fn list_groups(&self) -> CoreResult<Vec<GroupInfo>> {
-        let mut out = Vec::new();
-        for g in self.store().list_groups().await? {
-            out.push(self.group_info(g).await?);
-        }
-        Ok(out)
+        self.group_infos(self.store().list_groups().await?).await
+    }
+
+    /// One page of groups (by name) and how many there are: a fixed number of queries.
+    pub async fn list_groups_page(&self, limit: i64, offset: i64) -> CoreResult<(Vec<GroupInfo>, i64)> {
+        let (rows, total) = self.store().list_groups_page(limit, offset).await?;
+        Ok((self.group_infos(rows).await?, total))
     }
 
     pub async fn update_group(

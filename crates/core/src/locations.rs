@@ -161,20 +161,22 @@ impl Core {
 
     pub(crate) async fn location_info(&self, row: LocationRow) -> CoreResult<LocationInfo> {
         let groups = self.store().location_groups(row.id).await?;
-        Ok(LocationInfo {
-            id: row.id,
-            name: row.name,
-            address: split_csv(&row.addresses),
-            endpoint: row.endpoint,
-            port: row.port,
-            pubkey: row.gateway_pubkey,
-            allowed_ips: split_csv(&row.allowed_ips),
-            dns: row.dns,
-            keepalive_interval: row.keepalive,
-            mfa_mode: row.mfa_mode,
-            allowed_groups: groups.into_iter().map(|g| g.name).collect(),
-            created_at: row.created_at,
-        })
+        Ok(location_info_of(row, groups.into_iter().map(|g| g.name).collect()))
+    }
+
+    /// Infos of many locations with one query for all their allowed groups.
+    async fn location_infos(&self, rows: Vec<LocationRow>) -> CoreResult<Vec<LocationInfo>> {
+        let mut groups: std::collections::HashMap<i64, Vec<String>> = Default::default();
+        for (location_id, _, name) in self.store().location_group_links().await? {
+            groups.entry(location_id).or_default().push(name);
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let g = groups.remove(&row.id).unwrap_or_default();
+                location_info_of(row, g)
+            })
+            .collect())
     }
 
     pub async fn get_location(&self, id: i64) -> CoreResult<LocationInfo> {
@@ -183,11 +185,15 @@ impl Core {
     }
 
     pub async fn list_locations(&self) -> CoreResult<Vec<LocationInfo>> {
-        let mut out = Vec::new();
-        for row in self.store().list_locations().await? {
-            out.push(self.location_info(row).await?);
-        }
-        Ok(out)
+        self.location_infos(self.store().list_locations().await?).await
+    }
+
+    /// One page of locations (by name) and how many there are: three queries whatever the
+    /// page size.
+    pub async fn list_locations_page(&self, limit: i64, offset: i64) -> CoreResult<(Vec<LocationInfo>, i64)> {
+        let rows = self.store().list_locations_page(limit, offset).await?;
+        let total = self.store().count_locations().await?;
+        Ok((self.location_infos(rows).await?, total))
     }
 
     pub async fn delete_location(&self, actor: &Actor, id: i64) -> CoreResult<()> {
@@ -195,5 +201,22 @@ impl Core {
         self.store().delete_location(id).await.or_not_found("location", &id.to_string())?;
         self.audit(actor, "location.deleted", Some(row.name), serde_json::json!({})).await;
         Ok(())
+    }
+}
+
+fn location_info_of(row: LocationRow, allowed_groups: Vec<String>) -> LocationInfo {
+    LocationInfo {
+        id: row.id,
+        name: row.name,
+        address: split_csv(&row.addresses),
+        endpoint: row.endpoint,
+        port: row.port,
+        pubkey: row.gateway_pubkey,
+        allowed_ips: split_csv(&row.allowed_ips),
+        dns: row.dns,
+        keepalive_interval: row.keepalive,
+        mfa_mode: row.mfa_mode,
+        allowed_groups,
+        created_at: row.created_at,
     }
 }

@@ -176,6 +176,28 @@ impl Core {
             .collect())
     }
 
+    /// One page of users (by username) and how many there are: three queries whatever the
+    /// page size.
+    pub async fn list_users_page(&self, limit: i64, offset: i64) -> CoreResult<(Vec<UserInfo>, i64)> {
+        let rows = self.store().list_users_page(limit, offset).await?;
+        let total = self.store().count_users().await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut by_user: std::collections::HashMap<i64, (Vec<String>, bool)> = Default::default();
+        for (user_id, group, admin) in self.store().groups_of_users(&ids).await? {
+            let e = by_user.entry(user_id).or_default();
+            e.0.push(group);
+            e.1 |= admin;
+        }
+        let page = rows
+            .into_iter()
+            .map(|r| {
+                let (groups, is_admin) = by_user.remove(&r.id).unwrap_or_default();
+                UserInfo::from_row(r, groups, is_admin)
+            })
+            .collect();
+        Ok((page, total))
+    }
+
     pub async fn update_user(&self, actor: &Actor, username: &str, patch: UserPatch) -> CoreResult<UserInfo> {
         let mut row = self.user_row(username).await?;
         if let Some(v) = patch.first_name {

@@ -3,10 +3,12 @@
 //! allocation only on write paths. Both backends.
 
 mod common;
+mod statements;
 use common::*;
 use onramp_core::{Actor, DeviceInput, LocationInput};
 use onramp_domain::net::LocationSubnet;
 use onramp_domain::token::TokenSecret;
+use statements::statement_counter;
 
 on_both_backends!(
     one_device_per_session,
@@ -262,37 +264,6 @@ async fn get_device_never_writes(b: Backend) {
     assert_eq!(after.len(), 1, "{after:?}");
     store.close().await;
     app.stop().await;
-}
-
-/// Counts the SQL statements sqlx runs inside a span named `count_queries` (sqlx logs every
-/// statement as a `sqlx::query` event; its SQLite worker thread re-enters the caller's span).
-struct CountStatements(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl<S> tracing_subscriber::Layer<S> for CountStatements
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        if event.metadata().target() != "sqlx::query" {
-            return;
-        }
-        if ctx.event_scope(event).is_some_and(|mut scope| scope.any(|s| s.name() == "count_queries")) {
-            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        }
-    }
-}
-
-fn statement_counter() -> std::sync::Arc<std::sync::atomic::AtomicUsize> {
-    use tracing_subscriber::layer::SubscriberExt;
-    static COUNT: std::sync::OnceLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> = std::sync::OnceLock::new();
-    COUNT
-        .get_or_init(|| {
-            let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-            let subscriber = tracing_subscriber::registry().with(CountStatements(count.clone()));
-            tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber in this test");
-            count
-        })
-        .clone()
 }
 
 /// Item 17: `GET /device` pages (`limit`, `offset`, total in `X-Total-Count`) are disjoint

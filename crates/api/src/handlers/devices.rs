@@ -1,5 +1,6 @@
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use crate::paging::{page_bounds, paged, Paged};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,10 +19,6 @@ pub struct DeviceFilter {
     pub offset: Option<i64>,
 }
 
-/// Default and largest page of `GET /device`.
-const DEFAULT_LIMIT: i64 = 100;
-const MAX_LIMIT: i64 = 1000;
-
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeviceRename {
@@ -34,18 +31,9 @@ pub async fn list(
     State(s): State<AppState>,
     _a: Admin,
     ApiQuery(f): ApiQuery<DeviceFilter>,
-) -> ApiResult<([(&'static str, String); 1], Json<Vec<DeviceInfo>>)> {
-    // An array stays the body (scripts read it as before); the total goes in a header.
-    let limit = f.limit.unwrap_or(DEFAULT_LIMIT);
-    if !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(onramp_core::CoreError::invalid_input("limit", format!("must be between 1 and {MAX_LIMIT}")).into());
-    }
-    let offset = f.offset.unwrap_or(0);
-    if offset < 0 {
-        return Err(onramp_core::CoreError::invalid_input("offset", "must be 0 or more").into());
-    }
-    let (page, total) = s.core.list_devices_page(f.username.as_deref(), limit, offset).await?;
-    Ok(([("x-total-count", total.to_string())], Json(page)))
+) -> ApiResult<Paged<DeviceInfo>> {
+    let (limit, offset) = page_bounds(f.limit, f.offset)?;
+    Ok(paged(s.core.list_devices_page(f.username.as_deref(), limit, offset).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), request_body = DeviceInput,

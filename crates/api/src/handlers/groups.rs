@@ -1,5 +1,6 @@
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{Admin, ApiJson, ApiPath};
+use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use crate::paging::{paged, Paged, Paging};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,9 +21,11 @@ pub struct MemberInput {
     pub username: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/group", tag = "groups", security(("bearer" = [])), responses((status = 200, body = [GroupInfo])))]
-pub async fn list(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<Vec<GroupInfo>>> {
-    Ok(Json(s.core.list_groups().await?))
+#[utoipa::path(get, path = "/api/v1/group", tag = "groups", security(("bearer" = [])), params(Paging),
+    responses((status = 200, body = [GroupInfo], headers(("X-Total-Count" = i64, description = "groups in all")))))]
+pub async fn list(State(s): State<AppState>, _a: Admin, ApiQuery(p): ApiQuery<Paging>) -> ApiResult<Paged<GroupInfo>> {
+    let (limit, offset) = p.bounds()?;
+    Ok(paged(s.core.list_groups_page(limit, offset).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/group", tag = "groups", security(("bearer" = [])), request_body = GroupInput,

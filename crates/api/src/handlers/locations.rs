@@ -1,14 +1,21 @@
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{Admin, ApiJson, ApiPath};
+use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use crate::paging::{paged, Paged, Paging};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use onramp_core::{LocationInfo, LocationInput};
 
-#[utoipa::path(get, path = "/api/v1/location", tag = "locations", security(("bearer" = [])), responses((status = 200, body = [LocationInfo])))]
-pub async fn list(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<Vec<LocationInfo>>> {
-    Ok(Json(s.core.list_locations().await?))
+#[utoipa::path(get, path = "/api/v1/location", tag = "locations", security(("bearer" = [])), params(Paging),
+    responses((status = 200, body = [LocationInfo], headers(("X-Total-Count" = i64, description = "locations in all")))))]
+pub async fn list(
+    State(s): State<AppState>,
+    _a: Admin,
+    ApiQuery(p): ApiQuery<Paging>,
+) -> ApiResult<Paged<LocationInfo>> {
+    let (limit, offset) = p.bounds()?;
+    Ok(paged(s.core.list_locations_page(limit, offset).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/location", tag = "locations", security(("bearer" = [])), request_body = LocationInput,

@@ -1,15 +1,17 @@
 use crate::error::{ApiResult, ErrorBody};
-use crate::extract::{Admin, ApiJson, ApiPath};
+use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use crate::paging::{paged, Paged, Paging};
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use onramp_core::{UserInfo, UserInput, UserPatch};
 
-#[utoipa::path(get, path = "/api/v1/user", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = [UserInfo]), (status = 401, body = ErrorBody)))]
-pub async fn list(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<Vec<UserInfo>>> {
-    Ok(Json(s.core.list_users().await?))
+#[utoipa::path(get, path = "/api/v1/user", tag = "users", security(("bearer" = [])), params(Paging),
+    responses((status = 200, body = [UserInfo], headers(("X-Total-Count" = i64, description = "users in all"))), (status = 401, body = ErrorBody)))]
+pub async fn list(State(s): State<AppState>, _a: Admin, ApiQuery(p): ApiQuery<Paging>) -> ApiResult<Paged<UserInfo>> {
+    let (limit, offset) = p.bounds()?;
+    Ok(paged(s.core.list_users_page(limit, offset).await?))
 }
 
 #[utoipa::path(post, path = "/api/v1/user", tag = "users", security(("bearer" = [])), request_body = UserInput,

@@ -28,6 +28,58 @@ impl Store {
             .map_err(map_err)
     }
 
+    /// One page of groups by name, and how many there are.
+    pub async fn list_groups_page(&self, limit: i64, offset: i64) -> StoreResult<(Vec<GroupRow>, i64)> {
+        let page = sqlx::query_as::<_, GroupRow>(
+            "SELECT id, name, is_admin, created_at FROM groups ORDER BY name LIMIT $1 OFFSET $2",
+        )
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)?;
+        let total = sqlx::query_scalar("SELECT COUNT(*) FROM groups").fetch_one(&self.pool).await.map_err(map_err)?;
+        Ok((page, total))
+    }
+
+    /// (group id, username) of every member of the given groups, in one query.
+    pub async fn members_of_groups(&self, group_ids: &[i64]) -> StoreResult<Vec<(i64, String)>> {
+        if group_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT gm.group_id, u.username FROM group_members gm JOIN users u ON u.id = gm.user_id \
+             WHERE gm.group_id IN ({}) ORDER BY u.username",
+            placeholders(1, group_ids.len())
+        );
+        let mut q = sqlx::query_as::<_, (i64, String)>(&sql);
+        for id in group_ids {
+            q = q.bind(*id);
+        }
+        q.fetch_all(&self.pool).await.map_err(map_err)
+    }
+
+    /// (user id, group name, group is admin) of every membership of the given users, in one query.
+    pub async fn groups_of_users(&self, user_ids: &[i64]) -> StoreResult<Vec<(i64, String, bool)>> {
+        if user_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT gm.user_id, g.name, g.is_admin FROM group_members gm JOIN groups g ON g.id = gm.group_id \
+             WHERE gm.user_id IN ({}) ORDER BY g.name",
+            placeholders(1, user_ids.len())
+        );
+        let mut q = sqlx::query(&sql);
+        for id in user_ids {
+            q = q.bind(*id);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<i64, _>(0)?, r.try_get::<String, _>(1)?, r.try_get::<i64, _>(2)? != 0)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(map_err)
+    }
+
     pub async fn update_group(&self, id: i64, name: &str, is_admin: bool) -> StoreResult<GroupRow> {
         self.write_row(
             sqlx::query_as::<_, GroupRow>(

@@ -98,6 +98,28 @@ impl Store {
             .map_err(map_err)
     }
 
+    /// One page of locations by name.
+    pub async fn list_locations_page(&self, limit: i64, offset: i64) -> StoreResult<Vec<LocationRow>> {
+        sqlx::query_as::<_, LocationRow>(&format!(
+            "SELECT {LOCATION_COLS} FROM locations ORDER BY name LIMIT $1 OFFSET $2"
+        ))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
+    /// (location id, group id, group name) of every location's allowed groups, in one query.
+    pub async fn location_group_links(&self) -> StoreResult<Vec<(i64, i64, String)>> {
+        sqlx::query_as::<_, (i64, i64, String)>(
+            "SELECT lg.location_id, g.id, g.name FROM location_groups lg JOIN groups g ON g.id = lg.group_id ORDER BY g.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(map_err)
+    }
+
     pub async fn count_locations(&self) -> StoreResult<i64> {
         sqlx::query_scalar("SELECT COUNT(*) FROM locations").fetch_one(&self.pool).await.map_err(map_err)
     }

@@ -87,6 +87,16 @@ impl Store {
             .map_err(map_err)
     }
 
+    /// One page of users by username.
+    pub async fn list_users_page(&self, limit: i64, offset: i64) -> StoreResult<Vec<UserRow>> {
+        sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLS} FROM users ORDER BY username LIMIT $1 OFFSET $2"))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
     /// (id, username) of the given users, in one query.
     pub async fn usernames(&self, ids: &[i64]) -> StoreResult<Vec<(i64, String)>> {
         if ids.is_empty() {
