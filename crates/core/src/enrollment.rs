@@ -256,7 +256,7 @@ impl Core {
             return Ok(());
         }
         let now = self.now();
-        let lifetime = settings.enrollment.token_lifetime_secs;
+        let lifetime = settings.enrollment.password_reset_lifetime_secs;
         let secret = TokenSecret::generate(&mut rand::rngs::OsRng);
         let row = onramp_store::NewToken {
             hash: secret.hash(),

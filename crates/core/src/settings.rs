@@ -46,6 +46,9 @@ pub struct EnrollmentSettings {
     /// A second password-reset request for one account within this many seconds sends no
     /// second mail (60 s).
     pub password_reset_cooldown_secs: i64,
+    /// How long a password-reset link is valid, in seconds (1 h: shorter than an enrollment
+    /// token, since anyone who knows the address can have one sent).
+    pub password_reset_lifetime_secs: i64,
     /// Onboarding page shown at the end (markdown with variables).
     pub welcome_message: String,
     pub welcome_email_subject: String,
@@ -126,6 +129,7 @@ impl Default for EnrollmentSettings {
             session_lifetime_secs: 600,
             max_devices_per_user: 10,
             password_reset_cooldown_secs: 60,
+            password_reset_lifetime_secs: 3600,
             welcome_message: "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
                 Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }})."
                 .into(),
@@ -440,6 +444,7 @@ fn validate(s: &Settings) -> CoreResult<()> {
     bounded("enrollment.desktop_token_lifetime_secs", e.desktop_token_lifetime_secs, 60, 366 * 86_400)?;
     bounded("enrollment.session_lifetime_secs", e.session_lifetime_secs, 60, 86_400)?;
     bounded("enrollment.max_devices_per_user", e.max_devices_per_user, 1, 10_000)?;
+    bounded("enrollment.password_reset_lifetime_secs", e.password_reset_lifetime_secs, 60, 7 * 86_400)?;
     if s.smtp.is_configured() {
         if s.smtp.port == 0 {
             return Err(CoreError::invalid("smtp.port", "must be 1-65535"));

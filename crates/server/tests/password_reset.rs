@@ -93,6 +93,11 @@ async fn reset_request_keeps_provisioning_tokens(b: Backend) {
     let mut kinds = pending_kinds(&app, "ann").await;
     kinds.sort();
     assert_eq!(kinds, ["desktop_config", "password_reset"], "the reset request revoked the desktop token");
+    // A reset link lives an hour (enrollment.password_reset_lifetime_secs), not a day.
+    let (_, tokens) = app.call("GET", "/api/v1/user/ann/tokens", None).await;
+    let reset_row = tokens.as_array().unwrap().iter().find(|t| t["kind"] == "password_reset").unwrap().clone();
+    let created = reset_row["created_at"].as_i64().unwrap_or_else(|| panic!("{reset_row}"));
+    assert_eq!(reset_row["expires_at"].as_i64().unwrap() - created, 3600, "{reset_row}");
     let (s, t, _) = edge(&app, "/api/v1/enrollment/start", json!({ "token": desktop }), None).await;
     assert_eq!(s, StatusCode::OK, "{t}");
     let (s, t, _) = edge(
