@@ -131,13 +131,7 @@ impl Core {
                 self.now(),
             )
             .await
-            .map_err(|e| match e {
-                onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
-                    field: key.field(),
-                    message: format!("a user with this {} already exists", key.field()),
-                },
-                other => other.into(),
-            })?;
+            .map_err(user_conflict)?;
         self.audit(actor, "user.created", Some(row.username.clone()), serde_json::json!({})).await;
         Ok(UserInfo::from_row(row, vec![], false))
     }
@@ -219,13 +213,7 @@ impl Core {
             .store()
             .update_user_keeping_admin(&row, self.now())
             .await
-            .map_err(|e| match e {
-                onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
-                    field: key.field(),
-                    message: format!("a user with this {} already exists", key.field()),
-                },
-                other => other.into(),
-            })?
+            .map_err(user_conflict)?
             .ok_or_else(|| last_admin(format!("disabling {username}")))?;
         self.audit(actor, "user.updated", Some(row.username.clone()), serde_json::json!({})).await;
         self.user_info(row).await
@@ -241,6 +229,17 @@ impl Core {
         }
         self.audit(actor, "user.deleted", Some(row.username), serde_json::json!({})).await;
         Ok(())
+    }
+}
+
+/// A unique clash on a user's username or e-mail, said in words.
+fn user_conflict(e: onramp_store::StoreError) -> CoreError {
+    match e {
+        onramp_store::StoreError::Conflict { key } => CoreError::Conflict {
+            field: key.field(),
+            message: format!("a user with this {} already exists", key.field()),
+        },
+        other => other.into(),
     }
 }
 

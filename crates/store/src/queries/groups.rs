@@ -119,15 +119,7 @@ impl Store {
     /// `delete_group` that refuses (`Ok(false)`) to leave no active admin.
     pub async fn delete_group_keeping_admin(&self, id: i64) -> StoreResult<bool> {
         let (mut w, before) = self.admin_guard_begin().await?;
-        let n = sqlx::query("DELETE FROM groups WHERE id = $1")
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
+        delete_id_in(&mut w, "groups", id).await?;
         self.admin_guard_finish(w, before).await
     }
 

@@ -34,8 +34,8 @@ impl<T> Found<T> for Result<Option<T>, sqlx::Error> {
     }
 }
 
-type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
-type AnyQueryAs<'q, T> = sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>;
+pub(crate) type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+pub(crate) type AnyQueryAs<'q, T> = sqlx::query::QueryAs<'q, sqlx::Any, T, sqlx::any::AnyArguments<'q>>;
 
 impl Store {
     /// One write statement in its own transaction (under the SQLite writer lock); returns the
@@ -57,6 +57,20 @@ impl Store {
         w.commit().await?;
         Ok(row)
     }
+}
+
+/// `DELETE FROM table WHERE id = $1` inside `w`; `NotFound` when no row has that id.
+pub(crate) async fn delete_id_in(w: &mut WriteTx<'_>, table: &'static str, id: i64) -> StoreResult<()> {
+    let n = sqlx::query(&format!("DELETE FROM {table} WHERE id = $1"))
+        .bind(id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+    if n == 0 {
+        return Err(StoreError::NotFound);
+    }
+    Ok(())
 }
 
 /// `($1, $2), ($3, $4), ...`: placeholders of a multi-row VALUES list.

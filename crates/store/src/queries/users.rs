@@ -116,22 +116,7 @@ impl Store {
 
     /// Writes every mutable profile field of `u` (looked up by id).
     pub async fn update_user(&self, u: &UserRow, now: i64) -> StoreResult<UserRow> {
-        self.write_row(
-            sqlx::query_as::<_, UserRow>(&format!(
-                "UPDATE users SET first_name = $1, last_name = $2, email = $3, phone = $4, is_active = $5, \
-                 enrolled = $6, password_hash = $7, updated_at = $8 WHERE id = $9 RETURNING {USER_COLS}"
-            ))
-            .bind(&u.first_name)
-            .bind(&u.last_name)
-            .bind(&u.email)
-            .bind(&u.phone)
-            .bind(i64::from(u.is_active))
-            .bind(i64::from(u.enrolled))
-            .bind(&u.password_hash)
-            .bind(now)
-            .bind(u.id),
-        )
-        .await
+        self.write_row(update_user_query(u, now)).await
     }
 
     /// Sets the password (and phone) of a user who has none yet, marks them enrolled and the
@@ -199,37 +184,14 @@ impl Store {
     /// `update_user` that refuses (`Ok(None)`) to leave no active admin.
     pub async fn update_user_keeping_admin(&self, u: &UserRow, now: i64) -> StoreResult<Option<UserRow>> {
         let (mut w, before) = self.admin_guard_begin().await?;
-        let row = sqlx::query_as::<_, UserRow>(&format!(
-            "UPDATE users SET first_name = $1, last_name = $2, email = $3, phone = $4, is_active = $5, \
-             enrolled = $6, password_hash = $7, updated_at = $8 WHERE id = $9 RETURNING {USER_COLS}"
-        ))
-        .bind(&u.first_name)
-        .bind(&u.last_name)
-        .bind(&u.email)
-        .bind(&u.phone)
-        .bind(i64::from(u.is_active))
-        .bind(i64::from(u.enrolled))
-        .bind(&u.password_hash)
-        .bind(now)
-        .bind(u.id)
-        .fetch_optional(&mut *w.tx)
-        .await
-        .found()?;
+        let row = update_user_query(u, now).fetch_optional(&mut *w.tx).await.found()?;
         Ok(self.admin_guard_finish(w, before).await?.then_some(row))
     }
 
     /// `delete_user` that refuses (`Ok(false)`) to leave no active admin.
     pub async fn delete_user_keeping_admin(&self, id: i64) -> StoreResult<bool> {
         let (mut w, before) = self.admin_guard_begin().await?;
-        let n = sqlx::query("DELETE FROM users WHERE id = $1")
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?
-            .rows_affected();
-        if n == 0 {
-            return Err(StoreError::NotFound);
-        }
+        delete_id_in(&mut w, "users", id).await?;
         let kept = self.admin_guard_finish(w, before).await?;
         // Deleting a user frees addresses: let allocation see them.
         self.address_cache.clear();
@@ -245,4 +207,24 @@ impl Store {
         }
         Ok(())
     }
+}
+
+/// Writes every mutable profile field of `u` (by id), returning the row.
+fn update_user_query(u: &UserRow, now: i64) -> AnyQueryAs<'_, UserRow> {
+    static SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "UPDATE users SET first_name = $1, last_name = $2, email = $3, phone = $4, is_active = $5, \
+             enrolled = $6, password_hash = $7, updated_at = $8 WHERE id = $9 RETURNING {USER_COLS}"
+        )
+    });
+    sqlx::query_as::<_, UserRow>(&SQL)
+        .bind(&u.first_name)
+        .bind(&u.last_name)
+        .bind(&u.email)
+        .bind(&u.phone)
+        .bind(i64::from(u.is_active))
+        .bind(i64::from(u.enrolled))
+        .bind(&u.password_hash)
+        .bind(now)
+        .bind(u.id)
 }
