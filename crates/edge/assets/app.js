@@ -23,23 +23,7 @@
     target.focus();
   }
 
-  async function api(path, body) {
-    $("busy").hidden = false;
-    try {
-      const r = await fetch("/api/v1/" + path, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        credentials: "same-origin",
-        body: JSON.stringify(body),
-      });
-      const text = await r.text();
-      const data = text ? JSON.parse(text) : null;
-      if (!r.ok) throw { status: r.status, data: data || {} };
-      return data;
-    } finally {
-      $("busy").hidden = true;
-    }
-  }
+  const api = OnrampCommon.api;
 
   function fail(e) {
     const data = (e && e.data) || {};
