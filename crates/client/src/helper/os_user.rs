@@ -1,5 +1,6 @@
 //! Who a user is, from the operating system (never from the environment alone).
 
+#[cfg(unix)]
 use std::path::PathBuf;
 
 #[cfg(unix)]
