@@ -27,16 +27,7 @@ impl Store {
         limits: DeviceLimits,
         now: i64,
     ) -> StoreResult<(DeviceRow, Vec<DeviceAddressRow>)> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_create_device(user_id, name, pubkey, location_ids, limits, now).await {
-                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
-                    clash_backoff(attempt).await
-                }
-                other => return other,
-            }
-        }
+        retry_address_clash(|| self.try_create_device(user_id, name, pubkey, location_ids, limits, now)).await
     }
 
     async fn try_create_device(
@@ -110,21 +101,13 @@ impl Store {
     /// locations a device belongs to, so reads never allocate. A full subnet is skipped
     /// (logged), not an error. Returns how many addresses were added.
     pub async fn allocate_missing_addresses(&self) -> StoreResult<usize> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
+        retry_address_clash(|| async {
             let mut w = self.write_tx().await?;
-            match fill_missing_addresses(self, &mut w.tx, None).await {
-                Ok(n) => {
-                    w.commit().await?;
-                    return Ok(n);
-                }
-                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
-                    clash_backoff(attempt).await
-                }
-                Err(e) => return Err(e),
-            }
-        }
+            let n = fill_missing_addresses(self, &mut w.tx, None).await?;
+            w.commit().await?;
+            Ok(n)
+        })
+        .await
     }
 
     pub async fn device_by_id(&self, id: i64) -> StoreResult<DeviceRow> {
@@ -337,8 +320,27 @@ pub(crate) async fn allocate_addresses(
 /// replicas can need up to N tries for the unluckiest one.
 pub(crate) const ADDRESS_ATTEMPTS: u32 = 32;
 
+/// Runs `attempt` again, after a short random pause, while it loses an address race to
+/// another replica (up to `ADDRESS_ATTEMPTS` times).
+pub(crate) async fn retry_address_clash<T, F, Fut>(mut attempt: F) -> StoreResult<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = StoreResult<T>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match attempt().await {
+            Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if tries < ADDRESS_ATTEMPTS => {
+                clash_backoff(tries).await
+            }
+            other => return other,
+        }
+    }
+}
+
 /// A short random pause before retrying, so racing allocations stop colliding in step.
-pub(crate) async fn clash_backoff(attempt: u32) {
+async fn clash_backoff(attempt: u32) {
     use rand::Rng;
     let max_ms = u64::from(attempt.min(10)) * 2;
     let ms = rand::thread_rng().gen_range(0..=max_ms);

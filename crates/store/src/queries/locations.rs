@@ -1,4 +1,4 @@
-use super::devices::{clash_backoff, fill_missing_addresses, parse_subnets, ADDRESS_ATTEMPTS};
+use super::devices::{fill_missing_addresses, parse_subnets, retry_address_clash};
 use super::*;
 
 const LOCATION_COLS: &str = "id, name, addresses, endpoint, port, gateway_pubkey, allowed_ips, dns, keepalive, mfa_mode, created_at, updated_at";
@@ -6,16 +6,7 @@ const LOCATION_COLS: &str = "id, name, addresses, endpoint, port, gateway_pubkey
 impl Store {
     /// Creates a location and gives every device that may use it an address in it.
     pub async fn create_location(&self, l: &LocationData, now: i64) -> StoreResult<LocationRow> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_write_location(None, l, now).await {
-                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
-                    clash_backoff(attempt).await
-                }
-                other => return other,
-            }
-        }
+        retry_address_clash(|| self.try_write_location(None, l, now)).await
     }
 
     /// Updates a location. In the same transaction, with the location row locked (so no
@@ -23,16 +14,7 @@ impl Store {
     /// subnets that leave a device's address outside them or on a reserved address
     /// (`AddressOutsideSubnets`), and gives devices addresses in subnets they lack.
     pub async fn update_location(&self, id: i64, l: &LocationData, now: i64) -> StoreResult<LocationRow> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            match self.try_write_location(Some(id), l, now).await {
-                Err(StoreError::Conflict { key: UniqueKey::DeviceAddress }) if attempt < ADDRESS_ATTEMPTS => {
-                    clash_backoff(attempt).await
-                }
-                other => return other,
-            }
-        }
+        retry_address_clash(|| self.try_write_location(Some(id), l, now)).await
     }
 
     async fn try_write_location(&self, id: Option<i64>, l: &LocationData, now: i64) -> StoreResult<LocationRow> {
