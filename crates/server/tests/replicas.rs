@@ -38,7 +38,7 @@ fn spawn_edge(edge: u16, link: u16, pki: &Pki, log: &std::path::Path) -> Proc {
     )
 }
 
-fn spawn_core(http: u16, edge: u16, link: u16, db: &str, pki: &Pki) -> Proc {
+fn spawn_core(http: u16, edge: u16, link: u16, db: &str, pki: &Pki, log: &std::path::Path) -> Proc {
     Proc(
         Command::new(BIN)
             .arg("serve")
@@ -50,8 +50,9 @@ fn spawn_core(http: u16, edge: u16, link: u16, db: &str, pki: &Pki) -> Proc {
             .env("ONRAMP_LINK_CERT_FILE", pki.path("core.pem"))
             .env("ONRAMP_LINK_KEY_FILE", pki.path("core.key"))
             .env("ONRAMP_PUBLIC_URL", format!("https://localhost:{edge}"))
+            .env("ONRAMP_LOG", "info")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
             .spawn()
             .expect("spawn onramp serve"),
     )
@@ -62,10 +63,18 @@ fn core_connections(log: &std::path::Path) -> usize {
     std::fs::read_to_string(log).unwrap().lines().filter(|l| l.contains("core connected")).count()
 }
 
-async fn wait_until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
+/// Waits for `cond`; on timeout the panic carries every process log, so a CI failure says why.
+async fn wait_until(what: &str, logs: &[&std::path::Path], cond: impl Fn() -> bool) {
+    // Generous: under a loaded CI machine a cold start of core on PostgreSQL can be slow.
+    let deadline = Instant::now() + Duration::from_secs(60);
     while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            let logs: Vec<String> = logs
+                .iter()
+                .map(|p| format!("--- {}:\n{}", p.display(), std::fs::read_to_string(p).unwrap_or_default()))
+                .collect();
+            panic!("timed out waiting for {what}\n{}", logs.join("\n"));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -113,11 +122,13 @@ async fn two_cores_share_one_edge_and_survive_a_kill() {
     let (edge, link, http1, http2) = (free_port(), free_port(), free_port(), free_port());
     let pki = Pki::new();
     let _edge = spawn_edge(edge, link, &pki, &log);
-    let core1 = spawn_core(http1, edge, link, &db, &pki);
-    wait_until("core 1 on the edge", || core_connections(&log) >= 1).await;
+    let (log1, log2) = (tmp.path().join("core1.log"), tmp.path().join("core2.log"));
+    let logs = [log.as_path(), log1.as_path(), log2.as_path()];
+    let core1 = spawn_core(http1, edge, link, &db, &pki, &log1);
+    wait_until("core 1 on the edge", &logs, || core_connections(&log) >= 1).await;
     // The second replica starts after the first has migrated the database.
-    let _core2 = spawn_core(http2, edge, link, &db, &pki);
-    wait_until("core 2 on the edge", || core_connections(&log) >= 2).await;
+    let _core2 = spawn_core(http2, edge, link, &db, &pki, &log2);
+    wait_until("core 2 on the edge", &logs, || core_connections(&log) >= 2).await;
 
     // Both stay connected: a replica that displaced the other would see it reconnect.
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -183,7 +194,7 @@ async fn two_cores_share_one_edge_and_survive_a_kill() {
             }
         });
     }
-    wait_until("a third of the enrollments", || done.load(Ordering::SeqCst) >= USERS / 3).await;
+    wait_until("a third of the enrollments", &logs, || done.load(Ordering::SeqCst) >= USERS / 3).await;
     drop(core1); // SIGKILL
     while let Some(r) = workers.join_next().await {
         r.unwrap();
