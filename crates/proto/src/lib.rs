@@ -286,3 +286,135 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     }
     msg
 }
+
+/// Core <-> gateway messages. A gateway dials core's gateway listener with its token, says
+/// [`GatewayHello`], and from then on receives [`ToGateway`] messages (the whole peer set
+/// first, then each change) and sends [`PeerStats`] reports. The network transport lives
+/// in `onramp-link`; core implements [`GatewayControl`].
+pub mod gateway {
+    use serde::{Deserialize, Serialize};
+    use std::future::Future;
+    use std::pin::Pin;
+
+    /// What a gateway says first, after the token (which travels as gRPC metadata).
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    pub struct GatewayHello {
+        /// The gateway's WireGuard public key (base64); it made the pair itself.
+        pub pubkey: String,
+        /// `onramp` version of the gateway, shown to admins.
+        pub version: String,
+        pub hostname: String,
+        /// Replace a different key already recorded for the location (`--rotate-key`).
+        #[serde(default)]
+        pub rotate_key: bool,
+    }
+
+    /// The WireGuard interface a gateway serves, from its location.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct InterfaceSpec {
+        pub location: String,
+        /// The location's gateway addresses with prefix, e.g. `10.8.0.1/24`.
+        pub addresses: Vec<String>,
+        pub listen_port: u16,
+    }
+
+    /// One device, as the gateway must know it. Every field is structured; the gateway
+    /// validates each and skips (and reports) a malformed one.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+    pub struct PeerSpec {
+        /// The device's WireGuard public key (base64).
+        pub pubkey: String,
+        /// The device's addresses in this location, host routes, e.g. `10.8.0.2/32`.
+        pub allowed_ips: Vec<String>,
+    }
+
+    /// Core to gateway.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum ToGateway {
+        /// The whole configuration: sent on every (re)connect and when the location's
+        /// interface itself changed. The gateway replaces its peer set with this one.
+        Full { interface: InterfaceSpec, peers: Vec<PeerSpec> },
+        /// Add a peer, or replace the one with this key.
+        Upsert { peer: PeerSpec },
+        /// Remove the peer with this key.
+        Remove { pubkey: String },
+    }
+
+    /// One peer's counters as the gateway's interface reports them.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct PeerStats {
+        pub pubkey: String,
+        /// Where the peer's packets last came from, `ip:port`.
+        pub endpoint: Option<String>,
+        /// Unix seconds of the last completed handshake; `None` if never.
+        pub latest_handshake: Option<i64>,
+        pub rx_bytes: u64,
+        pub tx_bytes: u64,
+    }
+
+    /// Gateway to core.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+    #[serde(tag = "kind", rename_all = "snake_case")]
+    pub enum FromGateway {
+        Hello(GatewayHello),
+        /// Peers whose counters changed since the last report (all of them in the first).
+        Stats { peers: Vec<PeerStats> },
+    }
+
+    /// Why core refuses a gateway. The message is shown to the admin in the gateway's log.
+    #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+    pub struct GatewayRefusal {
+        pub kind: RefusalKind,
+        pub message: String,
+    }
+
+    #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum RefusalKind {
+        /// Unknown, revoked or malformed token.
+        Unauthenticated,
+        /// The location already has a gateway with another key (and no `rotate_key`).
+        KeyConflict,
+        /// A malformed hello (bad key, ...).
+        Invalid,
+        /// Core cannot serve right now (database down); the gateway retries.
+        Unavailable,
+    }
+
+    pub type GatewayFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+    /// The changes for one connected gateway, as core produces them.
+    pub trait UpdateSource: Send + 'static {
+        /// The next message: `Full` first, then changes as they happen. `None` ends the
+        /// session (the gateway reconnects). Called in a loop by one task.
+        fn next(&mut self) -> GatewayFuture<'_, Option<ToGateway>>;
+    }
+
+    /// What core does with a connected gateway's reports. Shared by the transport's tasks.
+    pub trait GatewayReporter: Send + Sync + 'static {
+        fn stats(&self, peers: Vec<PeerStats>) -> GatewayFuture<'_, ()>;
+        /// The gateway's stream ended (it disconnected or the session closed).
+        fn closed(&self) -> GatewayFuture<'_, ()>;
+    }
+
+    /// An accepted gateway.
+    pub struct GatewaySession {
+        /// The location's name, for logs.
+        pub location: String,
+        pub updates: Box<dyn UpdateSource>,
+        pub reporter: std::sync::Arc<dyn GatewayReporter>,
+    }
+
+    /// Core's side of the gateway protocol, called by the gateway listener.
+    pub trait GatewayControl: Send + Sync + 'static {
+        /// Authenticates the token, records (or checks) the gateway's key as its location's
+        /// key, and opens the session. `remote` is the gateway's address as the listener saw it.
+        fn open(
+            &self,
+            token: String,
+            hello: GatewayHello,
+            remote: Option<String>,
+        ) -> GatewayFuture<'_, Result<GatewaySession, GatewayRefusal>>;
+    }
+}
