@@ -43,6 +43,8 @@ fn spawn_core(http: u16, edge: u16, link: u16, db: &str, pki: &Pki, log: &std::p
         Command::new(BIN)
             .arg("serve")
             .env("ONRAMP_DATABASE_URL", db)
+            // Both replicas share the secret key in the test's own directory.
+            .env("ONRAMP_DATA_DIR", data_dir(log))
             .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("ONRAMP_EDGE_ENABLED", "false")
             .env("ONRAMP_EDGE_URLS", format!("https://localhost:{link}"))
@@ -56,6 +58,11 @@ fn spawn_core(http: u16, edge: u16, link: u16, db: &str, pki: &Pki, log: &std::p
             .spawn()
             .expect("spawn onramp serve"),
     )
+}
+
+/// The data directory (secret key) beside the logs; every replica and the CLI share it.
+fn data_dir(log: &std::path::Path) -> std::path::PathBuf {
+    log.with_file_name("data")
 }
 
 /// How many core connections the edge has accepted so far, from its log.
@@ -137,6 +144,7 @@ async fn two_cores_share_one_edge_and_survive_a_kill() {
     let out = Command::new(BIN)
         .args(["admin", "api-token", "create", "--name", "t"])
         .env("ONRAMP_DATABASE_URL", &db)
+        .env("ONRAMP_DATA_DIR", data_dir(&log))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
