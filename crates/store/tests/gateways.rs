@@ -112,7 +112,12 @@ async fn epoch_moves_on_peer_affecting_writes_only(kind: DatabaseKind) {
     bumps!(s, true, "a gateway key", s.replace_gateway_key(l.id, None, &key(9), 8).await.unwrap());
     bumps!(s, true, "a token's revocation", s.revoke_gateway_token(l.id, t.id, 9).await.unwrap());
     bumps!(s, true, "deleting a device", s.delete_device(d1.id).await.unwrap());
-    bumps!(s, true, "editing a location", s.update_location(l.id, &location("office2", "10.1.0.1/24", vec![g.id]), 9).await.unwrap());
+    bumps!(
+        s,
+        true,
+        "editing a location",
+        s.update_location(l.id, &location("office2", "10.1.0.1/24", vec![g.id]), 9).await.unwrap()
+    );
     bumps!(s, true, "deleting a location", s.delete_location(l.id).await.unwrap());
     s.close().await;
 }
@@ -155,12 +160,16 @@ async fn peers_and_counters(kind: DatabaseKind) {
         tx_bytes: rx * 2,
     };
     // Unknown key 7 and ann's a2 (no address here) are skipped; bob's b1 has an address here.
-    let n = s.record_peer_stats(l.id, gw, &[report(1, 10), report(2, 1), report(3, 5), report(7, 1)], 20).await.unwrap();
+    let n =
+        s.record_peer_stats(l.id, gw, &[report(1, 10), report(2, 1), report(3, 5), report(7, 1)], 20).await.unwrap();
     assert_eq!(n, 2);
     let n = s.record_peer_stats(l.id, gw, &[report(1, 30)], 25).await.unwrap();
     assert_eq!(n, 1);
     let stats = s.location_peer_stats(l.id).await.unwrap();
-    assert_eq!(stats.iter().map(|r| (r.device_id, r.rx_bytes, r.tx_bytes)).collect::<Vec<_>>(), vec![(a1.id, 30, 60), (b1.id, 5, 10)]);
+    assert_eq!(
+        stats.iter().map(|r| (r.device_id, r.rx_bytes, r.tx_bytes)).collect::<Vec<_>>(),
+        vec![(a1.id, 30, 60), (b1.id, 5, 10)]
+    );
     assert_eq!(stats[0].username, "ann");
     assert_eq!(stats[0].location, "office");
     let mine = s.device_peer_stats(&[a1.id]).await.unwrap();
