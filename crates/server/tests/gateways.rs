@@ -15,7 +15,14 @@ use onramp_proto::gateway::{
 use std::sync::Arc;
 use std::time::Duration;
 
-on_both_backends!(tokens_and_refusals, key_registration_and_rotation, replicas_see_every_change, cli_tokens);
+on_both_backends!(
+    tokens_and_refusals,
+    key_registration_and_rotation,
+    replicas_see_every_change,
+    cli_tokens,
+    stale_gateway_rows_time_out,
+    database_down_is_unavailable
+);
 
 const SOON: Duration = Duration::from_secs(2);
 
@@ -422,5 +429,40 @@ async fn cli_tokens(b: Backend) {
     assert!(!ok && err.contains("gateway token") && err.contains("not found"), "{err}");
     let (ok, _, err) = cli(&app, &["gateway-token", "create", "--location", "nowhere"]);
     assert!(!ok && err.contains("location") && err.contains("nowhere"), "{err}");
+    app.stop().await;
+}
+
+/// A core that dies without closing the session leaves its row "connected"; without the
+/// session's refreshes it stops counting as connected after 30 s.
+async fn stale_gateway_rows_time_out(b: Backend) {
+    let app = TestApp::builder(b).manual_clock().spawn().await;
+    let loc = app.create_location("office", "10.20.0.1/24").await;
+    let id = loc["id"].as_i64().unwrap();
+    let token = gateway_token(&app, id).await;
+    let session = open(&app.core, &token, &pubkey(80), false).await.expect("open");
+    let clock = app.clock.clone().unwrap();
+    clock.advance(29);
+    let (_, ls) = app.call("GET", &format!("/api/v1/location/{id}/stats"), None).await;
+    assert_eq!(ls["gateways"][0]["connected"], true, "{ls}");
+    clock.advance(2);
+    let (_, ls) = app.call("GET", &format!("/api/v1/location/{id}/stats"), None).await;
+    assert_eq!(ls["gateways"][0]["connected"], false, "{ls}");
+    let (_, l) = app.call("GET", &format!("/api/v1/location/{id}"), None).await;
+    assert_eq!(l["gateway_connected"], false, "{l}");
+    // A report counts as contact again.
+    session.reporter.stats(vec![]).await;
+    let (_, ls) = app.call("GET", &format!("/api/v1/location/{id}/stats"), None).await;
+    assert_eq!(ls["gateways"][0]["connected"], true, "{ls}");
+    drop(session);
+    app.stop().await;
+}
+
+async fn database_down_is_unavailable(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let loc = app.create_location("office", "10.20.0.1/24").await;
+    let token = gateway_token(&app, loc["id"].as_i64().unwrap()).await;
+    app.core.store().close().await;
+    let (kind, msg) = open(&app.core, &token, &pubkey(81), false).await.err().unwrap();
+    assert_eq!(kind, RefusalKind::Unavailable, "{msg}");
     app.stop().await;
 }

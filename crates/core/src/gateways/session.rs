@@ -29,6 +29,9 @@ const FULL_RECOMPUTE: Duration = Duration::from_secs(30);
 /// How often a session refreshes its gateway's `last_seen_at` (well inside
 /// `GATEWAY_LIVE_SECS`), so a live connection stays "connected" between reports.
 const HEARTBEAT: Duration = Duration::from_secs(10);
+/// Least time between two recomputes of one session: a burst of changes (a bulk enrollment)
+/// costs a few reads of the peer set per second, not one per change.
+const MIN_GAP: Duration = Duration::from_millis(250);
 /// Pause before recomputing again after the database failed.
 const RETRY: Duration = Duration::from_secs(1);
 /// Longest hostname, version or endpoint stored from a gateway.
@@ -130,6 +133,7 @@ impl Core {
             ended: false,
             next_full: Instant::now() + FULL_RECOMPUTE,
             next_heartbeat: Instant::now() + HEARTBEAT,
+            last_recompute: Instant::now(),
         };
         match updates.recompute().await {
             Ok(true) => {}
@@ -278,6 +282,7 @@ struct Updates {
     ended: bool,
     next_full: Instant,
     next_heartbeat: Instant,
+    last_recompute: Instant,
 }
 
 impl Updates {
@@ -303,7 +308,10 @@ impl Updates {
                     }
                 }
             }
+            tokio::time::sleep_until(self.last_recompute + MIN_GAP).await;
+            // Changes up to here are covered by this recompute.
             self.epoch.borrow_and_update();
+            self.last_recompute = Instant::now();
             match self.recompute().await {
                 Ok(true) => self.dirty = false,
                 Ok(false) => {
