@@ -119,6 +119,8 @@ async fn epoch_moves_on_peer_affecting_writes_only(kind: DatabaseKind) {
         s.update_location(l.id, &location("office2", "10.1.0.1/24", vec![g.id]), 9).await.unwrap()
     );
     bumps!(s, true, "deleting a location", s.delete_location(l.id).await.unwrap());
+    bumps!(s, true, "deleting a group", s.delete_group(g.id).await.unwrap());
+    bumps!(s, true, "deleting a user", s.delete_user(ann.id).await.unwrap());
     s.close().await;
 }
 

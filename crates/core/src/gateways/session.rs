@@ -3,7 +3,8 @@
 //!
 //! Changes reach sessions through the `peer_epoch` counter, which database triggers bump on
 //! every write that can change what a gateway serves (whichever replica or code path made
-//! it). One task per core process polls it and wakes that process's sessions; each then
+//! it). One task per core process polls it (at once after this process's own audited
+//! writes, else every 100 ms) and wakes that process's sessions; each then
 //! recomputes its location's peer set with one query and sends the difference.
 
 use super::peers::{self, PeerSet};
@@ -39,7 +40,18 @@ const MAX_TEXT: usize = 128;
 
 /// The shared epoch watcher of a core process (see the module docs).
 #[derive(Default)]
-pub(crate) struct EpochWatch(std::sync::Mutex<Option<watch::Receiver<i64>>>);
+pub(crate) struct EpochWatch {
+    rx: std::sync::Mutex<Option<watch::Receiver<i64>>>,
+    /// Wakes the watcher at once after this process wrote something (every audited
+    /// action), so its own changes do not wait for the next poll.
+    poke: Arc<tokio::sync::Notify>,
+}
+
+impl EpochWatch {
+    pub(crate) fn poke(&self) {
+        self.poke.notify_one();
+    }
+}
 
 impl Core {
     /// A receiver of the change counter, starting the process's watcher on first use.
@@ -53,13 +65,13 @@ impl Core {
             return Ok(rx.clone());
         }
         let (tx, rx) = watch::channel(first);
-        tokio::spawn(watch_epoch(self.store().clone(), tx));
+        tokio::spawn(watch_epoch(self.store().clone(), tx, self.inner.gateway_epoch.poke.clone()));
         *slot = Some(rx.clone());
         Ok(rx)
     }
 
     fn epoch_slot(&self) -> std::sync::MutexGuard<'_, Option<watch::Receiver<i64>>> {
-        self.inner.gateway_epoch.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.inner.gateway_epoch.rx.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Authenticates a gateway and opens its session; see [`GatewayControl::open`].
@@ -236,12 +248,15 @@ fn clean(s: &str) -> String {
 }
 
 /// Polls the change counter for one core process until nobody listens.
-async fn watch_epoch(store: Store, tx: watch::Sender<i64>) {
+async fn watch_epoch(store: Store, tx: watch::Sender<i64>, poke: Arc<tokio::sync::Notify>) {
     let mut tick = tokio::time::interval(EPOCH_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = poke.notified() => {}
+        }
         if tx.is_closed() || store.is_closed() {
             return;
         }
