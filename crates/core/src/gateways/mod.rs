@@ -253,6 +253,20 @@ fn gateway_info(g: GatewayRow, now: i64) -> GatewayInfo {
 #[cfg(test)]
 mod tests {
     #[test]
+    fn debug_hides_the_token() {
+        let t = super::NewGatewayToken {
+            id: 1,
+            location_id: 2,
+            location: "office".into(),
+            name: None,
+            created_at: 0,
+            token: "SecretSecretSecretSecretSecret12".into(),
+        };
+        let shown = format!("{t:?}");
+        assert!(shown.contains("office") && !shown.contains("Secret"), "{shown}");
+    }
+
+    #[test]
     fn liveness_windows() {
         assert!(super::peer_connected(Some(1000), 1180));
         assert!(!super::peer_connected(Some(1000), 1181));
