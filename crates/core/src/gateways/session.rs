@@ -150,7 +150,10 @@ impl Core {
         match updates.recompute().await {
             Ok(true) => {}
             Ok(false) => {
-                return Err(refuse(RefusalKind::Unauthenticated, "the gateway token or its location is gone"));
+                return Err(refuse(
+                    RefusalKind::Unauthenticated,
+                    "meanwhile the gateway token was revoked, its location deleted, or the location's key replaced",
+                ));
             }
             Err(e) => return Err(unavailable(e)),
         }
