@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Onramp admin API", description = "Users, groups, VPN locations, devices, enrollment tokens, settings and audit. \
+    info(title = "Onramp admin API", description = "Users, groups, VPN locations, gateways, devices, enrollment tokens, settings and audit. \
         Authenticate with `Authorization: Bearer <API token>` (create one with `onramp admin api-token create`)."),
     paths(
         health::health,
@@ -20,6 +20,7 @@ use utoipa::{Modify, OpenApi};
         tokens::start_enrollment, tokens::start_desktop, tokens::pending, tokens::revoke_all, tokens::revoke_one, tokens::bulk,
         groups::list, groups::create, groups::get, groups::update, groups::remove, groups::add_member, groups::remove_member,
         locations::list, locations::create, locations::get, locations::update, locations::remove,
+        gateways::create_token, gateways::list_tokens, gateways::revoke_token, gateways::stats,
         devices::list, devices::create, devices::get, devices::rename, devices::remove,
         settings::get, settings::update,
         api_tokens::list, api_tokens::create, api_tokens::revoke,

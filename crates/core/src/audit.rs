@@ -84,6 +84,9 @@ impl Core {
         if let Err(e) = self.store().audit(&rec).await {
             tracing::error!(error = %e, action, "could not write audit event");
         }
+        // Every audited action follows a committed write: gateways served by this process
+        // may have something new to hear.
+        self.inner.gateway_epoch.poke();
     }
 
     pub async fn list_audit(&self, q: AuditQuery) -> CoreResult<Vec<AuditEntry>> {

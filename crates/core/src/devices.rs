@@ -27,6 +27,8 @@ pub struct DeviceInfo {
     pub created_at: i64,
     /// One entry per location the device has addresses in.
     pub configs: Vec<DeviceConfig>,
+    /// Per location, the counters its gateway last reported for this device.
+    pub stats: Vec<crate::DevicePeerStats>,
 }
 
 impl Core {
@@ -102,7 +104,9 @@ impl Core {
 
     pub(crate) async fn device_info(&self, d: DeviceRow, username: &str) -> CoreResult<DeviceInfo> {
         let configs = self.device_configs(&d).await?;
+        let stats = self.device_stats(&[d.id]).await?.remove(&d.id).unwrap_or_default();
         Ok(DeviceInfo {
+            stats,
             id: d.id,
             name: d.name,
             pubkey: d.pubkey,
@@ -134,7 +138,8 @@ impl Core {
     }
 
     /// One page of devices, oldest first, and the total. A fixed number of queries per page
-    /// (the page and its count, its users' names, their locations, the page's addresses),
+    /// (the page and its count, its users' names, their locations, the page's addresses
+    /// and counters),
     /// whatever its size; nothing is written.
     pub async fn list_devices_page(
         &self,
@@ -165,6 +170,7 @@ impl Core {
         for a in self.store().addresses_of_devices(&ids).await? {
             addresses.entry(a.device_id).or_default().push(a);
         }
+        let mut stats = self.device_stats(&ids).await?;
         let out = devices
             .into_iter()
             .map(|d| {
@@ -172,6 +178,7 @@ impl Core {
                 let locs = allowed.get(&d.user_id).into_iter().flatten().filter_map(|id| locations.get(id));
                 DeviceInfo {
                     id: d.id,
+                    stats: stats.remove(&d.id).unwrap_or_default(),
                     configs: render_configs(&own, locs),
                     name: d.name,
                     pubkey: d.pubkey,

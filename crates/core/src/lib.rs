@@ -10,6 +10,7 @@ pub mod directory;
 mod edge_dispatch;
 mod enrollment;
 mod error;
+pub mod gateways;
 pub mod groups;
 mod locations;
 pub mod mail;
@@ -24,6 +25,7 @@ pub use audit::{Actor, AuditEntry, AuditQuery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use devices::{DeviceInfo, DeviceInput};
 pub use error::{CoreError, CoreResult};
+pub use gateways::{DevicePeerStats, GatewayInfo, GatewayTokenInfo, LocationPeerStats, LocationStats, NewGatewayToken};
 pub use groups::{GroupInfo, GroupInput};
 pub use locations::{LocationInfo, LocationInput};
 pub use settings::{Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
@@ -80,6 +82,8 @@ struct Inner {
     mail_wakeup: tokio::sync::Notify,
     passwords: passwords::Hasher,
     api_token_touches: std::sync::Mutex<std::collections::HashMap<i64, i64>>,
+    /// The change counter gateway sessions wait on (started by the first gateway).
+    gateway_epoch: gateways::EpochWatch,
 }
 
 impl Core {
@@ -103,6 +107,7 @@ impl Core {
                 mail_wakeup: tokio::sync::Notify::new(),
                 passwords,
                 api_token_touches: Default::default(),
+                gateway_epoch: Default::default(),
             }),
         })
     }

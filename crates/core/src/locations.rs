@@ -37,7 +37,9 @@ pub struct LocationInput {
     /// Group names; empty or absent = everyone.
     #[serde(default)]
     pub allowed_groups: Vec<String>,
-    /// The gateway's WireGuard public key (the gateway generates its own key pair).
+    /// The gateway's WireGuard public key (the gateway generates its own key pair and
+    /// registers it when it first connects). On update, absent keeps the current key and
+    /// `""` clears it.
     #[serde(default)]
     pub pubkey: Option<String>,
     #[serde(default)]
@@ -61,6 +63,8 @@ pub struct LocationInfo {
     pub mfa_mode: i64,
     pub allowed_groups: Vec<String>,
     pub created_at: i64,
+    /// A gateway of this location is connected now.
+    pub gateway_connected: bool,
 }
 
 pub(crate) fn split_csv(s: &str) -> Vec<String> {
@@ -96,6 +100,8 @@ impl Core {
             Some(d) => Some(parse_dns("dns", &d)?),
             None => None,
         };
+        // Absent: an update keeps the key the gateway registered; "" clears it.
+        let keep_gateway_pubkey = input.pubkey.is_none();
         let gateway_pubkey = match input.pubkey.filter(|k| !k.trim().is_empty()) {
             Some(k) => Some(WgPublicKey::parse("pubkey", &k)?.into_inner()),
             None => None,
@@ -124,6 +130,7 @@ impl Core {
             endpoint,
             port: input.port,
             gateway_pubkey,
+            keep_gateway_pubkey,
             allowed_ips: allowed.iter().map(ToString::to_string).collect::<Vec<_>>().join(","),
             dns,
             keepalive,
@@ -161,7 +168,8 @@ impl Core {
 
     pub(crate) async fn location_info(&self, row: LocationRow) -> CoreResult<LocationInfo> {
         let groups = self.store().location_groups(row.id).await?;
-        Ok(location_info_of(row, groups.into_iter().map(|g| g.name).collect()))
+        let live = self.live_gateway_locations().await?.contains(&row.id);
+        Ok(location_info_of(row, groups.into_iter().map(|g| g.name).collect(), live))
     }
 
     /// Infos of many locations with one query for all their allowed groups.
@@ -170,11 +178,13 @@ impl Core {
         for (location_id, _, name) in self.store().location_group_links().await? {
             groups.entry(location_id).or_default().push(name);
         }
+        let live = self.live_gateway_locations().await?;
         Ok(rows
             .into_iter()
             .map(|row| {
                 let g = groups.remove(&row.id).unwrap_or_default();
-                location_info_of(row, g)
+                let connected = live.contains(&row.id);
+                location_info_of(row, g, connected)
             })
             .collect())
     }
@@ -188,7 +198,7 @@ impl Core {
         self.location_infos(self.store().list_locations().await?).await
     }
 
-    /// One page of locations (by name) and how many there are: three queries whatever the
+    /// One page of locations (by name) and how many there are: four queries whatever the
     /// page size.
     pub async fn list_locations_page(&self, limit: i64, offset: i64) -> CoreResult<(Vec<LocationInfo>, i64)> {
         let rows = self.store().list_locations_page(limit, offset).await?;
@@ -204,8 +214,9 @@ impl Core {
     }
 }
 
-fn location_info_of(row: LocationRow, allowed_groups: Vec<String>) -> LocationInfo {
+fn location_info_of(row: LocationRow, allowed_groups: Vec<String>, gateway_connected: bool) -> LocationInfo {
     LocationInfo {
+        gateway_connected,
         id: row.id,
         name: row.name,
         address: split_csv(&row.addresses),

@@ -18,6 +18,11 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: ApiTokenCommand,
     },
+    /// Tokens gateway agents authenticate with, one or more per location.
+    GatewayToken {
+        #[command(subcommand)]
+        command: GatewayTokenCommand,
+    },
     /// Users.
     User {
         #[command(subcommand)]
@@ -124,6 +129,34 @@ pub enum ApiTokenCommand {
 }
 
 #[derive(Subcommand)]
+pub enum GatewayTokenCommand {
+    /// Create a token for a location's gateway; the token is the last line of stdout
+    /// (shown once).
+    Create {
+        /// The location's name.
+        #[arg(long)]
+        location: String,
+        /// A note telling tokens apart, e.g. the gateway's host.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// A location's tokens (never the secrets).
+    List {
+        #[arg(long)]
+        location: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token; gateways connected with it are disconnected.
+    Revoke {
+        #[arg(long)]
+        location: String,
+        /// The token's id (see `list`).
+        id: i64,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum UserCommand {
     Create {
         #[arg(long)]
@@ -218,6 +251,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
                 eprintln!("API token {id} revoked");
             }
         },
+        AdminCommand::GatewayToken { command } => gateway_token(core, command).await?,
         AdminCommand::User { command } => match command {
             UserCommand::Create { username, first_name, last_name, email, phone } => {
                 let u = core
@@ -357,6 +391,52 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+async fn gateway_token(core: &Core, cmd: GatewayTokenCommand) -> anyhow::Result<()> {
+    match cmd {
+        GatewayTokenCommand::Create { location, name } => {
+            let id = core.location_id_by_name(&location).await?;
+            let t = core.create_gateway_token(&Actor::system("cli"), id, name.as_deref()).await?;
+            eprintln!(
+                "Gateway token {} for location {} created. It is shown only now; hand it to the gateway \
+                 in a file or its environment, never on a command line.",
+                t.id, t.location
+            );
+            println!("{}", t.token);
+        }
+        GatewayTokenCommand::List { location, json } => {
+            let id = core.location_id_by_name(&location).await?;
+            let list = core.list_gateway_tokens(id).await?;
+            if json {
+                return print_json(&list);
+            }
+            println!("{:<5} {:<24} {:<20} {:<20} STATE", "ID", "NAME", "CREATED", "LAST USED");
+            for t in list {
+                println!(
+                    "{:<5} {:<24} {:<20} {:<20} {}",
+                    t.id,
+                    t.name.as_deref().unwrap_or("-"),
+                    time(Some(t.created_at)),
+                    time(t.last_used_at),
+                    if t.revoked_at.is_some() { "revoked" } else { "active" }
+                );
+            }
+        }
+        GatewayTokenCommand::Revoke { location, id } => {
+            let location_id = core.location_id_by_name(&location).await?;
+            core.revoke_gateway_token(&Actor::system("cli"), location_id, id).await?;
+            eprintln!("gateway token {id} of location {location} revoked");
+        }
+    }
+    Ok(())
+}
+
+/// Unix seconds as `2026-12-02 08:30:00`, or `-`.
+fn time(t: Option<i64>) -> String {
+    t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 fn private_dir(p: &Path) -> anyhow::Result<()> {

@@ -65,6 +65,9 @@ pub enum UniqueKey {
     PollingTokenHash,
     PollingTokenDevice,
     ApiTokenHash,
+    GatewayTokenHash,
+    /// A gateway key of a location (one `gateways` row each).
+    GatewayKey,
     Setting,
     /// A unique constraint not in the table below (a schema change that forgot it).
     Other,
@@ -81,7 +84,8 @@ impl UniqueKey {
             Self::LocationGroup => "group",
             Self::DevicePubkey => "pubkey",
             Self::DeviceAddress => "address",
-            Self::TokenHash | Self::PollingTokenHash | Self::ApiTokenHash => "token",
+            Self::TokenHash | Self::PollingTokenHash | Self::ApiTokenHash | Self::GatewayTokenHash => "token",
+            Self::GatewayKey => "pubkey",
             Self::PollingTokenDevice => "device",
             Self::Setting => "setting",
             Self::Other => "unique value",
@@ -114,6 +118,8 @@ pub(crate) const UNIQUE_KEYS: &[(&str, &str, UniqueKey)] = &[
     ("polling_tokens_hash_key", "polling_tokens.hash", UniqueKey::PollingTokenHash),
     ("polling_tokens_device_id_key", "polling_tokens.device_id", UniqueKey::PollingTokenDevice),
     ("api_tokens_hash_key", "api_tokens.hash", UniqueKey::ApiTokenHash),
+    ("gateway_tokens_hash_key", "gateway_tokens.hash", UniqueKey::GatewayTokenHash),
+    ("gateways_location_id_pubkey_key", "gateways.location_id, gateways.pubkey", UniqueKey::GatewayKey),
     ("settings_pkey", "settings.id", UniqueKey::Setting),
 ];
 

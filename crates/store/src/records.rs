@@ -96,6 +96,9 @@ pub struct LocationData {
     pub endpoint: String,
     pub port: i64,
     pub gateway_pubkey: Option<String>,
+    /// On update: leave the stored gateway key as it is (the gateway registers its own key;
+    /// an edit that does not mention it must not wipe it) and ignore `gateway_pubkey`.
+    pub keep_gateway_pubkey: bool,
     pub allowed_ips: String,
     pub dns: Option<String>,
     pub keepalive: i64,
@@ -226,4 +229,85 @@ pub struct NewOutbox {
     /// JSON array of attachments.
     pub attachments: String,
     pub created_at: i64,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct GatewayTokenRow {
+    pub id: i64,
+    pub location_id: i64,
+    pub name: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub revoked_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// A gateway as last seen. `connected` is the stored flag; whether it is live also needs a
+/// recent `last_seen_at` (see the migration).
+#[derive(Debug, Clone)]
+pub struct GatewayRow {
+    pub id: i64,
+    pub location_id: i64,
+    pub pubkey: String,
+    pub version: String,
+    pub hostname: String,
+    pub remote: Option<String>,
+    pub connected: bool,
+    pub connected_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub disconnected_at: Option<i64>,
+}
+
+impl FromRow<'_, AnyRow> for GatewayRow {
+    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            id: r.try_get("id")?,
+            location_id: r.try_get("location_id")?,
+            pubkey: r.try_get("pubkey")?,
+            version: r.try_get("version")?,
+            hostname: r.try_get("hostname")?,
+            remote: r.try_get("remote")?,
+            connected: flag(r, "connected")?,
+            connected_at: r.try_get("connected_at")?,
+            last_seen_at: r.try_get("last_seen_at")?,
+            disconnected_at: r.try_get("disconnected_at")?,
+        })
+    }
+}
+
+/// What a gateway connecting records about itself.
+#[derive(Debug, Clone)]
+pub struct GatewaySeen {
+    pub location_id: i64,
+    pub pubkey: String,
+    pub version: String,
+    pub hostname: String,
+    pub remote: Option<String>,
+    /// Identifies the session holding the connection.
+    pub session_id: String,
+}
+
+/// One peer's counters as a gateway reported them, keyed by the device's public key.
+#[derive(Debug, Clone)]
+pub struct PeerCounters {
+    pub pubkey: String,
+    pub endpoint: Option<String>,
+    pub latest_handshake: Option<i64>,
+    pub rx_bytes: i64,
+    pub tx_bytes: i64,
+}
+
+/// A device's counters in one location, with the names an admin reads.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct PeerStatsRow {
+    pub device_id: i64,
+    pub device: String,
+    pub username: String,
+    pub location_id: i64,
+    pub location: String,
+    pub endpoint: Option<String>,
+    pub latest_handshake: Option<i64>,
+    pub rx_bytes: i64,
+    pub tx_bytes: i64,
+    pub updated_at: i64,
 }

@@ -19,6 +19,8 @@ const SETUP: &[&str] = &[
     "INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p1', 101, 0)",
     "INSERT INTO api_tokens (name, hash, prefix, user_id, created_at) VALUES ('t', 'a1', 'x', 101, 0)",
     "INSERT INTO settings (id, value) VALUES (1, '{}')",
+    "INSERT INTO gateway_tokens (location_id, hash, created_at, created_by) VALUES (101, 'g1', 0, 'x')",
+    "INSERT INTO gateways (location_id, pubkey, version, hostname) VALUES (101, 'gk', 'v', 'h')",
 ];
 
 const VIOLATIONS: &[(&str, UniqueKey)] = &[
@@ -37,6 +39,8 @@ const VIOLATIONS: &[(&str, UniqueKey)] = &[
     ("INSERT INTO polling_tokens (hash, device_id, created_at) VALUES ('p2', 101, 0)", UniqueKey::PollingTokenDevice),
     ("INSERT INTO api_tokens (name, hash, prefix, user_id, created_at) VALUES ('t', 'a1', 'x', 101, 0)", UniqueKey::ApiTokenHash),
     ("INSERT INTO settings (id, value) VALUES (1, '{}')", UniqueKey::Setting),
+    ("INSERT INTO gateway_tokens (location_id, hash, created_at, created_by) VALUES (101, 'g1', 0, 'y')", UniqueKey::GatewayTokenHash),
+    ("INSERT INTO gateways (location_id, pubkey, version, hostname) VALUES (101, 'gk', 'v2', 'h2')", UniqueKey::GatewayKey),
 ];
 
 async fn every_unique_constraint_maps_to_its_key(kind: DatabaseKind) {

@@ -25,7 +25,8 @@ impl Store {
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING {LOCATION_COLS}"
             ),
             Some(_) => format!(
-                "UPDATE locations SET name = $1, addresses = $2, endpoint = $3, port = $4, gateway_pubkey = $5, allowed_ips = $6, \
+                "UPDATE locations SET name = $1, addresses = $2, endpoint = $3, port = $4, \
+                 gateway_pubkey = CASE WHEN $12 = 1 THEN gateway_pubkey ELSE $5 END, allowed_ips = $6, \
                  dns = $7, keepalive = $8, mfa_mode = $9, updated_at = $10 WHERE id = $11 RETURNING {LOCATION_COLS}"
             ),
         };
@@ -41,7 +42,7 @@ impl Store {
             .bind(l.mfa_mode)
             .bind(now);
         let q = match id {
-            Some(id) => q.bind(id),
+            Some(id) => q.bind(id).bind(i64::from(l.keep_gateway_pubkey)),
             None => q,
         };
         // The UPDATE locks the row: concurrent device creations (FOR SHARE on it) wait for

@@ -3,6 +3,7 @@
 mod api_tokens;
 mod audit;
 mod devices;
+mod gateways;
 mod groups;
 mod locations;
 mod mail;
