@@ -24,8 +24,9 @@ pub struct GatewayArgs {
     #[arg(long, env = "ONRAMP_GATEWAY_INTERFACE", value_name = "NAME", default_value = "onramp0")]
     pub interface: String,
     /// Directory of the gateway's key pair (0700; key file 0600)
-    #[arg(long = "gateway-data-dir", env = "ONRAMP_GATEWAY_DATA_DIR", value_name = "DIR", default_value = "./onramp-gateway")]
-    pub data_dir: PathBuf,
+    /// (`--data-dir` belongs to core, hence the longer name.)
+    #[arg(long, env = "ONRAMP_GATEWAY_DATA_DIR", value_name = "DIR", default_value = "./onramp-gateway")]
+    pub gateway_data_dir: PathBuf,
     /// Use userspace WireGuard even where the kernel module exists
     #[arg(long, env = "ONRAMP_GATEWAY_USERSPACE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub userspace: bool,
@@ -141,7 +142,7 @@ impl GatewayArgs {
             core_url: self.core_url.trim_end_matches('/').to_owned(),
             token: GatewayToken::new(token),
             interface: self.interface.clone(),
-            data_dir: self.data_dir.clone(),
+            data_dir: self.gateway_data_dir.clone(),
             mode: if self.userspace { Mode::Userspace } else { Mode::Auto },
             health_addr: self.health_addr,
             ca,

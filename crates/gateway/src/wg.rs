@@ -310,6 +310,9 @@ impl Interface {
         }
         let mut peer = Peer::new(p.key.clone());
         peer.allowed_ips = p.allowed_ips.clone();
+        if self.backend() == Some(Backend::Userspace) {
+            return uapi_set(&self.name, &peer.as_uapi_update()).map_err(|e| format!("cannot set peer {}: {e}", p.key));
+        }
         api.configure_peer(&peer).map_err(|e| format!("cannot set peer {}: {e}", p.key))
     }
 
@@ -319,7 +322,12 @@ impl Interface {
     }
 
     pub fn remove_peer(&self, key: &Key) -> Result<(), String> {
-        self.api()?.remove_peer(key).map_err(|e| format!("cannot remove peer {key}: {e}"))
+        let api = self.api()?;
+        if self.backend() == Some(Backend::Userspace) {
+            return uapi_set(&self.name, &Peer::new(key.clone()).as_uapi_remove())
+                .map_err(|e| format!("cannot remove peer {key}: {e}"));
+        }
+        api.remove_peer(key).map_err(|e| format!("cannot remove peer {key}: {e}"))
     }
 
     /// Adds or replaces one peer; a malformed one is skipped with a warning.
@@ -351,7 +359,13 @@ impl Interface {
     }
 
     pub fn read(&self) -> Result<Host, String> {
-        self.api()?.read_interface_data().map_err(|e| format!("cannot read interface {}: {e}", self.name))
+        let api = self.api()?;
+        if self.backend() == Some(Backend::Userspace) {
+            let text = uapi(&self.name, "get=1\n\n").map_err(|e| format!("cannot read interface {}: {e}", self.name))?;
+            return Host::parse_uapi(std::io::Cursor::new(text))
+                .map_err(|e| format!("cannot read interface {}: {e}", self.name));
+        }
+        api.read_interface_data().map_err(|e| format!("cannot read interface {}: {e}", self.name))
     }
 
     /// Every peer's counters, as core wants them.
@@ -381,6 +395,48 @@ fn peer_stats(p: Peer) -> PeerStats {
         latest_handshake,
         rx_bytes: p.rx_bytes,
         tx_bytes: p.tx_bytes,
+    }
+}
+
+/// How long a userspace device may take to answer one configuration request.
+const UAPI_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// One request on a userspace device's configuration socket, answered within
+/// [`UAPI_TIMEOUT`] or failed. (The library's own socket calls retry a timed-out read for
+/// ever, which would freeze the gateway behind a stuck device.)
+fn uapi(interface: &str, request: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let deadline = std::time::Instant::now() + UAPI_TIMEOUT;
+    let mut s = std::os::unix::net::UnixStream::connect(socket_path(interface)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(UAPI_TIMEOUT)).and_then(|_| s.set_write_timeout(Some(UAPI_TIMEOUT))).map_err(|e| e.to_string())?;
+    s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    // The answer ends with "errno=N" and an empty line.
+    while !(out.ends_with(b"\n\n") && out.windows(6).any(|w| w == b"errno=")) {
+        if std::time::Instant::now() >= deadline {
+            return Err(format!("the device did not answer within {UAPI_TIMEOUT:?}"));
+        }
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return Err(format!("the device did not answer within {UAPI_TIMEOUT:?}"))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    String::from_utf8(out).map_err(|_| "the device answered with invalid UTF-8".into())
+}
+
+/// A `set=1` request; fails unless the device answers errno=0.
+fn uapi_set(interface: &str, body: &str) -> Result<(), String> {
+    let answer = uapi(interface, &format!("set=1\n{body}\n"))?;
+    match answer.lines().find_map(|l| l.strip_prefix("errno=")) {
+        Some("0") => Ok(()),
+        Some(n) => Err(format!("the device refused the change (errno {n})")),
+        None => Err("the device gave no status".into()),
     }
 }
 
