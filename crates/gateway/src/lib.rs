@@ -49,7 +49,10 @@ pub async fn run(cfg: GatewayConfig, shutdown: impl std::future::Future<Output =
         Some(addr) => Some(start_health(addr, linked.clone()).await?),
         None => None,
     };
-    let iface = Arc::new(Mutex::new(wg::Interface::new(&cfg.interface, cfg.mode, keys.private.clone(), cfg.masquerade)));
+    let mut interface = wg::Interface::new(&cfg.interface, cfg.mode, keys.private.clone(), cfg.masquerade);
+    let (exit_tx, mut device_exit) = tokio::sync::mpsc::unbounded_channel();
+    interface.notify_device_exit(exit_tx);
+    let iface = Arc::new(Mutex::new(interface));
     let agent = Agent {
         hello: GatewayHello {
             pubkey: keys.public.clone(),
@@ -64,6 +67,8 @@ pub async fn run(cfg: GatewayConfig, shutdown: impl std::future::Future<Output =
     tokio::select! {
         _ = agent.run() => {}
         _ = shutdown => tracing::info!("stopping"),
+        // An in-process userspace device may take the SIGTERM meant for this process.
+        Some(()) = device_exit.recv() => tracing::info!("stopping with the WireGuard device"),
     }
     if let Some(h) = health {
         h.abort();

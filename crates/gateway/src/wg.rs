@@ -133,16 +133,69 @@ pub fn validate_peers(peers: &[PeerSpec]) -> Vec<ValidPeer> {
 
 enum Api {
     Kernel(WGApi<Kernel>),
-    Userspace(WGApi<Userspace>),
+    Userspace(WGApi<Userspace>, UserspaceDevice),
 }
 
 impl Api {
     fn get(&self) -> &dyn WireguardInterfaceApi {
         match self {
             Api::Kernel(a) => a,
-            Api::Userspace(a) => a,
+            Api::Userspace(a, _) => a,
         }
     }
+}
+
+/// An in-process userspace device, run by this module rather than by `WGApi` so that its
+/// end is seen: boringtun exits on SIGTERM/SIGINT itself (it reads them from a signalfd,
+/// racing the gateway's own handler for the same signal), and when it wins, the gateway
+/// must still shut down.
+struct UserspaceDevice {
+    /// Joins the device's threads, then says whether that was expected.
+    thread: Option<std::thread::JoinHandle<()>>,
+    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl UserspaceDevice {
+    fn start(name: &str, on_exit: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Result<Self, String> {
+        let mut handle = defguard_boringtun::device::DeviceHandle::new(name, Default::default())
+            .map_err(|e| format!("cannot create userspace interface {name}: {e:?}"))?;
+        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stopping.clone();
+        let iface = name.to_owned();
+        let thread = std::thread::Builder::new()
+            .name(format!("wg-{name}"))
+            .spawn(move || {
+                handle.wait();
+                drop(handle);
+                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                    tracing::warn!(interface = %iface, "the userspace WireGuard device stopped (SIGTERM/SIGINT or a fatal device error)");
+                    if let Some(tx) = on_exit {
+                        let _ = tx.send(());
+                    }
+                }
+            })
+            .map_err(|e| format!("cannot start the device thread: {e}"))?;
+        Ok(UserspaceDevice { thread: Some(thread), stopping })
+    }
+
+    /// After the socket is removed the device stops within its 3 s check; wait for it.
+    fn finish(&mut self) {
+        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn set_link_up(name: &str) -> Result<(), String> {
+    let out = std::process::Command::new("ip")
+        .args(["link", "set", "dev", name, "up"])
+        .output()
+        .map_err(|e| format!("cannot run ip (apt-get install -y iproute2): {e}"))?;
+    if !out.status.success() {
+        return Err(format!("ip link set dev {name} up: {}", String::from_utf8_lossy(&out.stderr).trim()));
+    }
+    Ok(())
 }
 
 fn wg_err(e: impl std::fmt::Display) -> String {
@@ -156,6 +209,8 @@ pub struct Interface {
     key: PrivateKey,
     api: Option<Api>,
     spec: Option<ValidInterface>,
+    /// Told when a userspace device stops on its own.
+    on_exit: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     masquerade: bool,
     nat: Option<crate::masq::Masquerade>,
 }
@@ -172,7 +227,12 @@ pub struct Applied {
 impl Interface {
     /// `masquerade`: NAT traffic from the tunnel networks out of other interfaces.
     pub fn new(name: &str, mode: Mode, key: PrivateKey, masquerade: bool) -> Self {
-        Self { name: name.to_owned(), mode, key, api: None, spec: None, masquerade, nat: None }
+        Self { name: name.to_owned(), mode, key, api: None, spec: None, on_exit: None, masquerade, nat: None }
+    }
+
+    /// `tx` hears when a userspace device stops without being asked to.
+    pub fn notify_device_exit(&mut self, tx: tokio::sync::mpsc::UnboundedSender<()>) {
+        self.on_exit = Some(tx);
     }
 
     pub fn name(&self) -> &str {
@@ -182,7 +242,7 @@ impl Interface {
     pub fn backend(&self) -> Option<Backend> {
         self.api.as_ref().map(|a| match a {
             Api::Kernel(_) => Backend::Kernel,
-            Api::Userspace(_) => Backend::Userspace,
+            Api::Userspace(..) => Backend::Userspace,
         })
     }
 
@@ -216,7 +276,8 @@ impl Interface {
             fwmark: None,
         };
         if let Err(e) = api.get().configure_interface(&config) {
-            let _ = api.get().remove_interface();
+            self.api = Some(api);
+            self.remove();
             return Err(format!("cannot configure interface {}: {e}", self.name));
         }
         self.api = Some(api);
@@ -239,9 +300,17 @@ impl Interface {
 
     fn create_userspace(&self) -> Result<Api, String> {
         clean_stale_socket(&self.name)?;
-        let mut api = WGApi::<Userspace>::new(self.name.clone()).map_err(wg_err)?;
-        api.create_interface().map_err(|e| format!("cannot create userspace interface {}: {e}", self.name))?;
-        Ok(Api::Userspace(api))
+        let mut device = UserspaceDevice::start(&self.name, self.on_exit.clone())?;
+        // `WGApi` only talks to the device, through its socket and netlink.
+        let api = match WGApi::<Userspace>::new(self.name.clone()).map_err(wg_err).and_then(|api| set_link_up(&self.name).map(|_| api)) {
+            Ok(api) => api,
+            Err(e) => {
+                let _ = std::fs::remove_file(socket_path(&self.name));
+                device.finish();
+                return Err(e);
+            }
+        };
+        Ok(Api::Userspace(api, device))
     }
 
     /// Removes the interface (and so every peer). Nothing happens if there is none.
@@ -256,7 +325,10 @@ impl Interface {
         if let Err(e) = api.get().remove_interface() {
             tracing::debug!(interface = %self.name, error = %e, "interface removal reported an error");
         }
-        drop(api);
+        if let Api::Userspace(_, mut device) = api {
+            let _ = std::fs::remove_file(socket_path(&self.name));
+            device.finish();
+        }
         // The kernel frees a userspace device's name once its threads let go of the tun
         // file; wait for that so a new interface of the same name can be made at once.
         for _ in 0..50 {
