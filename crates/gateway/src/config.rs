@@ -88,9 +88,9 @@ impl GatewayArgs {
                 )
             })?;
         let token = match (&self.token_file, env_token.filter(|t| !t.trim().is_empty())) {
-            (Some(_), Some(_)) => bail!(
-                "token: both ONRAMP_GATEWAY_TOKEN_FILE (--token-file) and {TOKEN_ENV} are set; keep one"
-            ),
+            (Some(_), Some(_)) => {
+                bail!("token: both ONRAMP_GATEWAY_TOKEN_FILE (--token-file) and {TOKEN_ENV} are set; keep one")
+            }
             (None, None) => bail!(
                 "token: set ONRAMP_GATEWAY_TOKEN_FILE (--token-file) to a file holding the location's gateway \
                  token, or {TOKEN_ENV} (create one with: onramp admin gateway-token)"
@@ -117,7 +117,8 @@ impl GatewayArgs {
         if token.chars().any(|c| !c.is_ascii_graphic()) {
             bail!("token: the gateway token may hold only printable ASCII without spaces");
         }
-        check_interface_name(&self.interface).map_err(|e| anyhow::anyhow!("interface (ONRAMP_GATEWAY_INTERFACE): {e}"))?;
+        check_interface_name(&self.interface)
+            .map_err(|e| anyhow::anyhow!("interface (ONRAMP_GATEWAY_INTERFACE): {e}"))?;
         let ca = match &self.ca_file {
             Some(f) => {
                 let pem = std::fs::read(f)
@@ -130,10 +131,7 @@ impl GatewayArgs {
             None => None,
         };
         if url.scheme() == "https" && ca.is_none() {
-            bail!(
-                "ca_file (ONRAMP_GATEWAY_CA_FILE): needed to verify core's certificate at {}",
-                self.core_url
-            );
+            bail!("ca_file (ONRAMP_GATEWAY_CA_FILE): needed to verify core's certificate at {}", self.core_url);
         }
         if !(1..=3600).contains(&self.stats_interval) {
             bail!("stats_interval (ONRAMP_GATEWAY_STATS_INTERVAL): {} is outside 1..=3600", self.stats_interval);

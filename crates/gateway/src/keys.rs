@@ -81,7 +81,8 @@ fn read_key(path: &Path) -> anyhow::Result<x25519_dalek::StaticSecret> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.permissions().mode();
+        let mode =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?.permissions().mode();
         if mode & 0o077 != 0 {
             tracing::warn!(file = %path.display(), mode = format!("{:o}", mode & 0o777), "the private key was readable by others; restricting it to 0600");
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

@@ -31,9 +31,7 @@ pub async fn run(cfg: GatewayConfig, shutdown: impl std::future::Future<Output =
     let userspace = cfg.mode == wg::Mode::Userspace || !wg::kernel_module_loaded();
     if userspace {
         if !std::path::Path::new("/dev/net/tun").exists() {
-            anyhow::bail!(
-                "userspace WireGuard needs /dev/net/tun (modprobe tun, or pass the device to the container)"
-            );
+            anyhow::bail!("userspace WireGuard needs /dev/net/tun (modprobe tun, or pass the device to the container)");
         }
         // Fail at start, not at the first configuration, if another process owns the name.
         wg::clean_stale_socket(&cfg.interface).map_err(anyhow::Error::msg)?;
@@ -87,11 +85,16 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn enable_forwarding() {
     match std::fs::write("/proc/sys/net/ipv4/ip_forward", "1\n") {
         Ok(()) => tracing::debug!("IPv4 forwarding enabled"),
-        Err(e) => tracing::warn!(error = %e, "cannot enable IPv4 forwarding (/proc/sys/net/ipv4/ip_forward): clients reach this host but not the networks behind it"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot enable IPv4 forwarding (/proc/sys/net/ipv4/ip_forward): clients reach this host but not the networks behind it")
+        }
     }
 }
 
-async fn start_health(addr: std::net::SocketAddr, linked: Arc<AtomicBool>) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+async fn start_health(
+    addr: std::net::SocketAddr,
+    linked: Arc<AtomicBool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("health_addr (ONRAMP_GATEWAY_HEALTH_ADDR): cannot listen on {addr}"))?;
@@ -145,7 +148,9 @@ impl Agent {
                     self.linked.store(false, Ordering::Relaxed);
                     match result {
                         Ok(()) => tracing::warn!(core = %url, "core ended the session; reconnecting"),
-                        Err(e) => tracing::warn!(core = %url, error = %e, "link to core lost; interface and peers stay as they are"),
+                        Err(e) => {
+                            tracing::warn!(core = %url, error = %e, "link to core lost; interface and peers stay as they are")
+                        }
                     }
                 }
                 Err(ConnectError::Refused(r)) => {
@@ -273,7 +278,10 @@ mod tests {
         assert_eq!(first.len(), 2, "first report holds every peer");
         assert!(changed_stats(&mut sent, vec![st("a", 0, None), st("b", 5, Some(101))]).is_empty(), "1 s wobble");
         assert_eq!(changed_stats(&mut sent, vec![st("a", 1, None), st("b", 5, Some(100))]), vec![st("a", 1, None)]);
-        assert_eq!(changed_stats(&mut sent, vec![st("a", 1, None), st("b", 5, Some(200))]), vec![st("b", 5, Some(200))]);
+        assert_eq!(
+            changed_stats(&mut sent, vec![st("a", 1, None), st("b", 5, Some(200))]),
+            vec![st("b", 5, Some(200))]
+        );
         // A peer that left and came back is reported again.
         assert!(changed_stats(&mut sent, vec![st("a", 1, None)]).is_empty());
         assert_eq!(changed_stats(&mut sent, vec![st("a", 1, None), st("b", 5, Some(200))]).len(), 1);

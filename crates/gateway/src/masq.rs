@@ -67,11 +67,9 @@ impl Masquerade {
             .collect();
             let tool = tool(&net.address);
             // A rule left by a killed run is adopted rather than doubled.
-            if !run(tool, &rule_args("-C", &spec))? {
-                if !run(tool, &rule_args("-A", &spec))? {
-                    m.remove();
-                    return Err(format!("{tool} refused the MASQUERADE rule for {}/{}", net.address, net.cidr));
-                }
+            if !run(tool, &rule_args("-C", &spec))? && !run(tool, &rule_args("-A", &spec))? {
+                m.remove();
+                return Err(format!("{tool} refused the MASQUERADE rule for {}/{}", net.address, net.cidr));
             }
             tracing::info!(%interface, network = %format!("{}/{}", net.address, net.cidr), "masquerading traffic from the tunnel");
             m.rules.push((tool, spec));

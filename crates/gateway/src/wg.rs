@@ -47,7 +47,8 @@ fn sorted_ips(ips: impl IntoIterator<Item = IpAddrMask>) -> Vec<IpAddrMask> {
 
 /// Checks every field of a peer from core. A WireGuard key is 32 bytes of base64.
 pub fn validate_peer(p: &PeerSpec) -> Result<ValidPeer, String> {
-    let key = Key::try_from(p.pubkey.as_str()).map_err(|_| format!("public key {:?} is not a WireGuard key", p.pubkey))?;
+    let key =
+        Key::try_from(p.pubkey.as_str()).map_err(|_| format!("public key {:?} is not a WireGuard key", p.pubkey))?;
     if p.allowed_ips.is_empty() {
         return Err("no allowed IPs".into());
     }
@@ -77,7 +78,9 @@ pub fn validate_interface(spec: &InterfaceSpec) -> Result<ValidInterface, String
     let addresses = spec
         .addresses
         .iter()
-        .map(|a| a.trim().parse::<IpAddrMask>().map_err(|_| format!("interface address {a:?} is not an address/prefix")))
+        .map(|a| {
+            a.trim().parse::<IpAddrMask>().map_err(|_| format!("interface address {a:?} is not an address/prefix"))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if addresses.is_empty() {
         return Err("the location has no gateway address".into());
@@ -302,7 +305,10 @@ impl Interface {
         clean_stale_socket(&self.name)?;
         let mut device = UserspaceDevice::start(&self.name, self.on_exit.clone())?;
         // `WGApi` only talks to the device, through its socket and netlink.
-        let api = match WGApi::<Userspace>::new(self.name.clone()).map_err(wg_err).and_then(|api| set_link_up(&self.name).map(|_| api)) {
+        let api = match WGApi::<Userspace>::new(self.name.clone())
+            .map_err(wg_err)
+            .and_then(|api| set_link_up(&self.name).map(|_| api))
+        {
             Ok(api) => api,
             Err(e) => {
                 let _ = std::fs::remove_file(socket_path(&self.name));
@@ -433,7 +439,8 @@ impl Interface {
     pub fn read(&self) -> Result<Host, String> {
         let api = self.api()?;
         if self.backend() == Some(Backend::Userspace) {
-            let text = uapi(&self.name, "get=1\n\n").map_err(|e| format!("cannot read interface {}: {e}", self.name))?;
+            let text =
+                uapi(&self.name, "get=1\n\n").map_err(|e| format!("cannot read interface {}: {e}", self.name))?;
             return Host::parse_uapi(std::io::Cursor::new(text))
                 .map_err(|e| format!("cannot read interface {}: {e}", self.name));
         }
@@ -480,7 +487,9 @@ fn uapi(interface: &str, request: &str) -> Result<String, String> {
     use std::io::{Read, Write};
     let deadline = std::time::Instant::now() + UAPI_TIMEOUT;
     let mut s = std::os::unix::net::UnixStream::connect(socket_path(interface)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(UAPI_TIMEOUT)).and_then(|_| s.set_write_timeout(Some(UAPI_TIMEOUT))).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(UAPI_TIMEOUT))
+        .and_then(|_| s.set_write_timeout(Some(UAPI_TIMEOUT)))
+        .map_err(|e| e.to_string())?;
     s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     let mut buf = [0u8; 8192];
@@ -571,7 +580,11 @@ mod tests {
     #[test]
     fn validation_names_the_bad_field() {
         let ok = validate_peer(&spec(&key(1), &["10.0.0.3/32", "10.0.0.2/32"])).unwrap();
-        assert_eq!(ok.allowed_ips, valid(&key(1), &["10.0.0.2/32", "10.0.0.3/32"]).allowed_ips, "order does not matter");
+        assert_eq!(
+            ok.allowed_ips,
+            valid(&key(1), &["10.0.0.2/32", "10.0.0.3/32"]).allowed_ips,
+            "order does not matter"
+        );
         let bad = |p: PeerSpec, needle: &str| {
             let e = validate_peer(&p).unwrap_err();
             assert!(e.contains(needle), "{e}");
@@ -589,8 +602,12 @@ mod tests {
         ]);
         assert_eq!(peers, vec![valid(&key(1), &["10.0.0.9/32"])], "malformed skipped, last duplicate wins");
         assert!(validate_interface(&InterfaceSpec { location: "x".into(), addresses: vec![], listen_port: 1 }).is_err());
-        let e = validate_interface(&InterfaceSpec { location: "x".into(), addresses: vec!["10.0.0.1/40".into()], listen_port: 1 })
-            .unwrap_err();
+        let e = validate_interface(&InterfaceSpec {
+            location: "x".into(),
+            addresses: vec!["10.0.0.1/40".into()],
+            listen_port: 1,
+        })
+        .unwrap_err();
         assert!(e.contains("10.0.0.1/40"), "{e}");
     }
 
@@ -654,7 +671,10 @@ mod tests {
         let mut i = Interface::new(&name, Mode::Userspace, pk, false);
 
         let a = i
-            .apply_full(&iface_spec(51001), &[spec(&key(1), &["10.77.0.2/32"]), spec(&key(2), &["10.77.0.3/32"]), spec(&key(3), &["10.77.0.4/32"])])
+            .apply_full(
+                &iface_spec(51001),
+                &[spec(&key(1), &["10.77.0.2/32"]), spec(&key(2), &["10.77.0.3/32"]), spec(&key(3), &["10.77.0.4/32"])],
+            )
             .unwrap();
         assert_eq!(a, Applied { created: true, set: 3, removed: 0, skipped: 0 });
         assert_eq!(i.backend(), Some(Backend::Userspace));

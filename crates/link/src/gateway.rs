@@ -101,18 +101,13 @@ impl GatewayLinkService {
     }
 }
 
-/// The token from `authorization: Bearer <token>`.
-fn bearer_token<T>(request: &Request<T>) -> Result<String, Status> {
-    let value = request
-        .metadata()
-        .get("authorization")
-        .ok_or_else(|| refuse(RefusalKind::Unauthenticated, "no gateway token (authorization metadata missing)"))?;
-    let text = value
-        .to_str()
-        .map_err(|_| refuse(RefusalKind::Unauthenticated, "gateway token is not printable ASCII"))?;
+/// The token from `authorization: Bearer <token>`, or why there is none.
+fn bearer_token<T>(request: &Request<T>) -> Result<String, &'static str> {
+    let value = request.metadata().get("authorization").ok_or("no gateway token (authorization metadata missing)")?;
+    let text = value.to_str().map_err(|_| "gateway token is not printable ASCII")?;
     match text.strip_prefix("Bearer ").map(str::trim) {
         Some(t) if !t.is_empty() => Ok(t.to_owned()),
-        _ => Err(refuse(RefusalKind::Unauthenticated, "authorization metadata must be \"Bearer <token>\"")),
+        _ => Err("authorization metadata must be \"Bearer <token>\""),
     }
 }
 
@@ -125,7 +120,7 @@ impl crate::gateway_link_server::GatewayLink for GatewayLinkService {
         request: Request<Streaming<GatewayFrame>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let remote = request.remote_addr();
-        let token = bearer_token(&request)?;
+        let token = bearer_token(&request).map_err(|why| refuse(RefusalKind::Unauthenticated, why))?;
         let mut incoming = request.into_inner();
         let first = match tokio::time::timeout(self.hello_timeout, incoming.next()).await {
             Err(_) => return Err(refuse(RefusalKind::Invalid, "no hello within the timeout")),
@@ -194,7 +189,8 @@ pub async fn serve_gateway_link(
         .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
     if let Some(id) = tls {
-        let cfg = tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(id.cert, id.key));
+        let cfg =
+            tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(id.cert, id.key));
         builder = builder.tls_config(cfg).map_err(|e| format!("gateway listener TLS: {e}"))?;
     }
     let incoming = tonic::transport::server::TcpIncoming::from_listener(listener, true, None)
@@ -263,10 +259,7 @@ impl GatewayConnection {
 
     /// Sends one stats report. Fails once the stream is gone.
     pub async fn send_stats(&self, peers: Vec<PeerStats>) -> Result<(), String> {
-        self.reports
-            .send(GatewayFrame::of(&FromGateway::Stats { peers }))
-            .await
-            .map_err(|_| "link closed".to_owned())
+        self.reports.send(GatewayFrame::of(&FromGateway::Stats { peers })).await.map_err(|_| "link closed".to_owned())
     }
 }
 
@@ -293,9 +286,7 @@ pub async fn connect_gateway(
     let channel = endpoint.connect().await.map_err(|e| transport(onramp_proto::error_chain(&e)))?;
     let (tx, rx) = mpsc::channel::<GatewayFrame>(16);
     // The hello is queued before the call, so core reads it as the first frame.
-    tx.send(GatewayFrame::of(&FromGateway::Hello(hello.clone())))
-        .await
-        .map_err(|_| transport("link closed".into()))?;
+    tx.send(GatewayFrame::of(&FromGateway::Hello(hello.clone()))).await.map_err(|_| transport("link closed".into()))?;
     let mut request = Request::new(ReceiverStream::new(rx));
     let mut value: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = format!("Bearer {}", token.0)
         .parse()

@@ -7,9 +7,7 @@ use onramp_link::gateway::{
     GatewayToken,
 };
 use onramp_link::test_control::{SharedControl, TestControl};
-use onramp_proto::gateway::{
-    GatewayHello, GatewayRefusal, InterfaceSpec, PeerSpec, PeerStats, RefusalKind, ToGateway,
-};
+use onramp_proto::gateway::{GatewayHello, GatewayRefusal, InterfaceSpec, PeerSpec, PeerStats, RefusalKind, ToGateway};
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -284,13 +284,14 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
 
     wait_until("ping across the tunnel", Duration::from_secs(30), || ping(&ns_peer.0, "10.231.0.1"));
     wait_until("a handshake and bytes in the stats", Duration::from_secs(30), || {
-        control
-            .seen()
-            .stats
-            .iter()
-            .any(|s| s.pubkey == peer_pub && s.latest_handshake.is_some() && s.rx_bytes > 0)
+        control.seen().stats.iter().any(|s| s.pubkey == peer_pub && s.latest_handshake.is_some() && s.rx_bytes > 0)
     });
-    let rules = || String::from_utf8_lossy(&run(&["ip", "netns", "exec", &ns_gw.0, "iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout).into_owned();
+    let rules = || {
+        String::from_utf8_lossy(
+            &run(&["ip", "netns", "exec", &ns_gw.0, "iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout,
+        )
+        .into_owned()
+    };
     let r = rules();
     assert!(r.contains("10.231.0.0/24") && r.contains(&format!("onramp-gateway {wg_gw}")), "MASQUERADE rule: {r}");
 
