@@ -156,3 +156,40 @@ async fn missing_token_and_missing_hello_are_refused() {
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(control.seen().hellos.is_empty());
 }
+
+/// A CA and a certificate for "localhost" it signed: (CA PEM, identity).
+fn localhost_pki(name: &str) -> (String, onramp_link::PemIdentity) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, name);
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
+    (ca_cert.pem(), onramp_link::PemIdentity { cert: cert.pem().into_bytes(), key: key.serialize_pem().into_bytes() })
+}
+
+/// The production path: TLS on the listener, the gateway trusting core's CA. A gateway
+/// trusting another CA never gets to send its token.
+#[tokio::test]
+async fn tls_session_and_wrong_ca_refused() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let (ca, identity) = localhost_pki("Test core CA");
+    let (other_ca, _) = localhost_pki("Another CA");
+    let control = TestControl::new("tok-1", full());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("https://localhost:{}", listener.local_addr().unwrap().port());
+    let c: Arc<dyn onramp_proto::gateway::GatewayControl> = Arc::new(SharedControl(control.clone()));
+    tokio::spawn(serve_gateway_link(listener, c, Some(identity), std::future::pending()));
+
+    let mut conn = connect_gateway(&url, &GatewayToken::new("tok-1"), &hello("K1"), Some(ca.as_bytes())).await.unwrap();
+    assert_eq!(conn.next().await.unwrap(), Some(full()));
+
+    let r = connect_gateway(&url, &GatewayToken::new("tok-1"), &hello("K1"), Some(other_ca.as_bytes())).await;
+    match r {
+        Err(ConnectError::Transport(e)) => assert!(e.to_lowercase().contains("certificate"), "{e}"),
+        other => panic!("expected a TLS failure, got {:?}", other.err()),
+    }
+    assert_eq!(control.seen().hellos.len(), 1, "the untrusting gateway never reached core's control");
+}
