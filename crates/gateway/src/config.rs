@@ -30,7 +30,7 @@ pub struct GatewayArgs {
     /// Use userspace WireGuard even where the kernel module exists
     #[arg(long, env = "ONRAMP_GATEWAY_USERSPACE", value_parser = clap::builder::BoolishValueParser::new(), action = clap::ArgAction::SetTrue)]
     pub userspace: bool,
-    /// Serve a health check here: 200 while linked to core, 503 otherwise
+    /// Serve a health check here: 200 while linked to core with its configuration applied, 503 otherwise
     #[arg(long, env = "ONRAMP_GATEWAY_HEALTH_ADDR", value_name = "ADDR")]
     pub health_addr: Option<SocketAddr>,
     /// CA certificate (PEM) that signed core's gateway listener certificate; needed for https://

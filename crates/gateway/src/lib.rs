@@ -21,6 +21,8 @@ use std::time::Duration;
 
 pub const MIN_BACKOFF: Duration = Duration::from_millis(250);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// A session that lasted this long was healthy: the next reconnect starts at [`MIN_BACKOFF`].
+const STABLE_SESSION: Duration = Duration::from_secs(30);
 
 /// Runs the gateway until `shutdown` resolves, then removes the interface (and its NAT
 /// rules). Errors only for what retrying cannot fix: settings, key, health address.
@@ -141,11 +143,15 @@ impl Agent {
                 Ok(conn) => {
                     // Core holds the new key now; later hellos need not ask again.
                     self.hello.rotate_key = false;
-                    backoff = MIN_BACKOFF;
-                    self.linked.store(true, Ordering::Relaxed);
                     tracing::info!(core = %url, "linked to core");
+                    let started = std::time::Instant::now();
                     let result = self.session(conn).await;
                     self.linked.store(false, Ordering::Relaxed);
+                    // Only a session that held a while starts the backoff afresh, so a
+                    // configuration that fails at once is not retried in a tight loop.
+                    if started.elapsed() >= STABLE_SESSION {
+                        backoff = MIN_BACKOFF;
+                    }
                     match result {
                         Ok(()) => tracing::warn!(core = %url, "core ended the session; reconnecting"),
                         Err(e) => {
@@ -177,7 +183,14 @@ impl Agent {
             tokio::select! {
                 msg = conn.next() => match msg? {
                     None => return Ok(()),
-                    Some(msg) => self.apply(msg).await?,
+                    Some(msg) => {
+                        let full = matches!(msg, ToGateway::Full { .. });
+                        self.apply(msg).await?;
+                        // Healthy means linked and serving core's configuration.
+                        if full {
+                            self.linked.store(true, Ordering::Relaxed);
+                        }
+                    }
                 },
                 _ = tick.tick() => {
                     let Some(stats) = self.read_stats().await else { continue };
