@@ -338,10 +338,34 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     assert!(!rules().contains(&format!("onramp-gateway {wg_gw}")), "adopted MASQUERADE rule removed");
 
-    let text = std::fs::read_to_string(&log).unwrap();
+    // Another machine (another key) for the same location: refused as a key conflict,
+    // logged with the reason, retried; with --rotate-key it replaces the recorded key.
+    let other_dir = tmp.path().join("gw-other");
+    let mut other_args = args.clone();
+    let i = other_args.iter().position(|a| a == "--gateway-data-dir").unwrap();
+    other_args[i + 1] = other_dir.to_str().unwrap().to_owned();
+    let other_log = tmp.path().join("other.log");
+    let mut other = Gateway::start(&ns_gw.0, &other_args, other_log.clone());
+    wait_until("the key conflict in the log", Duration::from_secs(30), || {
+        let t = std::fs::read_to_string(&other_log).unwrap_or_default();
+        t.contains("core refused this gateway") && t.contains("another key")
+    });
+    assert_eq!(control.seen().hellos.len(), 4, "a refused gateway opened no session");
+    assert_eq!(health(&ns_gw.0, health_port), Some(503), "not linked while refused");
+    assert!(other.signal(libc::SIGTERM).success(), "SIGTERM before any configuration exits 0 too");
+    other_args.push("--rotate-key".into());
+    let mut other = Gateway::start(&ns_gw.0, &other_args, other_log.clone());
+    wait_until("the rotated key's hello", Duration::from_secs(30), || control.seen().hellos.len() >= 5);
+    let (hello, _) = control.seen().hellos[4].clone();
+    assert!(hello.rotate_key && hello.pubkey != gw_pub, "a new key, sent with rotate_key");
+    assert!(other.signal(libc::SIGTERM).success());
+
+    let text = std::fs::read_to_string(&log).unwrap() + &std::fs::read_to_string(&other_log).unwrap();
     assert!(!text.contains(TOKEN), "the token never appears in the log");
-    let key = std::fs::read_to_string(data_dir.join("gateway.key")).unwrap();
-    assert!(!text.contains(key.trim()), "the private key never appears in the log");
+    for dir in [&data_dir, &other_dir] {
+        let key = std::fs::read_to_string(dir.join("gateway.key")).unwrap();
+        assert!(!text.contains(key.trim()), "the private key never appears in the log");
+    }
     assert!(text.contains("skipped a malformed peer"), "the malformed peer was reported: {text}");
 
     core.kill();
