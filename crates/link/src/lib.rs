@@ -1,6 +1,7 @@
 //! The network link between core and edge. Core dials each edge (the edge never reaches
 //! core) and opens one bidirectional gRPC stream: the edge sends requests down it, core
 //! answers each by id. Frames carry the JSON of `onramp_proto::link` messages.
+//! Gateways dial core the other way round; see [`gateway`].
 
 use onramp_proto::link::{CoreLink, EdgeCall, EdgeReply, EdgeRequest, LinkError, LinkFuture};
 use std::collections::HashMap;
@@ -13,6 +14,11 @@ use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
 include!(concat!(env!("OUT_DIR"), "/onramp.link.EdgeLink.rs"));
+include!(concat!(env!("OUT_DIR"), "/onramp.link.GatewayLink.rs"));
+
+pub mod gateway;
+#[cfg(feature = "test-control")]
+pub mod test_control;
 
 pub use edge_link_client::EdgeLinkClient;
 pub use edge_link_server::EdgeLinkServer;

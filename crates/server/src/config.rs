@@ -48,6 +48,12 @@ pub struct Config {
     /// `<data_dir>/secret.key`, created 0600 on first start. Replicas sharing one database
     /// need the same file.
     pub secret_key_file: PathBuf,
+    /// Where core listens for gateway agents.
+    pub gateway_addr: SocketAddr,
+    /// Certificate chain and key of the gateway listener.
+    pub gateway_tls: Option<(PathBuf, PathBuf)>,
+    /// Serve gateways in plaintext on a non-loopback address (a private network or a test).
+    pub gateway_insecure: bool,
 }
 
 /// What each HTTP listener allows a client, so idle or slow sockets cannot pile up.
@@ -103,6 +109,10 @@ pub struct Raw {
     pub http_max_connections: Option<toml::Value>,
     pub http_max_connections_per_ip: Option<toml::Value>,
     pub secret_key_file: Option<String>,
+    pub gateway_addr: Option<String>,
+    pub gateway_tls_cert_file: Option<String>,
+    pub gateway_tls_key_file: Option<String>,
+    pub gateway_insecure: Option<toml::Value>,
 }
 
 /// (setting name, environment variable) pairs, in one place so errors can name both.
@@ -135,6 +145,10 @@ const ENV: &[(&str, &str)] = &[
     ("http_max_connections", "ONRAMP_HTTP_MAX_CONNECTIONS"),
     ("http_max_connections_per_ip", "ONRAMP_HTTP_MAX_CONNECTIONS_PER_IP"),
     ("secret_key_file", "ONRAMP_SECRET_KEY_FILE"),
+    ("gateway_addr", "ONRAMP_GATEWAY_ADDR"),
+    ("gateway_tls_cert_file", "ONRAMP_GATEWAY_TLS_CERT_FILE"),
+    ("gateway_tls_key_file", "ONRAMP_GATEWAY_TLS_KEY_FILE"),
+    ("gateway_insecure", "ONRAMP_GATEWAY_INSECURE"),
 ];
 
 fn env_name(field: &str) -> &'static str {
@@ -183,6 +197,10 @@ impl Raw {
             http_max_connections: v("http_max_connections").map(toml::Value::String),
             http_max_connections_per_ip: v("http_max_connections_per_ip").map(toml::Value::String),
             secret_key_file: v("secret_key_file"),
+            gateway_addr: v("gateway_addr"),
+            gateway_tls_cert_file: v("gateway_tls_cert_file"),
+            gateway_tls_key_file: v("gateway_tls_key_file"),
+            gateway_insecure: v("gateway_insecure").map(toml::Value::String),
         }
     }
 
@@ -223,6 +241,10 @@ impl Raw {
             http_max_connections: other.http_max_connections.or(self.http_max_connections),
             http_max_connections_per_ip: other.http_max_connections_per_ip.or(self.http_max_connections_per_ip),
             secret_key_file: other.secret_key_file.or(self.secret_key_file),
+            gateway_addr: other.gateway_addr.or(self.gateway_addr),
+            gateway_tls_cert_file: other.gateway_tls_cert_file.or(self.gateway_tls_cert_file),
+            gateway_tls_key_file: other.gateway_tls_key_file.or(self.gateway_tls_key_file),
+            gateway_insecure: other.gateway_insecure.or(self.gateway_insecure),
         }
     }
 
@@ -297,6 +319,10 @@ impl Raw {
         let link_cert = pair(("link_cert_file", self.link_cert_file), ("link_key_file", self.link_key_file))?;
         let edge_tls =
             pair(("edge_tls_cert_file", self.edge_tls_cert_file), ("edge_tls_key_file", self.edge_tls_key_file))?;
+        let gateway_tls = pair(
+            ("gateway_tls_cert_file", self.gateway_tls_cert_file),
+            ("gateway_tls_key_file", self.gateway_tls_key_file),
+        )?;
         let edge_trusted_proxies = match &self.edge_trusted_proxies {
             None => vec![],
             Some(list) => list
@@ -345,6 +371,9 @@ impl Raw {
         };
         let data_dir = PathBuf::from(self.data_dir.unwrap_or_else(|| "./onramp-data".into()));
         Ok(Config {
+            gateway_addr: addr("gateway_addr", self.gateway_addr, "127.0.0.1:50055")?,
+            gateway_tls,
+            gateway_insecure: boolean("gateway_insecure", self.gateway_insecure, false)?,
             http_limits,
             edge_urls,
             edge_link_addr: addr("edge_link_addr", self.edge_link_addr.clone(), "0.0.0.0:50051")?,
@@ -397,6 +426,9 @@ impl std::fmt::Debug for Config {
             .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
             .field("secret_key_file", &self.secret_key_file)
             .field("http_limits", &self.http_limits)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("gateway_tls", &self.gateway_tls)
+            .field("gateway_insecure", &self.gateway_insecure)
             .finish()
     }
 }
@@ -426,6 +458,10 @@ impl std::fmt::Debug for Raw {
             .field("log_format", &self.log_format)
             .field("mail_retry_base_secs", &self.mail_retry_base_secs)
             .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
+            .field("gateway_addr", &self.gateway_addr)
+            .field("gateway_tls_cert_file", &self.gateway_tls_cert_file)
+            .field("gateway_tls_key_file", &self.gateway_tls_key_file)
+            .field("gateway_insecure", &self.gateway_insecure)
             .finish()
     }
 }
@@ -510,6 +546,20 @@ mod tests {
         assert!(e.contains("ONRAMP_HTTP_MAX_CONNECTIONS") && e.contains("not a whole number"), "{e}");
         let e = toml::from_str::<Raw>("htp_addr = \"x\"").unwrap_err().to_string();
         assert!(e.contains("htp_addr"), "{e}");
+    }
+
+    #[test]
+    fn gateway_listener_settings() {
+        let c = env(&[]).resolve().unwrap();
+        assert_eq!(c.gateway_addr.to_string(), "127.0.0.1:50055", "loopback by default");
+        assert_eq!((c.gateway_tls.is_none(), c.gateway_insecure), (true, false));
+        let file: Raw = toml::from_str("gateway_addr = \"0.0.0.0:50055\"\ngateway_insecure = true").unwrap();
+        let c = file.overlay(env(&[("ONRAMP_GATEWAY_ADDR", "10.0.0.5:6000")])).resolve().unwrap();
+        assert_eq!((c.gateway_addr.to_string().as_str(), c.gateway_insecure), ("10.0.0.5:6000", true));
+        let e = env(&[("ONRAMP_GATEWAY_TLS_CERT_FILE", "/x.pem")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("gateway_tls_key_file") && e.contains("ONRAMP_GATEWAY_TLS_KEY_FILE"), "{e}");
+        let e = env(&[("ONRAMP_GATEWAY_INSECURE", "perhaps")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("ONRAMP_GATEWAY_INSECURE"), "{e}");
     }
 
     #[test]

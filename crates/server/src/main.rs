@@ -41,6 +41,9 @@ enum Command {
     Serve,
     /// Run a standalone public edge (no database); core connects to it (ONRAMP_EDGE_URLS).
     Edge,
+    /// Run a WireGuard gateway for one location: dials core's gateway listener with the
+    /// location's token, serves its peers, reports their stats. Needs root (or CAP_NET_ADMIN).
+    Gateway(onramp_gateway::GatewayArgs),
     /// Apply database migrations and exit.
     Migrate {
         /// Create the SQLite file named by ONRAMP_DATABASE_URL if it does not exist.
@@ -83,6 +86,10 @@ fn main() -> std::process::ExitCode {
     // One TLS crypto provider for every rustls user in the process (link, HTTPS, SMTP).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
+    // The gateway runs beside WireGuard, not beside core: none of core's settings apply.
+    if let Command::Gateway(args) = &cli.command {
+        return gateway(args);
+    }
     let cfg = match cli.config() {
         Ok(c) => c,
         Err(e) => {
@@ -105,9 +112,42 @@ fn main() -> std::process::ExitCode {
             Command::Migrate { create } => serve::migrate(cfg, create).await,
             Command::Healthcheck { url } => serve::healthcheck(cfg, url).await,
             Command::Admin { command } => admin::run(cfg, command).await,
+            Command::Gateway(_) => unreachable!("handled before the core configuration"),
         }
     });
     match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn gateway(args: &onramp_gateway::GatewayArgs) -> std::process::ExitCode {
+    let format = match std::env::var("ONRAMP_LOG_FORMAT").as_deref() {
+        Ok("json") => config::LogFormat::Json,
+        _ => config::LogFormat::Text,
+    };
+    serve::init_tracing(format, true);
+    let token = std::env::var(onramp_gateway::config::TOKEN_ENV).ok();
+    let cfg = match args.resolve(token) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    // Read once; children (iptables) need not inherit it. No other thread runs yet.
+    std::env::remove_var(onramp_gateway::config::TOKEN_ENV);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(onramp_gateway::run(cfg, serve::shutdown_signal())) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

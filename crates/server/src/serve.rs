@@ -98,6 +98,17 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .iter()
         .map(|u| Ok((u.clone(), crate::tls::core_link_tls(&cfg, u)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let gateway_tls = crate::tls::gateway_listener_tls(&cfg)?;
+    // TODO(merge h-control): `impl GatewayControl for Core` lives on the control-plane
+    // branch. Once merged, replace `None` with `Some(Arc::new(core.clone()))`.
+    let gateway_control: Option<Arc<dyn onramp_proto::gateway::GatewayControl>> = None;
+    let gateways = match gateway_control {
+        Some(control) => Some(start_gateway_listener(&cfg, control, gateway_tls).await?),
+        None => {
+            tracing::warn!("this build's core cannot serve gateways yet; gateway listener not started");
+            None
+        }
+    };
     let edge = if cfg.edge_enabled {
         let public_url = core.public_url().await;
         let tls = crate::tls::public_tls(&cfg).await?;
@@ -132,6 +143,9 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::listener::serve(listener, app, admin, shutdown_signal()).await?;
     worker.abort();
     links.iter().for_each(|l| l.abort());
+    if let Some(g) = gateways {
+        g.abort();
+    }
     if let Some(e) = edge {
         e.abort();
     }
@@ -140,7 +154,24 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// Core's listener for gateway agents (they dial in; see `onramp gateway`).
+async fn start_gateway_listener(
+    cfg: &Config,
+    control: Arc<dyn onramp_proto::gateway::GatewayControl>,
+    tls: Option<onramp_link::PemIdentity>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(cfg.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (ONRAMP_GATEWAY_ADDR)", cfg.gateway_addr))?;
+    tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "gateway listener listening");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = onramp_link::gateway::serve_gateway_link(listener, control, tls, std::future::pending()).await {
+            tracing::error!(error = %e, "gateway listener failed");
+        }
+    }))
+}
+
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -86,6 +86,29 @@ pub fn edge_link_tls(cfg: &Config) -> anyhow::Result<Option<EdgeTls>> {
     }))
 }
 
+/// TLS of core's gateway listener. Gateways authenticate with their token, so without TLS
+/// the token and peer sets cross the network readable: plaintext is allowed on a loopback
+/// address (a gateway on the same host, or a TLS-terminating tunnel) with a warning, and
+/// elsewhere only with `gateway_insecure`.
+pub fn gateway_listener_tls(cfg: &Config) -> anyhow::Result<Option<PemIdentity>> {
+    if let Some((cert, key)) = &cfg.gateway_tls {
+        return Ok(Some(identity(cert, key, ("gateway_tls_cert_file", "gateway_tls_key_file"))?));
+    }
+    if cfg.gateway_insecure {
+        tracing::warn!(addr = %cfg.gateway_addr, "gateway listener without TLS (ONRAMP_GATEWAY_INSECURE): gateway tokens and peer sets cross the network in plaintext");
+        return Ok(None);
+    }
+    if cfg.gateway_addr.ip().is_loopback() {
+        tracing::warn!(addr = %cfg.gateway_addr, "gateway listener without TLS on loopback; set ONRAMP_GATEWAY_TLS_CERT_FILE and ONRAMP_GATEWAY_TLS_KEY_FILE before serving other hosts");
+        return Ok(None);
+    }
+    anyhow::bail!(
+        "gateway_addr (ONRAMP_GATEWAY_ADDR) {} is not loopback: set ONRAMP_GATEWAY_TLS_CERT_FILE and \
+         ONRAMP_GATEWAY_TLS_KEY_FILE, or ONRAMP_GATEWAY_INSECURE=true to serve gateways in plaintext",
+        cfg.gateway_addr
+    )
+}
+
 /// HTTPS for the public listener, when certificate files are configured.
 pub async fn public_tls(cfg: &Config) -> anyhow::Result<Option<axum_server::tls_rustls::RustlsConfig>> {
     let Some((cert, key)) = &cfg.edge_tls else { return Ok(None) };
