@@ -99,16 +99,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .map(|u| Ok((u.clone(), crate::tls::core_link_tls(&cfg, u)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let gateway_tls = crate::tls::gateway_listener_tls(&cfg)?;
-    // TODO(merge h-control): `impl GatewayControl for Core` lives on the control-plane
-    // branch. Once merged, replace `None` with `Some(Arc::new(core.clone()))`.
-    let gateway_control: Option<Arc<dyn onramp_proto::gateway::GatewayControl>> = None;
-    let gateways = match gateway_control {
-        Some(control) => Some(start_gateway_listener(&cfg, control, gateway_tls).await?),
-        None => {
-            tracing::warn!("this build's core cannot serve gateways yet; gateway listener not started");
-            None
-        }
-    };
+    let gateway_control: Arc<dyn onramp_proto::gateway::GatewayControl> = Arc::new(core.clone());
+    let gateways = Some(start_gateway_listener(&cfg, gateway_control, gateway_tls).await?);
     let edge = if cfg.edge_enabled {
         let public_url = core.public_url().await;
         let tls = crate::tls::public_tls(&cfg).await?;

@@ -42,6 +42,8 @@ fn spawn_core(http: u16, edge: u16, link: u16, db: &str, pki: &Pki, log: &std::p
     Proc(
         Command::new(BIN)
             .arg("serve")
+            // Any free port: tests run many cores at once.
+            .env("ONRAMP_GATEWAY_ADDR", "127.0.0.1:0")
             .env("ONRAMP_DATABASE_URL", db)
             // Both replicas share the secret key in the test's own directory.
             .env("ONRAMP_DATA_DIR", data_dir(log))

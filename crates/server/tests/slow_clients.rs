@@ -172,6 +172,7 @@ async fn idle_and_slow_sockets_are_closed_and_health_keeps_answering() {
     let _server = Proc(
         onramp(&["serve"])
             .env("ONRAMP_DATA_DIR", tmp.path())
+            .env("ONRAMP_GATEWAY_ADDR", "127.0.0.1:0")
             .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{http}"))
             .env("ONRAMP_EDGE_ADDR", format!("127.0.0.1:{edge}"))
             .spawn()

@@ -41,6 +41,8 @@ fn spawn_core_as(p: &Ports, data: &std::path::Path, pki: &Pki, identity: &str) -
     Proc(
         Command::new(BIN)
             .arg("serve")
+            // Any free port: tests run many cores at once.
+            .env("ONRAMP_GATEWAY_ADDR", "127.0.0.1:0")
             .env("ONRAMP_DATA_DIR", data)
             .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{}", p.http))
             .env("ONRAMP_EDGE_ENABLED", "false")
@@ -200,6 +202,8 @@ fn insecure_link_needs_an_explicit_opt_in() {
     let tmp = tempfile::tempdir().unwrap();
     let out = Command::new(BIN)
         .arg("serve")
+        // Any free port: tests run many cores at once.
+        .env("ONRAMP_GATEWAY_ADDR", "127.0.0.1:0")
         .env("ONRAMP_DATA_DIR", tmp.path())
         .env("ONRAMP_HTTP_ADDR", format!("127.0.0.1:{}", p.http))
         .env("ONRAMP_EDGE_ENABLED", "false")

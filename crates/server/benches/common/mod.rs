@@ -21,6 +21,9 @@ pub struct Proc {
 impl Proc {
     pub fn spawn(subcommand: &str, mut env: Vec<(String, String)>) -> Proc {
         env.push(("ONRAMP_LOG".into(), "warn".into()));
+        if subcommand == "serve" && !env.iter().any(|(k, _)| k == "ONRAMP_GATEWAY_ADDR") {
+            env.push(("ONRAMP_GATEWAY_ADDR".into(), "127.0.0.1:0".into()));
+        }
         let child = Command::new(BIN)
             .arg(subcommand)
             .envs(env.clone())
