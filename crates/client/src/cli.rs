@@ -104,6 +104,9 @@ pub enum Command {
     },
     /// Run the privileged tunnel service (root) that connect, disconnect and status talk to.
     Service(ServiceArgs),
+    /// Internal: one userspace WireGuard device, started by the service.
+    #[command(hide = true)]
+    ServiceDevice { interface: String },
     /// Forget an instance (id or name) with its locations and keys.
     RemoveInstance { instance: String },
     /// Poll every instance once and apply changes.

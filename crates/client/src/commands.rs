@@ -69,6 +69,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         return provision_cmd(&args, &Settings::load(&dir)).await;
     }
     let service = ServiceClient::new(tunnel::socket_path(cli.socket.as_deref()));
+    if let Command::ServiceDevice { interface } = &cli.command {
+        return service_device(interface);
+    }
     if let Command::Service(args) = cli.command {
         // Root's own data directory has nothing to do with the tunnels it serves.
         return service_cmd(args, service.path()).await;
@@ -209,7 +212,9 @@ async fn command(
             Ok(())
         }
         Command::Daemon { interval } => daemon(store, service, interval).await,
-        Command::Provision(_) | Command::Service(_) => unreachable!("handled before the store is opened"),
+        Command::Provision(_) | Command::Service(_) | Command::ServiceDevice { .. } => {
+            unreachable!("handled before the store is opened")
+        }
     }
 }
 
@@ -275,6 +280,16 @@ async fn service_cmd(args: crate::cli::ServiceArgs, socket: &Path) -> Result<(),
         userspace: args.userspace,
     };
     onramp_client::service::run(opts).await.map_err(|e| Failure(Exit::Failed, e))
+}
+
+#[cfg(target_os = "linux")]
+fn service_device(interface: &str) -> Result<(), Failure> {
+    onramp_client::service::run_device(interface).map_err(|e| Failure(Exit::Failed, e))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn service_device(_interface: &str) -> Result<(), Failure> {
+    Err(Failure(Exit::Failed, "the tunnel service is not supported yet on this platform".into()))
 }
 
 #[cfg(not(target_os = "linux"))]

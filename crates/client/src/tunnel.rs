@@ -74,12 +74,15 @@ impl ServiceClient {
         let mut line =
             serde_json::to_vec(&Request { v: ipc::VERSION, op }).map_err(|e| self.protocol(&e.to_string()))?;
         line.push(b'\n');
-        wr.write_all(&line).await.map_err(|e| self.protocol(&e.to_string()))?;
+        // A refused caller gets its answer before the service reads anything and the write
+        // may then fail (EPIPE): the reply, if any, still says why.
+        let written = wr.write_all(&line).await;
         let mut buf = Vec::new();
         let mut rd = tokio::io::BufReader::new(rd).take(ipc::MAX_LINE as u64 + 1);
-        rd.read_until(b'\n', &mut buf).await.map_err(|e| self.protocol(&e.to_string()))?;
+        let read = rd.read_until(b'\n', &mut buf).await;
         if buf.is_empty() {
-            return Err(self.protocol("closed the connection without a reply"));
+            let e = written.err().map(|e| e.to_string()).or(read.err().map(|e| e.to_string()));
+            return Err(self.protocol(e.as_deref().unwrap_or("closed the connection without a reply")));
         }
         if buf.len() > ipc::MAX_LINE {
             return Err(self.protocol("reply too long"));

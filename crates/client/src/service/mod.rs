@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-pub use tunnels::{PRIORITY_MARK, PRIORITY_SUPPRESS};
+pub use tunnels::{run_device, PRIORITY_MARK, PRIORITY_SUPPRESS};
 
 /// A connection may stay idle this long between requests.
 const IDLE: Duration = Duration::from_secs(300);

@@ -56,16 +56,65 @@ pub fn prepare(cfg: &TunnelConfig) -> Result<Applied, Failure> {
 
 enum Api {
     Kernel(WGApi<Kernel>),
-    User(WGApi<Userspace>),
+    /// A userspace device runs in a child process (see [`run_device`]); the service talks
+    /// to it through its UAPI socket like `wg` does.
+    User(WGApi<Userspace>, std::process::Child),
 }
 
 impl Api {
     fn get(&self) -> &dyn WireguardInterfaceApi {
         match self {
             Api::Kernel(a) => a,
-            Api::User(a) => a,
+            Api::User(a, _) => a,
         }
     }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Api::User(_, child) = self {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The hidden `onramp-client service-device IFACE`: one userspace WireGuard device, alive
+/// until the service closes our standard input or dies. Why a process of its own: boringtun
+/// takes SIGTERM and SIGINT for itself (a signalfd that stops the device), so in the
+/// service's process a SIGTERM could stop a device instead of reaching the service, which
+/// must then take every tunnel down in order.
+pub fn run_device(iface: &str) -> Result<(), String> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death signal.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
+    let mut api = WGApi::<Userspace>::new(iface).map_err(|e| e.to_string())?;
+    api.create_interface().map_err(|e| e.to_string())?;
+    println!("ready");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    // Blocks until the service closes the pipe (or is gone).
+    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
+    drop(api);
+    Ok(())
+}
+
+fn spawn_device(iface: &str) -> Result<std::process::Child, String> {
+    use std::io::BufRead;
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find this program: {e}"))?;
+    let mut child = Command::new(exe)
+        .args(["service-device", iface])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start the userspace device: {e}"))?;
+    let mut line = String::new();
+    let out = child.stdout.take().ok_or("no pipe to the userspace device")?;
+    let read = std::io::BufReader::new(out).read_line(&mut line);
+    if read.is_err() || line.trim() != "ready" {
+        let _ = child.kill();
+        let status = child.wait().ok();
+        return Err(format!("the userspace device did not start ({status:?})"));
+    }
+    Ok(child)
 }
 
 struct Tunnel {
@@ -249,9 +298,9 @@ impl Manager {
 
     fn create(&self, iface: &str) -> Result<Api, String> {
         if self.userspace {
-            let mut api = WGApi::<Userspace>::new(iface).map_err(|e| e.to_string())?;
-            api.create_interface().map_err(|e| e.to_string())?;
-            Ok(Api::User(api))
+            let child = spawn_device(iface)?;
+            let api = WGApi::<Userspace>::new(iface).map_err(|e| e.to_string())?;
+            Ok(Api::User(api, child))
         } else {
             let mut api = WGApi::<Kernel>::new(iface).map_err(|e| e.to_string())?;
             api.create_interface().map_err(|e| e.to_string())?;
@@ -333,7 +382,7 @@ impl Manager {
             tracing::debug!(iface = %t.iface, "remove_interface: {e}");
         }
         let iface = t.iface.clone();
-        drop(t); // a userspace device stops and closes its tun device on drop
+        drop(t); // a userspace device's process is ended here; its tun device goes with it
         for _ in 0..20 {
             if !link_exists(&iface) {
                 break;
