@@ -85,13 +85,12 @@ impl Drop for Api {
 /// service's process a SIGTERM could stop a device instead of reaching the service, which
 /// must then take every tunnel down in order.
 pub fn run_device(iface: &str) -> Result<(), String> {
-    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets this process's parent-death signal.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) };
     let mut api = WGApi::<Userspace>::new(iface).map_err(|e| e.to_string())?;
     api.create_interface().map_err(|e| e.to_string())?;
     println!("ready");
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    // Blocks until the service closes the pipe (or is gone).
+    // Blocks until the service closes the pipe or dies (even by SIGKILL: the kernel closes
+    // its end). Not PR_SET_PDEATHSIG: that fires when the spawning *thread* ends.
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
     drop(api);
     Ok(())
