@@ -1,7 +1,7 @@
 //! The unprivileged side of tunnels: asks `onramp-client service` (over its local socket) to
 //! connect, disconnect or report, with the fields of the caller's own store.
 
-use crate::ipc::{self, Body, ErrorCode, Op, Reply, Request, TunnelConfig, TunnelStatus};
+use crate::ipc::{self, Body, ErrorCode, Op, Reply, TunnelConfig, TunnelStatus};
 use crate::store::{Instance, Store, StoreError};
 use onramp_proto::DeviceConfig;
 use std::path::{Path, PathBuf};
@@ -72,7 +72,7 @@ impl ServiceClient {
         };
         let (rd, mut wr) = stream.into_split();
         let mut line =
-            serde_json::to_vec(&Request { v: ipc::VERSION, op }).map_err(|e| self.protocol(&e.to_string()))?;
+            serde_json::to_vec(&ipc::Request { v: ipc::VERSION, op }).map_err(|e| self.protocol(&e.to_string()))?;
         line.push(b'\n');
         // A refused caller gets its answer before the service reads anything and the write
         // may then fail (EPIPE): the reply, if any, still says why.

@@ -6,6 +6,8 @@
 //! callers outside the group are refused. Needs root, /dev/net/tun, ip, wg, wireguard-go,
 //! ping and setpriv: it FAILS (never skips) without them.
 
+#![cfg(target_os = "linux")]
+
 use onramp_testkit::app::{Backend, TestApp};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
