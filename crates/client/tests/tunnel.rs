@@ -437,6 +437,9 @@ async fn tunnels_through_the_service() {
     assert_eq!(o["endpoint"], format!("{ENDPOINT_B}:51820"));
     let iface = o["interface"].as_str().unwrap().to_owned();
     assert!(iface.starts_with(&lab.prefix) && iface.len() <= 15, "{iface}");
+    // The device's UAPI socket hands out the private key: root only.
+    let uapi = std::fs::metadata(format!("/var/run/wireguard/{iface}.sock")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&uapi.permissions()) & 0o077, 0, "UAPI socket open to others");
     let r = lab.client(&["status"]).await.ok();
     assert!(r.stdout.contains("connected on"), "{}", r.stdout);
 

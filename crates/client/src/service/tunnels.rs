@@ -29,6 +29,7 @@ pub const PRIORITY_MARK: u32 = 30951;
 /// Tables and fwmarks of full tunnels: this base plus the interface's 24-bit suffix.
 const TABLE_BASE: u32 = 0x4f00_0000;
 const USERSPACE_SOCKET_DIR: &str = "/var/run/wireguard";
+const MAX_TUNNELS_PER_USER: usize = 16;
 
 pub type Failure = (ErrorCode, String);
 
@@ -85,6 +86,10 @@ impl Drop for Api {
 /// service's process a SIGTERM could stop a device instead of reaching the service, which
 /// must then take every tunnel down in order.
 pub fn run_device(iface: &str) -> Result<(), String> {
+    // The UAPI socket answers `get=1` with the private key: owner-only, whatever umask the
+    // service was started with (so is /var/run/wireguard when boringtun creates it).
+    // SAFETY: umask only changes this process's file creation mask.
+    unsafe { libc::umask(0o077) };
     let mut api = WGApi::<Userspace>::new(iface).map_err(|e| e.to_string())?;
     api.create_interface().map_err(|e| e.to_string())?;
     println!("ready");
@@ -262,6 +267,10 @@ impl Manager {
                     Err((ErrorCode::Failed, format!("reconfiguring {iface} failed, tunnel removed: {e}")))
                 }
             };
+        }
+        // Each tunnel is an interface (and a process in userspace mode): bounded per user.
+        if self.tunnels.keys().filter(|(owner, _, _)| *owner == uid).count() >= MAX_TUNNELS_PER_USER {
+            return Err((ErrorCode::Failed, format!("at most {MAX_TUNNELS_PER_USER} tunnels per user")));
         }
         let mut suffix = suffix_for(&key);
         while self.tunnels.values().any(|t| t.suffix == suffix) {
