@@ -420,6 +420,45 @@ async fn tunnels_through_the_service() {
     let meta = std::fs::metadata(&lab.socket).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
 
+    // The protocol itself: versioned, bounded lines, every field checked.
+    let raw = |line: Vec<u8>| -> Value {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
+        let _ = s.write_all(&line);
+        let mut reply = String::new();
+        std::io::BufReader::new(s).read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply}"))
+    };
+    let r = raw(vec![b'x'; 70_000]);
+    assert_eq!(r["code"], "bad_request", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("longer than"), "{r}");
+    let r = raw(b"{\"v\":2,\"op\":\"hello\"}\n".to_vec());
+    assert_eq!(r["code"], "bad_request", "{r}");
+    let r = raw(b"{\"v\":1,\"op\":\"hello\"}\n".to_vec());
+    assert_eq!((r["reply"].as_str(), r["uid"].as_u64()), (Some("hello"), Some(0)), "{r}");
+    let tunnel = |change: &dyn Fn(&mut Value)| {
+        let mut t = json!({
+            "instance_id": "x", "network_id": 9, "name": "raw", "private_key": "abc",
+            "addresses": ["10.9.0.2"], "gateway_key": gateway_key, "endpoint": format!("{ENDPOINT_B}:51820"),
+            "allowed_ips": ["10.9.0.0/24"], "keepalive": 0,
+        });
+        change(&mut t);
+        let mut line = serde_json::to_vec(&json!({"v": 1, "op": "connect", "tunnel": t})).unwrap();
+        line.push(b'\n');
+        raw(line)
+    };
+    let r = tunnel(&|_| {});
+    assert_eq!(r["code"], "invalid", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("private_key"), "{r}");
+    let r = tunnel(&|t| t["gateway_key"] = json!(""));
+    assert_eq!(r["code"], "no_gateway", "{r}");
+    let r = tunnel(&|t| {
+        t["private_key"] = json!(must(&["wg", "genkey"]).trim());
+        t["endpoint"] = json!("no-such-host.invalid:51820");
+    });
+    assert_eq!(r["code"], "failed", "{r}");
+    assert!(lab.our_links().is_empty(), "a refused connect leaves nothing: {:?}", lab.our_links());
+
     // Unknown location.
     let r = lab.client(&["connect", "nowhere"]).await;
     assert_eq!(r.code, 1);
