@@ -359,9 +359,7 @@ pub mod gateway {
     pub enum FromGateway {
         Hello(GatewayHello),
         /// Peers whose counters changed since the last report (all of them in the first).
-        Stats {
-            peers: Vec<PeerStats>,
-        },
+        Stats { peers: Vec<PeerStats> },
     }
 
     /// Why core refuses a gateway. The message is shown to the admin in the gateway's log.
