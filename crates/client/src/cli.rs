@@ -15,6 +15,9 @@ pub struct Cli {
     /// Data directory (default: the per-user app data folder; ONRAMP_CLIENT_DATA_DIR).
     #[arg(long, global = true, env = "ONRAMP_CLIENT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The tunnel service's socket (default /run/onramp-client.sock).
+    #[arg(long, global = true, env = "ONRAMP_CLIENT_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -80,11 +83,30 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Instances, their sync state and locations.
+    /// Instances and locations, with each tunnel's state (connected, handshake, traffic).
     Status {
         #[arg(long)]
         json: bool,
     },
+    /// Connect to a VPN location (by name) through the Onramp client service.
+    Connect {
+        location: String,
+        /// The instance (id or name) when several have a location of that name.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Disconnect a VPN location, or every connected location without one.
+    Disconnect {
+        location: Option<String>,
+        /// The instance (id or name) when several have a location of that name.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// Run the privileged tunnel service (root) that connect, disconnect and status talk to.
+    Service(ServiceArgs),
+    /// Internal: one userspace WireGuard device, started by the service.
+    #[command(hide = true)]
+    ServiceDevice { interface: String },
     /// Forget an instance (id or name) with its locations and keys.
     RemoveInstance { instance: String },
     /// Poll every instance once and apply changes.
@@ -102,6 +124,19 @@ pub enum Command {
     /// user missing, 12 attribute malformed, 13 target not writable, 14 target exists
     /// (--force replaces it), 15 directory refused the credentials.
     Provision(Box<ProvisionArgs>),
+}
+
+#[derive(clap::Args)]
+pub struct ServiceArgs {
+    /// Group whose members may use the service (default: "onramp" if it exists, else root only).
+    #[arg(long, env = "ONRAMP_CLIENT_GROUP")]
+    pub group: Option<String>,
+    /// Interface names: this prefix and a 6-character suffix per location.
+    #[arg(long, env = "ONRAMP_CLIENT_INTERFACE_PREFIX", default_value = "onramp")]
+    pub interface_prefix: String,
+    /// Userspace WireGuard (boringtun) even when the kernel module is loaded.
+    #[arg(long, env = "ONRAMP_CLIENT_USERSPACE")]
+    pub userspace: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -232,5 +267,13 @@ mod tests {
         assert!(matches!(cli.command, Command::Daemon { interval: 30 }));
         let cli = Cli::try_parse_from(["onramp-client", "start", "--watch"]).unwrap();
         assert!(matches!(cli.command, Command::Start { watch: true, interval: 30, .. }));
+    }
+
+    #[test]
+    fn every_subcommand_has_a_description() {
+        use clap::CommandFactory;
+        for sub in Cli::command().get_subcommands() {
+            assert!(sub.get_about().is_some(), "{} has no description", sub.get_name());
+        }
     }
 }

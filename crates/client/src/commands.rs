@@ -6,7 +6,8 @@ use crate::output::{self, say, warn};
 use crate::prompt::{self, Terminal};
 use onramp_client::enroll::{self, EnrollError};
 use onramp_client::exit::Exit;
-use onramp_client::{dirs, helper, provision, sync, ApiError, Settings, Store};
+use onramp_client::tunnel::{self, ServiceClient, ServiceError};
+use onramp_client::{dirs, helper, ipc, provision, sync, ApiError, Settings, Store};
 use std::path::Path;
 use std::time::Duration;
 
@@ -36,6 +37,22 @@ impl From<helper::ProvisionError> for Failure {
     }
 }
 
+impl From<ServiceError> for Failure {
+    fn from(e: ServiceError) -> Self {
+        let code = match &e {
+            ServiceError::NotRunning | ServiceError::PermissionDenied(_) => Exit::ServiceUnavailable,
+            _ => Exit::Failed,
+        };
+        Failure(code, e.to_string())
+    }
+}
+
+impl From<tunnel::PickError> for Failure {
+    fn from(e: tunnel::PickError) -> Self {
+        Failure(Exit::Failed, e.to_string())
+    }
+}
+
 impl Failure {
     /// Names the administrator when the token was the problem.
     fn with_admin(mut self, admin: Option<&str>) -> Failure {
@@ -51,6 +68,14 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         let dir = cli.data_dir.clone().or_else(|| dirs::data_dir().ok()).unwrap_or_default();
         return provision_cmd(&args, &Settings::load(&dir)).await;
     }
+    let service = ServiceClient::new(tunnel::socket_path(cli.socket.as_deref()));
+    if let Command::ServiceDevice { interface } = &cli.command {
+        return service_device(interface);
+    }
+    if let Command::Service(args) = cli.command {
+        // Root's own data directory has nothing to do with the tunnels it serves.
+        return service_cmd(args, service.path()).await;
+    }
     let dir = match cli.data_dir {
         Some(d) => d,
         None => dirs::data_dir().map_err(|e| Failure(Exit::Failed, format!("cannot find the app data folder: {e}")))?,
@@ -59,12 +84,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         .map_err(|e| Failure(Exit::Failed, format!("cannot create {}: {e}", dir.display())))?;
     let settings = Settings::load(&dir);
     let store = Store::open(&dir).await?;
-    let result = command(cli.command, &dir, &settings, &store).await;
+    let result = command(cli.command, &dir, &settings, &store, &service).await;
     store.close().await;
     result
 }
 
-async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -> Result<(), Failure> {
+async fn command(
+    cmd: Command,
+    dir: &Path,
+    settings: &Settings,
+    store: &Store,
+    service: &ServiceClient,
+) -> Result<(), Failure> {
     match cmd {
         Command::Start { enroll, provisioning_file, watch, interval } => {
             if !store.is_initialized().await? {
@@ -87,9 +118,9 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
             } else {
                 leftover_provisioning(dir, provisioning_file.as_deref(), settings, store).await?;
             }
-            output::status(store, false).await?;
+            output::status(store, &service.tunnels().await, false).await?;
             if watch {
-                daemon(store, interval).await?;
+                daemon(store, service, interval).await?;
             }
             Ok(())
         }
@@ -131,7 +162,42 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
             output::locations(&all, json);
             Ok(())
         }
-        Command::Status { json } => Ok(output::status(store, json).await?),
+        Command::Status { json } => Ok(output::status(store, &service.tunnels().await, json).await?),
+        Command::Connect { location, instance } => {
+            let (i, l) = tunnel::pick(store, &location, instance.as_deref()).await?;
+            let cfg = tunnel::config_for(store, &i, &l).await.map_err(|e| Failure(Exit::Failed, e))?;
+            // Checked here too, so a location without a gateway says so without a service.
+            if let Err(e) = cfg.validate() {
+                return Err(Failure(Exit::Failed, e.to_string()));
+            }
+            let (iface, change, warnings) = service.connect(cfg).await?;
+            for w in warnings {
+                warn(&format!("warning: {w}"));
+            }
+            say(&match change {
+                ipc::Change::Created => format!("connected to {location} (interface {iface})"),
+                ipc::Change::Reconfigured => format!("{location}: reconfigured the live tunnel (interface {iface})"),
+                ipc::Change::Unchanged => format!("already connected to {location} (interface {iface})"),
+            });
+            Ok(())
+        }
+        Command::Disconnect { location, instance } => {
+            let which = match &location {
+                Some(name) => {
+                    let (i, l) = tunnel::pick(store, name, instance.as_deref()).await?;
+                    Some((i.id, l.network_id))
+                }
+                None => None,
+            };
+            let gone = service.disconnect(which).await?;
+            say(&match (&location, gone.is_empty()) {
+                (Some(name), true) => format!("{name} was not connected"),
+                (Some(name), false) => format!("disconnected {name}"),
+                (None, true) => "no location was connected".to_owned(),
+                (None, false) => format!("disconnected {} tunnel(s)", gone.len()),
+            });
+            Ok(())
+        }
         Command::RemoveInstance { instance } => {
             let found = store.instances().await?.into_iter().find(|i| i.id == instance || i.name == instance);
             let Some(i) = found else {
@@ -145,8 +211,10 @@ async fn command(cmd: Command, dir: &Path, settings: &Settings, store: &Store) -
             output::sync_report(&sync::sync_once(store).await?, json);
             Ok(())
         }
-        Command::Daemon { interval } => daemon(store, interval).await,
-        Command::Provision(_) => unreachable!("handled before the store is opened"),
+        Command::Daemon { interval } => daemon(store, service, interval).await,
+        Command::Provision(_) | Command::Service(_) | Command::ServiceDevice { .. } => {
+            unreachable!("handled before the store is opened")
+        }
     }
 }
 
@@ -203,10 +271,44 @@ fn append_log(path: &Path, line: &str) {
     }
 }
 
-async fn daemon(store: &Store, interval: u64) -> Result<(), Failure> {
+#[cfg(target_os = "linux")]
+async fn service_cmd(args: crate::cli::ServiceArgs, socket: &Path) -> Result<(), Failure> {
+    let opts = onramp_client::service::Options {
+        socket: socket.to_path_buf(),
+        group: args.group,
+        interface_prefix: args.interface_prefix,
+        userspace: args.userspace,
+    };
+    onramp_client::service::run(opts).await.map_err(|e| Failure(Exit::Failed, e))
+}
+
+#[cfg(target_os = "linux")]
+fn service_device(interface: &str) -> Result<(), Failure> {
+    onramp_client::service::run_device(interface).map_err(|e| Failure(Exit::Failed, e))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn service_device(_interface: &str) -> Result<(), Failure> {
+    Err(Failure(Exit::Failed, "the tunnel service is not supported yet on this platform".into()))
+}
+
+#[cfg(not(target_os = "linux"))]
+async fn service_cmd(_args: crate::cli::ServiceArgs, _socket: &Path) -> Result<(), Failure> {
+    let os = if cfg!(windows) { "Windows" } else { "this platform" };
+    Err(Failure(Exit::Failed, format!("the tunnel service is not supported yet on {os}")))
+}
+
+async fn daemon(store: &Store, service: &ServiceClient, interval: u64) -> Result<(), Failure> {
     let interval = Duration::from_secs(interval.max(1));
     loop {
-        output::sync_report(&sync::sync_once(store).await?, false);
+        let results = sync::sync_once(store).await?;
+        output::sync_report(&results, false);
+        // A connected location that changed gets its new fields (key rotation, endpoint...).
+        if results.iter().any(|(_, o)| matches!(o, sync::Outcome::Updated(d) if !d.is_empty())) {
+            for line in tunnel::refresh_connected(store, service).await? {
+                say(&line);
+            }
+        }
         tokio::select! {
             _ = tokio::time::sleep(sync::jittered(interval)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),

@@ -18,6 +18,8 @@ pub enum Exit {
     TokenProblem = 4,
     /// The edge could not be reached (after retries).
     EdgeUnreachable = 5,
+    /// The Onramp client service is not running, or refused this user.
+    ServiceUnavailable = 6,
     /// provision: the directory (or Microsoft Graph) could not be reached.
     DirectoryUnreachable = 10,
     /// provision: the user or the attribute is missing or empty.
@@ -64,6 +66,7 @@ mod tests {
             (Exit::BadProvisioningFile, 3),
             (Exit::TokenProblem, 4),
             (Exit::EdgeUnreachable, 5),
+            (Exit::ServiceUnavailable, 6),
             (Exit::DirectoryUnreachable, 10),
             (Exit::AttributeMissing, 11),
             (Exit::AttributeMalformed, 12),

@@ -9,12 +9,16 @@ pub mod entra;
 pub mod exit;
 pub mod helper;
 pub mod http;
+pub mod ipc;
 pub mod join;
 pub mod keys;
 pub mod provision;
+#[cfg(target_os = "linux")]
+pub mod service;
 pub mod store;
 pub mod sync;
 pub mod text;
+pub mod tunnel;
 pub mod wgconf;
 
 pub use api::{ApiError, EdgeClient};

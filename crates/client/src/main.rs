@@ -1,7 +1,8 @@
 //! `onramp-client`: the command-line Onramp client. Exit codes (named in
 //! [`onramp_client::exit::Exit`]): 0 success (also "nothing to do"); 1 other errors; 2
 //! usage; 3 unusable provisioning file; 4 token problem (expired, used, revoked, unknown:
-//! contact the administrator); 5 the edge cannot be reached; 10-15 the `provision` helper's.
+//! contact the administrator); 5 the edge cannot be reached; 6 the tunnel service is not running
+//! or refused this user; 10-15 the `provision` helper's.
 
 mod cli;
 mod commands;
@@ -15,7 +16,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_CLIENT_LOG").unwrap_or_else(|_| "warn".into());
+    // The service logs what it does to interfaces; the commands only warnings.
+    let default = if matches!(cli.command, cli::Command::Service(_)) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_CLIENT_LOG").unwrap_or_else(|_| default.into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,

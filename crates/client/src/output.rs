@@ -3,8 +3,10 @@
 //! characters.
 
 use onramp_client::enroll;
+use onramp_client::ipc::TunnelStatus;
 use onramp_client::store::Instance;
 use onramp_client::text::printable;
+use onramp_client::tunnel::ServiceError;
 use onramp_client::{sync, Store};
 
 /// A line (or lines) on standard output.
@@ -87,16 +89,47 @@ pub fn sync_report(results: &[(Instance, sync::Outcome)], as_json: bool) {
     }
 }
 
-pub async fn status(store: &Store, as_json: bool) -> Result<(), onramp_client::store::StoreError> {
+/// The tunnel state the service reported, or why there is none.
+pub type Tunnels = Result<Vec<TunnelStatus>, ServiceError>;
+
+/// `status`: instances and locations with each tunnel's state. The JSON is a contract for
+/// scripts: `{"service": "running"|"not_running"|"refused"|"error", "service_error": text|null,
+/// "instances": [{"instance": {...}, "locations": [{"name", "network_id", "connected",
+/// "latest_handshake", "rx_bytes", "tx_bytes", "endpoint", "interface", "has_gateway"}]}]}`.
+pub async fn status(store: &Store, tunnels: &Tunnels, as_json: bool) -> Result<(), onramp_client::store::StoreError> {
     let instances = store.instances().await?;
+    let live = tunnels.as_ref().map(Vec::as_slice).unwrap_or(&[]);
+    let find = |i: &Instance, id: i64| live.iter().find(|t| t.instance_id == i.id && t.network_id == id);
     if as_json {
+        let (service, error) = match tunnels {
+            Ok(_) => ("running", None),
+            Err(ServiceError::NotRunning) => ("not_running", None),
+            Err(e @ ServiceError::PermissionDenied(_)) => ("refused", Some(e.to_string())),
+            Err(e) => ("error", Some(e.to_string())),
+        };
         let mut v = vec![];
         for i in &instances {
-            v.push(serde_json::json!({"instance": i, "locations": store.locations(&i.id).await?}));
+            let mut locations = vec![];
+            for l in store.locations(&i.id).await? {
+                let t = find(i, l.network_id);
+                locations.push(serde_json::json!({
+                    "name": l.network_name,
+                    "network_id": l.network_id,
+                    "connected": t.is_some(),
+                    "latest_handshake": t.and_then(|t| t.latest_handshake),
+                    "rx_bytes": t.map(|t| t.rx_bytes).unwrap_or(0),
+                    "tx_bytes": t.map(|t| t.tx_bytes).unwrap_or(0),
+                    "endpoint": l.endpoint,
+                    "interface": t.map(|t| t.interface.clone()),
+                    "has_gateway": !l.pubkey.trim().is_empty(),
+                }));
+            }
+            v.push(serde_json::json!({"instance": i, "locations": locations}));
         }
-        json(&v);
+        json(&serde_json::json!({"service": service, "service_error": error, "instances": v}));
         return Ok(());
     }
+    let now = onramp_client::now();
     for i in &instances {
         let state = match i.sync_state.as_str() {
             "needs_token" => " (needs a new token from the administrator)",
@@ -105,8 +138,26 @@ pub async fn status(store: &Store, as_json: bool) -> Result<(), onramp_client::s
         };
         say(&format!("Instance {} as {} (device {}){state}", i.name, i.username, i.device_name));
         for l in store.locations(&i.id).await? {
-            say(&format!("  {}  {}  via {}", l.network_name, l.assigned_ip, l.endpoint));
+            let tunnel = match find(i, l.network_id) {
+                Some(t) => format!(
+                    "connected on {}, {}, received {} B, sent {} B",
+                    t.interface,
+                    t.latest_handshake
+                        .map(|h| format!("handshake {} s ago", now - h))
+                        .unwrap_or("no handshake yet".into()),
+                    t.rx_bytes,
+                    t.tx_bytes
+                ),
+                None if l.pubkey.trim().is_empty() => "no gateway yet".to_owned(),
+                None => "not connected".to_owned(),
+            };
+            say(&format!("  {}  {}  via {}  {tunnel}", l.network_name, l.assigned_ip, l.endpoint));
         }
+    }
+    match tunnels {
+        Ok(_) | Err(ServiceError::NotRunning) if instances.is_empty() => {}
+        Ok(_) => {}
+        Err(e) => say(&format!("Tunnels: {e}")),
     }
     Ok(())
 }

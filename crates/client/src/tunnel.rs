@@ -1,0 +1,263 @@
+//! The unprivileged side of tunnels: asks `onramp-client service` (over its local socket) to
+//! connect, disconnect or report, with the fields of the caller's own store.
+
+use crate::ipc::{self, Body, ErrorCode, Op, Reply, TunnelConfig, TunnelStatus};
+use crate::store::{Instance, Store, StoreError};
+use onramp_proto::DeviceConfig;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long one request may take (connect resolves the endpoint and builds an interface).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("the Onramp client service is not running; start it: sudo onramp-client service (or systemctl start onramp-client)")]
+    NotRunning,
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{message}")]
+    Refused { code: ErrorCode, message: String },
+    #[error("the Onramp client service at {path}: {detail}")]
+    Protocol { path: String, detail: String },
+    #[error("tunnels are not supported yet on this platform")]
+    Unsupported,
+}
+
+/// The socket path: `--socket` / `ONRAMP_CLIENT_SOCKET`, else [`ipc::DEFAULT_SOCKET`].
+pub fn socket_path(flag: Option<&Path>) -> PathBuf {
+    flag.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(ipc::DEFAULT_SOCKET))
+}
+
+#[derive(Debug, Clone)]
+pub struct ServiceClient {
+    path: PathBuf,
+}
+
+impl ServiceClient {
+    pub fn new(path: PathBuf) -> ServiceClient {
+        ServiceClient { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Sends one request and reads its reply; a service error reply becomes `Refused`.
+    pub async fn call(&self, op: Op) -> Result<Body, ServiceError> {
+        let reply = tokio::time::timeout(REQUEST_TIMEOUT, self.exchange(op))
+            .await
+            .map_err(|_| self.protocol("no reply in time"))??;
+        if reply.v != ipc::VERSION {
+            return Err(self.protocol(&format!("speaks protocol version {} (this client: {})", reply.v, ipc::VERSION)));
+        }
+        match reply.body {
+            Body::Error { code: ErrorCode::Forbidden, message } => Err(ServiceError::PermissionDenied(message)),
+            Body::Error { code: ErrorCode::Unsupported, .. } => Err(ServiceError::Unsupported),
+            Body::Error { code, message } => Err(ServiceError::Refused { code, message }),
+            body => Ok(body),
+        }
+    }
+
+    fn protocol(&self, detail: &str) -> ServiceError {
+        ServiceError::Protocol { path: self.path.display().to_string(), detail: detail.to_owned() }
+    }
+
+    #[cfg(unix)]
+    async fn exchange(&self, op: Op) -> Result<Reply, ServiceError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let stream = match tokio::net::UnixStream::connect(&self.path).await {
+            Ok(s) => s,
+            Err(e) => return Err(self.connect_error(e)),
+        };
+        let (rd, mut wr) = stream.into_split();
+        let mut line =
+            serde_json::to_vec(&ipc::Request { v: ipc::VERSION, op }).map_err(|e| self.protocol(&e.to_string()))?;
+        line.push(b'\n');
+        // A refused caller gets its answer before the service reads anything and the write
+        // may then fail (EPIPE): the reply, if any, still says why.
+        let written = wr.write_all(&line).await;
+        let mut buf = Vec::new();
+        let mut rd = tokio::io::BufReader::new(rd).take(ipc::MAX_LINE as u64 + 1);
+        let read = rd.read_until(b'\n', &mut buf).await;
+        if buf.is_empty() {
+            let e = written.err().map(|e| e.to_string()).or(read.err().map(|e| e.to_string()));
+            return Err(self.protocol(e.as_deref().unwrap_or("closed the connection without a reply")));
+        }
+        if buf.len() > ipc::MAX_LINE {
+            return Err(self.protocol("reply too long"));
+        }
+        serde_json::from_slice(&buf).map_err(|e| self.protocol(&format!("unreadable reply: {e}")))
+    }
+
+    #[cfg(unix)]
+    fn connect_error(&self, e: std::io::Error) -> ServiceError {
+        match e.kind() {
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => ServiceError::NotRunning,
+            std::io::ErrorKind::PermissionDenied => ServiceError::PermissionDenied(denied_hint(&self.path)),
+            _ => self.protocol(&e.to_string()),
+        }
+    }
+
+    #[cfg(not(unix))]
+    async fn exchange(&self, _op: Op) -> Result<Reply, ServiceError> {
+        Err(ServiceError::Unsupported)
+    }
+
+    /// The caller's live tunnels.
+    pub async fn tunnels(&self) -> Result<Vec<TunnelStatus>, ServiceError> {
+        match self.call(Op::Status).await? {
+            Body::Status { tunnels } => Ok(tunnels),
+            other => Err(self.protocol(&format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub async fn connect(&self, tunnel: TunnelConfig) -> Result<(String, ipc::Change, Vec<String>), ServiceError> {
+        match self.call(Op::Connect { tunnel }).await? {
+            Body::Connected { interface, change, warnings } => Ok((interface, change, warnings)),
+            other => Err(self.protocol(&format!("unexpected reply {other:?}"))),
+        }
+    }
+
+    pub async fn disconnect(&self, which: Option<(String, i64)>) -> Result<Vec<String>, ServiceError> {
+        let (instance_id, network_id) = match which {
+            Some((i, n)) => (Some(i), Some(n)),
+            None => (None, None),
+        };
+        match self.call(Op::Disconnect { instance_id, network_id }).await? {
+            Body::Disconnected { interfaces } => Ok(interfaces),
+            other => Err(self.protocol(&format!("unexpected reply {other:?}"))),
+        }
+    }
+}
+
+/// What to tell a user the socket refused: which group to join.
+#[cfg(unix)]
+fn denied_hint(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let group = std::fs::metadata(path).ok().map(|m| m.gid()).filter(|g| *g != 0).and_then(group_name);
+    match group {
+        Some(g) => format!(
+            "permission denied on {}: only root and members of group {g:?} may use the Onramp client service; \
+             ask your administrator to add you (sudo usermod -aG {g} $USER, then log in again)",
+            path.display()
+        ),
+        None => format!(
+            "permission denied on {}: the Onramp client service allows only root; ask your administrator to \
+             create group {:?}, add you to it and restart the service (or set ONRAMP_CLIENT_GROUP)",
+            path.display(),
+            ipc::DEFAULT_GROUP
+        ),
+    }
+}
+
+#[cfg(unix)]
+pub fn group_name(gid: u32) -> Option<String> {
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: getgrgid_r fills `grp` with pointers into `buf`, which outlives their use; the
+    // name is copied out before `buf` is dropped.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut found: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr(), buf.len(), &mut found);
+        if rc != 0 || found.is_null() || grp.gr_name.is_null() {
+            return None;
+        }
+        Some(std::ffi::CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned())
+    }
+}
+
+/// Why a location cannot be picked by name.
+#[derive(Debug, thiserror::Error)]
+pub enum PickError {
+    #[error("no location named {name:?}; known: {known}")]
+    Unknown { name: String, known: String },
+    #[error("location {name:?} exists in several instances ({instances}); choose one with --instance")]
+    Ambiguous { name: String, instances: String },
+    #[error("no instance {0:?}; see onramp-client instances")]
+    NoInstance(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The location named `name` (in `instance`, by id or name, when given).
+pub async fn pick(store: &Store, name: &str, instance: Option<&str>) -> Result<(Instance, DeviceConfig), PickError> {
+    let instances: Vec<Instance> =
+        store.instances().await?.into_iter().filter(|i| instance.is_none_or(|w| w == i.id || w == i.name)).collect();
+    if let (Some(w), true) = (instance, instances.is_empty()) {
+        return Err(PickError::NoInstance(w.to_owned()));
+    }
+    let mut known = vec![];
+    let mut found = vec![];
+    for i in instances {
+        for l in store.locations(&i.id).await? {
+            known.push(l.network_name.clone());
+            if l.network_name == name {
+                found.push((i.clone(), l));
+            }
+        }
+    }
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 => {
+            known.sort();
+            known.dedup();
+            let known = if known.is_empty() { "(none)".to_owned() } else { known.join(", ") };
+            Err(PickError::Unknown { name: name.to_owned(), known })
+        }
+        _ => Err(PickError::Ambiguous {
+            name: name.to_owned(),
+            instances: found.iter().map(|(i, _)| i.name.clone()).collect::<Vec<_>>().join(", "),
+        }),
+    }
+}
+
+/// The tunnel fields of `location`, with the instance's private key from the store.
+pub async fn config_for(store: &Store, i: &Instance, location: &DeviceConfig) -> Result<TunnelConfig, String> {
+    let key = store
+        .private_key(&i.pubkey)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("instance {}: this device's private key is missing from the local store", i.name))?;
+    Ok(ipc::tunnel_config(&i.id, location, &key))
+}
+
+/// After a sync changed something: every connected location of this store gets its current
+/// fields again (the service leaves an unchanged tunnel alone and reconfigures a changed one
+/// in place); a connected location the server removed is disconnected. Without a running
+/// service there is nothing to do.
+pub async fn refresh_connected(store: &Store, service: &ServiceClient) -> Result<Vec<String>, StoreError> {
+    let tunnels = match service.tunnels().await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!("not refreshing tunnels: {e}");
+            return Ok(vec![]);
+        }
+    };
+    let mut done = vec![];
+    for t in tunnels {
+        let Some(i) = store.instance(&t.instance_id).await? else { continue };
+        let location = store.locations(&i.id).await?.into_iter().find(|l| l.network_id == t.network_id);
+        let result = match location {
+            None => {
+                service.disconnect(Some((t.instance_id.clone(), t.network_id))).await.map(|_| "disconnected (removed)")
+            }
+            Some(l) => match config_for(store, &i, &l).await {
+                Ok(cfg) => service.connect(cfg).await.map(|(_, change, _)| match change {
+                    ipc::Change::Unchanged => "unchanged",
+                    _ => "reconfigured",
+                }),
+                Err(e) => {
+                    tracing::warn!(location = %t.name, "cannot refresh: {e}");
+                    continue;
+                }
+            },
+        };
+        match result {
+            Ok("unchanged") => {}
+            Ok(what) => done.push(format!("{}: {what}", t.name)),
+            Err(e) => done.push(format!("{}: tunnel refresh failed: {e}", t.name)),
+        }
+    }
+    Ok(done)
+}

@@ -1,0 +1,587 @@
+//! Real tunnels end to end: a real Onramp server (in this process) enrolls a client store;
+//! `onramp-client service` (the real binary) runs in network namespace A with userspace
+//! WireGuard; namespace B holds a wireguard-go peer standing in for the gateway and an
+//! address behind it. The unprivileged commands connect, report, reconfigure (through the
+//! sync daemon), disconnect; a killed service's leftovers are removed at its next start;
+//! callers outside the group are refused. Needs root, /dev/net/tun, ip, wg, wireguard-go,
+//! ping and setpriv: it FAILS (never skips) without them.
+
+#![cfg(target_os = "linux")]
+
+use onramp_testkit::app::{Backend, TestApp};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_onramp-client");
+const PASSWORD: &str = "Str0ng!Pass";
+const GATEWAY_NET: &str = "10.61.0.1/24";
+const PROTECTED: &str = "10.62.0.1";
+const ENDPOINT_A: &str = "192.0.2.1";
+const ENDPOINT_B: &str = "192.0.2.2";
+
+fn run(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
+}
+
+fn must(args: &[&str]) -> String {
+    let out = run(Command::new(args[0]).args(&args[1..]));
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn require_tools() {
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    assert_eq!(uid, 0, "this test creates network namespaces and interfaces: run it as root (e.g. sudo -E cargo nextest run -p onramp-client)");
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "/dev/net/tun is missing: modprobe tun (in a container: --device /dev/net/tun)"
+    );
+    for tool in ["ip", "wg", "wireguard-go", "ping", "setpriv", "groupadd"] {
+        let found =
+            Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success());
+        assert!(found, "{tool} is missing: apt-get install -y iproute2 wireguard-tools wireguard-go iputils-ping util-linux passwd");
+    }
+}
+
+/// Everything the test made outside its temp dirs, removed on drop (also after a panic).
+struct Lab {
+    ns_a: String,
+    ns_b: String,
+    gw_if: String,
+    group: String,
+    prefix: String,
+    socket: PathBuf,
+    children: Vec<Child>,
+    service: Option<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(mut s) = self.service.take() {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in [&self.ns_a, &self.ns_b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = std::fs::remove_file(format!("/var/run/wireguard/{}.sock", self.gw_if));
+        if let Ok(dir) = std::fs::read_dir("/var/run/wireguard") {
+            for e in dir.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&self.prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        let _ = Command::new("groupdel").arg(&self.group).status();
+    }
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Ran {
+    fn ok(self) -> Ran {
+        assert_eq!(self.code, 0, "stdout: {}\nstderr: {}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Lab {
+    fn new() -> Lab {
+        require_tools();
+        let pid = std::process::id();
+        let short = pid % 1_000_000;
+        let mut lab = Lab {
+            ns_a: format!("onramp-a-{pid}"),
+            ns_b: format!("onramp-b-{pid}"),
+            gw_if: format!("orgw{short}"),
+            group: format!("ort{short}"),
+            prefix: format!("ot{short}"),
+            socket: PathBuf::new(),
+            children: vec![],
+            service: None,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        lab.socket = lab.dir.path().join("service.sock");
+        // nobody must reach the socket's directory for the refusal tests.
+        std::fs::set_permissions(lab.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        must(&["groupadd", &lab.group]);
+        must(&["ip", "netns", "add", &lab.ns_a]);
+        must(&["ip", "netns", "add", &lab.ns_b]);
+        let (va, vb) = (format!("ora{short}"), format!("orb{short}"));
+        must(&["ip", "link", "add", &va, "type", "veth", "peer", "name", &vb]);
+        must(&["ip", "link", "set", &va, "netns", &lab.ns_a]);
+        must(&["ip", "link", "set", &vb, "netns", &lab.ns_b]);
+        for (ns, dev, addr) in [(&lab.ns_a, &va, ENDPOINT_A), (&lab.ns_b, &vb, ENDPOINT_B)] {
+            must(&["ip", "-n", ns, "addr", "add", &format!("{addr}/24"), "dev", dev]);
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        must(&["ip", "-n", &lab.ns_b, "addr", "add", &format!("{PROTECTED}/32"), "dev", "lo"]);
+        lab
+    }
+
+    /// The gateway stand-in: wireguard-go in B; returns its public key.
+    fn start_gateway(&mut self) -> String {
+        let key = must(&["wg", "genkey"]).trim().to_owned();
+        let keyfile = self.dir.path().join("gw.key");
+        std::fs::write(&keyfile, format!("{key}\n")).unwrap();
+        std::fs::set_permissions(&keyfile, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        let mut pubkey = Command::new("wg").arg("pubkey").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        use std::io::Write;
+        pubkey.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
+        let public = String::from_utf8(pubkey.wait_with_output().unwrap().stdout).unwrap().trim().to_owned();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_b, "wireguard-go", "-f", &self.gw_if])
+            .env("WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD", "1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(child);
+        let sock = format!("/var/run/wireguard/{}.sock", self.gw_if);
+        wait_for(Duration::from_secs(10), "wireguard-go's socket", || Path::new(&sock).exists());
+        let b = self.ns_b.clone();
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &b,
+            "wg",
+            "set",
+            &self.gw_if,
+            "private-key",
+            keyfile.to_str().unwrap(),
+            "listen-port",
+            "51820",
+        ]);
+        must(&["ip", "-n", &b, "addr", "add", GATEWAY_NET, "dev", &self.gw_if]);
+        must(&["ip", "-n", &b, "link", "set", &self.gw_if, "up"]);
+        public
+    }
+
+    fn gateway_accepts(&self, client_pubkey: &str, client_ip: &str) {
+        must(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns_b,
+            "wg",
+            "set",
+            &self.gw_if,
+            "peer",
+            client_pubkey,
+            "allowed-ips",
+            &format!("{client_ip}/32"),
+        ]);
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .env("ONRAMP_CLIENT_DATA_DIR", self.data())
+            .env("ONRAMP_CLIENT_SOCKET", &self.socket)
+            .env("ONRAMP_CLIENT_ALLOW_HTTP", "1")
+            .env("ONRAMP_CLIENT_RETRIES", "1")
+            .env_remove("ONRAMP_TOKEN")
+            .env_remove("ONRAMP_CLIENT_LOG")
+            .stdin(Stdio::null());
+        c
+    }
+
+    async fn client(&self, args: &[&str]) -> Ran {
+        let mut c = self.cmd(args);
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// A client command as `nobody` with its own (empty) data dir, in `groups` if given.
+    async fn as_nobody(&self, args: &[&str], groups: Option<&str>) -> Ran {
+        let data = self.dir.path().join("nobody-data");
+        std::fs::create_dir_all(&data).unwrap();
+        must(&["chown", "nobody", data.to_str().unwrap()]);
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=nobody", "--regid=nogroup"]);
+        match groups {
+            Some(g) => c.arg(format!("--groups={g}")),
+            None => c.arg("--clear-groups"),
+        };
+        c.arg("--").arg(BIN).args(args);
+        c.env("ONRAMP_CLIENT_DATA_DIR", &data).env("ONRAMP_CLIENT_SOCKET", &self.socket).stdin(Stdio::null());
+        let out = tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap();
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn start_service(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.ns_a, BIN, "service", "--group", &self.group])
+            .env("ONRAMP_CLIENT_SOCKET", &self.socket)
+            .env("ONRAMP_CLIENT_INTERFACE_PREFIX", &self.prefix)
+            .env("ONRAMP_CLIENT_USERSPACE", "true")
+            .env_remove("ONRAMP_CLIENT_LOG")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.service = Some(child);
+        let sock = self.socket.clone();
+        wait_for(Duration::from_secs(15), "the service's socket", || {
+            std::os::unix::net::UnixStream::connect(&sock).is_ok()
+        });
+    }
+
+    fn service_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("service.log")).unwrap_or_default()
+    }
+
+    fn in_a(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "netns", "exec", self.ns_a.as_str()];
+        all.extend_from_slice(args);
+        must(&all)
+    }
+
+    fn our_links(&self) -> Vec<String> {
+        self.in_a(&["ip", "-o", "link", "show"])
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .filter(|n| n.starts_with(&self.prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn our_rules(&self) -> Vec<String> {
+        let mut rules = self.in_a(&["ip", "-4", "rule", "show"]);
+        rules.push_str(&self.in_a(&["ip", "-6", "rule", "show"]));
+        rules.lines().filter(|l| l.starts_with("30950:") || l.starts_with("30951:")).map(str::to_owned).collect()
+    }
+
+    fn our_routes(&self) -> Vec<String> {
+        self.in_a(&["ip", "route", "show", "table", "all"])
+            .lines()
+            .filter(|l| l.contains(&self.prefix))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn our_sockets(&self) -> Vec<String> {
+        std::fs::read_dir("/var/run/wireguard")
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with(&self.prefix))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Pings the protected address from A until it answers (a handshake may be under way).
+    fn ping_through_tunnel(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let ok = Command::new("ip")
+                .args(["netns", "exec", &self.ns_a, "ping", "-c", "1", "-W", "1", PROTECTED])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+fn wait_for(limit: Duration, what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn office(status: &str) -> Value {
+    let v: Value = serde_json::from_str(status).unwrap_or_else(|e| panic!("{e}: {status}"));
+    v["instances"][0]["locations"]
+        .as_array()
+        .and_then(|l| l.iter().find(|l| l["name"] == "office"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no office in {v}"))
+}
+
+async fn put_location(app: &TestApp, id: i64, gateway: &str, allowed: &[&str]) {
+    let (s, v) = app
+        .call(
+            "PUT",
+            &format!("/api/v1/location/{id}"),
+            Some(json!({
+                "name": "office", "address": GATEWAY_NET, "endpoint": ENDPOINT_B, "port": 51820,
+                "allowed_ips": allowed, "pubkey": gateway, "keepalive_interval": 5,
+            })),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tunnels_through_the_service() {
+    let mut lab = Lab::new();
+    let gateway_key = lab.start_gateway();
+
+    // The server: a location whose gateway has no key yet, a user, an enrollment.
+    let app = TestApp::builder(Backend::Sqlite).spawn().await;
+    app.create_user("ann").await;
+    let (s, loc) = app
+        .call(
+            "POST",
+            "/api/v1/location",
+            Some(json!({
+                "name": "office", "address": GATEWAY_NET, "endpoint": ENDPOINT_B, "port": 51820,
+                "allowed_ips": ["10.61.0.0/24", "10.62.0.0/24"], "keepalive_interval": 5,
+            })),
+        )
+        .await;
+    assert!(s.is_success(), "{loc}");
+    let location_id = loc["id"].as_i64().unwrap();
+    let (_, t) = app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({}))).await;
+    let token = t["enrollment_token"].as_str().unwrap().to_owned();
+    let tf = lab.dir.path().join("token");
+    std::fs::write(&tf, &token).unwrap();
+    let pw = lab.dir.path().join("pw");
+    std::fs::write(&pw, format!("{PASSWORD}\n")).unwrap();
+    let url = format!("{}/", app.edge_url);
+    lab.client(&[
+        "add-instance",
+        "--url",
+        &url,
+        "--token-file",
+        tf.to_str().unwrap(),
+        "--password-file",
+        pw.to_str().unwrap(),
+        "--device-name",
+        "pc",
+    ])
+    .await
+    .ok();
+    let (client_pubkey, client_ip) = {
+        let store = onramp_client::Store::open(&lab.data()).await.unwrap();
+        let i = store.instances().await.unwrap().remove(0);
+        let l = store.locations(&i.id).await.unwrap().remove(0);
+        store.close().await;
+        (i.pubkey, l.assigned_ip.split('/').next().unwrap().trim().to_owned())
+    };
+    lab.gateway_accepts(&client_pubkey, &client_ip);
+
+    // No gateway key yet: said plainly, before any service is needed.
+    let r = lab.client(&["connect", "office"]).await;
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("has no gateway yet"), "{}", r.stderr);
+
+    put_location(&app, location_id, &gateway_key, &["10.61.0.0/24", "10.62.0.0/24"]).await;
+    lab.client(&["sync"]).await.ok();
+
+    // Without the service.
+    let r = lab.client(&["connect", "office"]).await;
+    assert_eq!(r.code, 6, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("the Onramp client service is not running; start it: sudo onramp-client service (or systemctl start onramp-client)"),
+        "{}",
+        r.stderr
+    );
+    let r = lab.client(&["status", "--json"]).await.ok();
+    assert_eq!(serde_json::from_str::<Value>(&r.stdout).unwrap()["service"], "not_running");
+    assert_eq!(office(&r.stdout)["connected"], false);
+
+    lab.start_service();
+    let meta = std::fs::metadata(&lab.socket).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o660);
+
+    // The protocol itself: versioned, bounded lines, every field checked.
+    let raw = |line: Vec<u8>| -> Value {
+        use std::io::{BufRead, Write};
+        let mut s = std::os::unix::net::UnixStream::connect(&lab.socket).unwrap();
+        let _ = s.write_all(&line);
+        let mut reply = String::new();
+        std::io::BufReader::new(s).read_line(&mut reply).unwrap();
+        serde_json::from_str(&reply).unwrap_or_else(|e| panic!("{e}: {reply}"))
+    };
+    let r = raw(vec![b'x'; 70_000]);
+    assert_eq!(r["code"], "bad_request", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("longer than"), "{r}");
+    let r = raw(b"{\"v\":2,\"op\":\"hello\"}\n".to_vec());
+    assert_eq!(r["code"], "bad_request", "{r}");
+    let r = raw(b"{\"v\":1,\"op\":\"hello\"}\n".to_vec());
+    assert_eq!((r["reply"].as_str(), r["uid"].as_u64()), (Some("hello"), Some(0)), "{r}");
+    let tunnel = |change: &dyn Fn(&mut Value)| {
+        let mut t = json!({
+            "instance_id": "x", "network_id": 9, "name": "raw", "private_key": "abc",
+            "addresses": ["10.9.0.2"], "gateway_key": gateway_key, "endpoint": format!("{ENDPOINT_B}:51820"),
+            "allowed_ips": ["10.9.0.0/24"], "keepalive": 0,
+        });
+        change(&mut t);
+        let mut line = serde_json::to_vec(&json!({"v": 1, "op": "connect", "tunnel": t})).unwrap();
+        line.push(b'\n');
+        raw(line)
+    };
+    let r = tunnel(&|_| {});
+    assert_eq!(r["code"], "invalid", "{r}");
+    assert!(r["message"].as_str().unwrap().contains("private_key"), "{r}");
+    let r = tunnel(&|t| t["gateway_key"] = json!(""));
+    assert_eq!(r["code"], "no_gateway", "{r}");
+    let r = tunnel(&|t| {
+        t["private_key"] = json!(must(&["wg", "genkey"]).trim());
+        t["endpoint"] = json!("no-such-host.invalid:51820");
+    });
+    assert_eq!(r["code"], "failed", "{r}");
+    assert!(lab.our_links().is_empty(), "a refused connect leaves nothing: {:?}", lab.our_links());
+
+    // Unknown location.
+    let r = lab.client(&["connect", "nowhere"]).await;
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("no location named \"nowhere\"; known: office"), "{}", r.stderr);
+
+    // Connect: a ping reaches the address behind the gateway.
+    let r = lab.client(&["connect", "office"]).await.ok();
+    assert!(r.stdout.contains("connected to office"), "{}", r.stdout);
+    assert!(lab.ping_through_tunnel(), "no ping through the tunnel; service log:\n{}", lab.service_log());
+    let r = lab.client(&["status", "--json"]).await.ok();
+    let o = office(&r.stdout);
+    assert_eq!(o["connected"], true, "{o}");
+    assert!(o["latest_handshake"].as_i64().is_some_and(|h| h > 0), "{o}");
+    assert!(o["rx_bytes"].as_u64().unwrap() > 0 && o["tx_bytes"].as_u64().unwrap() > 0, "{o}");
+    assert_eq!(o["endpoint"], format!("{ENDPOINT_B}:51820"));
+    let iface = o["interface"].as_str().unwrap().to_owned();
+    assert!(iface.starts_with(&lab.prefix) && iface.len() <= 15, "{iface}");
+    // The device's UAPI socket hands out the private key: root only.
+    let uapi = std::fs::metadata(format!("/var/run/wireguard/{iface}.sock")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&uapi.permissions()) & 0o077, 0, "UAPI socket open to others");
+    let r = lab.client(&["status"]).await.ok();
+    assert!(r.stdout.contains("connected on"), "{}", r.stdout);
+
+    // A second connect leaves one tunnel.
+    let r = lab.client(&["connect", "office"]).await.ok();
+    assert!(r.stdout.contains("already connected"), "{}", r.stdout);
+    assert_eq!(lab.our_links(), vec![iface.clone()]);
+
+    // Callers outside the group: the socket refuses them, and so does the service itself
+    // (SO_PEERCRED) when the file mode would let them in; a member is served.
+    let r = lab.as_nobody(&["status", "--json"], None).await.ok();
+    assert_eq!(serde_json::from_str::<Value>(&r.stdout).unwrap()["service"], "refused", "{}", r.stdout);
+    let r = lab.as_nobody(&["disconnect"], None).await;
+    assert_eq!(r.code, 6, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("permission denied") && r.stderr.contains(&format!("group \"{}\"", lab.group)),
+        "{}",
+        r.stderr
+    );
+    std::fs::set_permissions(&lab.socket, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let r = lab.as_nobody(&["disconnect"], None).await;
+    assert_eq!(r.code, 6, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("nobody may not use the Onramp client service"), "{}", r.stderr);
+    assert!(r.stderr.contains(&format!("group \"{}\"", lab.group)), "{}", r.stderr);
+    std::fs::set_permissions(&lab.socket, std::os::unix::fs::PermissionsExt::from_mode(0o660)).unwrap();
+    let r = lab.as_nobody(&["status", "--json"], Some(&lab.group)).await.ok();
+    assert_eq!(serde_json::from_str::<Value>(&r.stdout).unwrap()["service"], "running", "{}", r.stdout);
+    let r = lab.as_nobody(&["disconnect"], Some(&lab.group)).await.ok();
+    assert!(r.stdout.contains("no location was connected"), "another user's tunnel is not theirs: {}", r.stdout);
+    assert_eq!(lab.our_links(), vec![iface.clone()]);
+
+    // The admin sends everything through the tunnel: the sync daemon reconfigures the live
+    // tunnel, which keeps reaching its endpoint (fwmark policy routing).
+    put_location(&app, location_id, &gateway_key, &["0.0.0.0/0"]).await;
+    let mut daemon =
+        lab.cmd(&["daemon", "--interval", "1"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let ns_a = lab.ns_a.clone();
+    let ifc = iface.clone();
+    let reconfigured = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = Command::new("ip").args(["netns", "exec", &ns_a, "wg", "show", &ifc, "allowed-ips"]).output();
+            if out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("0.0.0.0/0")) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    })
+    .await
+    .unwrap();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(reconfigured, "the daemon did not reconfigure the tunnel; service log:\n{}", lab.service_log());
+    assert_eq!(lab.our_links(), vec![iface.clone()], "reconfigured in place");
+    assert_eq!(lab.our_rules().len(), 2, "{:?}", lab.our_rules());
+    assert!(lab.ping_through_tunnel(), "no ping after the switch to a full tunnel; log:\n{}", lab.service_log());
+    let r = lab.client(&["connect", "office"]).await.ok();
+    assert!(r.stdout.contains("already connected"), "{}", r.stdout);
+
+    // Disconnect: interface, routes and rules gone.
+    let r = lab.client(&["disconnect", "office"]).await.ok();
+    assert!(r.stdout.contains("disconnected office"), "{}", r.stdout);
+    assert!(lab.our_links().is_empty(), "{:?}", lab.our_links());
+    assert!(lab.our_routes().is_empty(), "{:?}", lab.our_routes());
+    assert!(lab.our_rules().is_empty(), "{:?}", lab.our_rules());
+    assert_eq!(office(&lab.client(&["status", "--json"]).await.ok().stdout)["connected"], false);
+
+    // Killed while connected: the next start removes what it left.
+    lab.client(&["connect", "office"]).await.ok();
+    assert!(lab.ping_through_tunnel());
+    let mut service = lab.service.take().unwrap();
+    // `ip netns exec` execs the service, so this is the service's own pid.
+    must(&["kill", "-9", &service.id().to_string()]);
+    let _ = service.wait();
+    assert!(!lab.our_rules().is_empty(), "a killed service leaves its policy rules");
+    // What a hard-killed device leaves as well: a stale UAPI socket, and (kernel mode) an
+    // interface.
+    let stale = PathBuf::from(format!("/var/run/wireguard/{}abcdef.sock", lab.prefix));
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    lab.in_a(&["ip", "tuntap", "add", "dev", &format!("{}abcdee", lab.prefix), "mode", "tun"]);
+    lab.start_service();
+    assert!(lab.service_log().contains("removed leftovers"), "{}", lab.service_log());
+    assert!(lab.our_links().is_empty(), "{:?}", lab.our_links());
+    assert!(lab.our_rules().is_empty(), "{:?}", lab.our_rules());
+    assert!(lab.our_routes().is_empty(), "{:?}", lab.our_routes());
+    assert!(lab.our_sockets().is_empty(), "{:?}", lab.our_sockets());
+
+    // SIGTERM takes the tunnels down and removes the socket.
+    lab.client(&["connect", "office"]).await.ok();
+    assert_eq!(lab.our_links().len(), 1);
+    let mut service = lab.service.take().unwrap();
+    must(&["kill", "-TERM", &service.id().to_string()]);
+    let status = tokio::task::spawn_blocking(move || service.wait().unwrap()).await.unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(lab.our_links().is_empty() && lab.our_rules().is_empty() && lab.our_sockets().is_empty());
+    assert!(!lab.socket.exists());
+    let private = {
+        let store = onramp_client::Store::open(&lab.data()).await.unwrap();
+        let k = store.private_key(&client_pubkey).await.unwrap().unwrap();
+        store.close().await;
+        k
+    };
+    assert!(!lab.service_log().contains(&private), "the private key reached the service log");
+    app.stop().await;
+}
