@@ -24,10 +24,9 @@ impl Server {
         let addr = format!("127.0.0.1:{}", free_port());
         let log = data_dir.with_extension("log");
         let mut cmd = Command::new(BIN);
+        // Any free gateway port: tests run many cores at once.
         cmd.arg("serve")
             .env("ONRAMP_GATEWAY_ADDR", "127.0.0.1:0")
-        // Any free port: tests run many cores at once.
-        .env("ONRAMP_GATEWAY_ADDR", "127.0.0.1:0")
             .env("ONRAMP_DATA_DIR", data_dir)
             .env("ONRAMP_HTTP_ADDR", &addr)
             .env("ONRAMP_EDGE_ADDR", format!("127.0.0.1:{}", free_port()))

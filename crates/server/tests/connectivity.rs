@@ -187,7 +187,7 @@ fn seed(net: &Net, core: &Core, dir: &Path) -> (i64, PathBuf, PathBuf) {
     );
     let t = core.ok(net, "POST", "user/jdoe/start_enrollment", Some(json!({})));
     let prov = dir.join("provisioning.json");
-    let file = json!({"url": t["enrollment_url"], "token": t["enrollment_token"]});
+    let file = json!({"enrollment_url": t["enrollment_url"], "enrollment_token": t["enrollment_token"]});
     write_secret(&prov, &file.to_string());
     let out = run(net
         .gateway
@@ -347,10 +347,11 @@ fn enrolled_user_reaches_a_protected_host_through_the_gateway() {
     assert!(tcp_works(&net, port), "a TCP connection through the tunnel");
 
     let st = client.status(&net);
-    let office = st["locations"]
+    assert_eq!(st["service"], "running", "{st}");
+    let office = st["instances"][0]["locations"]
         .as_array()
-        .unwrap()
-        .iter()
+        .into_iter()
+        .flatten()
         .find(|l| l["name"] == "office")
         .cloned()
         .unwrap_or_else(|| panic!("{st}"));
@@ -452,7 +453,7 @@ fn the_wizards_wg_quick_config_brings_a_working_tunnel_up() {
     let b64 = |b: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b);
     let (private, public) = (b64(secret.as_bytes()), b64(public.as_bytes()));
     let file: Value = serde_json::from_str(&std::fs::read_to_string(&prov).unwrap()).unwrap();
-    let token = file["token"].as_str().unwrap().to_owned();
+    let token = file["enrollment_token"].as_str().unwrap().to_owned();
     let config = net.client.block_on(async move {
         let c = reqwest::Client::new();
         let base = format!("http://{GW_IP}:8080/api/v1/enrollment");
