@@ -225,7 +225,7 @@ impl Gateway {
             .env("ONRAMP_GATEWAY_DATA_DIR", dir.join("gateway-data"))
             .env("ONRAMP_GATEWAY_USERSPACE", "true")
             .env("ONRAMP_GATEWAY_HEALTH_ADDR", format!("127.0.0.1:{}", self.health))
-            .env("ONRAMP_GATEWAY_STATS_INTERVAL_SECS", "1")
+            .env("ONRAMP_GATEWAY_STATS_INTERVAL", "1")
             .env("ONRAMP_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
