@@ -360,7 +360,10 @@ fn tunnel_throughput(s: &Setup, secs: u64) -> (f64, f64) {
     let t = s.api_many(vec![("user/bench/start_enrollment".into(), json!({}))]);
     let dir = s.dir.path();
     let prov = dir.join("provisioning.json");
-    secret_file(&prov, &json!({"enrollment_url": t[0]["enrollment_url"], "enrollment_token": t[0]["enrollment_token"]}).to_string());
+    secret_file(
+        &prov,
+        &json!({"enrollment_url": t[0]["enrollment_url"], "enrollment_token": t[0]["enrollment_token"]}).to_string(),
+    );
     let pw = dir.join("pw");
     secret_file(&pw, "Str0ng!Pass");
     let prefix = format!("onbc{}", std::process::id() % 100_000);

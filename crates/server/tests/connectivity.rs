@@ -56,6 +56,18 @@ fn wait_for(what: &str, limit: Duration, logs: &[&Path], mut cond: impl FnMut() 
     began.elapsed()
 }
 
+/// One ping that finds no answer within 0.3 s: a veth answers in well under a millisecond.
+fn stopped(net: &Net) -> bool {
+    !net.client.ping_within(LAN_IP, "0.3")
+}
+
+/// After the first lost ping, three more are lost too: the traffic stopped, not a blip.
+fn assert_stays_stopped(net: &Net) {
+    for _ in 0..3 {
+        assert!(!net.client.ping(LAN_IP), "traffic came back");
+    }
+}
+
 /// The three hosts and their addresses.
 struct Net {
     client: Netns,
@@ -375,10 +387,9 @@ fn enrolled_user_reaches_a_protected_host_through_the_gateway() {
 
     // Disabling the user stops the traffic; enabling brings it back.
     core.ok(&net, "PUT", "user/jdoe", Some(json!({"is_active": false})));
-    let took = wait_for("traffic to stop after disabling the user", Duration::from_secs(2), &logs, || {
-        !net.client.ping(LAN_IP)
-    });
+    let took = wait_for("traffic to stop after disabling the user", Duration::from_secs(2), &logs, || stopped(&net));
     println!("disabled user's traffic stopped after {took:?}");
+    assert_stays_stopped(&net);
     core.ok(&net, "PUT", "user/jdoe", Some(json!({"is_active": true})));
     let took =
         wait_for("traffic to flow after enabling the user", Duration::from_secs(40), &logs, || net.client.ping(LAN_IP));
@@ -410,7 +421,9 @@ fn enrolled_user_reaches_a_protected_host_through_the_gateway() {
     let devices = core.ok(&net, "GET", "device", None);
     let id = devices.as_array().unwrap()[0]["id"].as_i64().unwrap();
     core.ok(&net, "DELETE", &format!("device/{id}"), None);
-    wait_for("traffic to stop after deleting the device", Duration::from_secs(2), &logs, || !net.client.ping(LAN_IP));
+    let took = wait_for("traffic to stop after deleting the device", Duration::from_secs(2), &logs, || stopped(&net));
+    println!("deleted device's traffic stopped after {took:?}");
+    assert_stays_stopped(&net);
 
     // Disconnect removes the interface and its routes.
     run(client.cmd(&net).args(["disconnect", "office"]));

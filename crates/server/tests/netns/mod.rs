@@ -73,8 +73,14 @@ impl Netns {
 
     /// Whether one ping to `addr` from this namespace answers within a second.
     pub fn ping(&self, addr: &str) -> bool {
+        self.ping_within(addr, "1")
+    }
+
+    /// Whether one ping answers within `secs` (fractions allowed): a short wait measures
+    /// when traffic stops more finely.
+    pub fn ping_within(&self, addr: &str, secs: &str) -> bool {
         self.command("ping")
-            .args(["-c", "1", "-W", "1", "-q", addr])
+            .args(["-c", "1", "-W", secs, "-q", addr])
             .output()
             .map(|o| o.status.success())
             .unwrap_or(false)
