@@ -30,9 +30,12 @@ const FULL_RECOMPUTE: Duration = Duration::from_secs(30);
 /// How often a session refreshes its gateway's `last_seen_at` (well inside
 /// `GATEWAY_LIVE_SECS`), so a live connection stays "connected" between reports.
 const HEARTBEAT: Duration = Duration::from_secs(10);
-/// Least time between two recomputes of one session: a burst of changes (a bulk enrollment)
-/// costs a few reads of the peer set per second, not one per change.
-const MIN_GAP: Duration = Duration::from_millis(250);
+/// Least time between two recomputes of one session. The gap adapts to what a recompute
+/// costs (twice its duration, within these bounds): a lone change goes out at once, and a
+/// burst (a bulk enrollment) spends at most about a third of the time reading peer sets
+/// instead of one read per change.
+const MIN_GAP: Duration = Duration::from_millis(20);
+const MAX_GAP: Duration = Duration::from_secs(1);
 /// Pause before recomputing again after the database failed.
 const RETRY: Duration = Duration::from_secs(1);
 /// Longest hostname, version or endpoint stored from a gateway.
@@ -146,6 +149,7 @@ impl Core {
             next_full: Instant::now() + FULL_RECOMPUTE,
             next_heartbeat: Instant::now() + HEARTBEAT,
             last_recompute: Instant::now(),
+            gap: MIN_GAP,
         };
         match updates.recompute().await {
             Ok(true) => {}
@@ -301,6 +305,8 @@ struct Updates {
     next_full: Instant,
     next_heartbeat: Instant,
     last_recompute: Instant,
+    /// Least time before the next recompute (see [`MIN_GAP`]).
+    gap: Duration,
 }
 
 impl Updates {
@@ -326,11 +332,13 @@ impl Updates {
                     }
                 }
             }
-            tokio::time::sleep_until(self.last_recompute + MIN_GAP).await;
+            tokio::time::sleep_until(self.last_recompute + self.gap).await;
             // Changes up to here are covered by this recompute.
             self.epoch.borrow_and_update();
             self.last_recompute = Instant::now();
-            match self.recompute().await {
+            let outcome = self.recompute().await;
+            self.gap = (self.last_recompute.elapsed() * 2).clamp(MIN_GAP, MAX_GAP);
+            match outcome {
                 Ok(true) => self.dirty = false,
                 Ok(false) => {
                     tracing::info!(
