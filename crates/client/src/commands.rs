@@ -118,6 +118,8 @@ async fn command(
             } else {
                 leftover_provisioning(dir, provisioning_file.as_deref(), settings, store).await?;
             }
+            // The store may have changed (an enrollment, a sync by another command).
+            refresh(store, service, false).await?;
             output::status(store, &service.tunnels().await, false).await?;
             if watch {
                 daemon(store, service, interval).await?;
@@ -143,6 +145,7 @@ async fn command(
                 Failure::from(e).with_admin(known.and_then(|i| i.admin_contact.as_deref()))
             })?;
             output::updated(&done);
+            refresh(store, service, false).await?;
             Ok(())
         }
         Command::Instances { json } => {
@@ -209,6 +212,7 @@ async fn command(
         }
         Command::Sync { json } => {
             output::sync_report(&sync::sync_once(store).await?, json);
+            refresh(store, service, json).await?;
             Ok(())
         }
         Command::Daemon { interval } => daemon(store, service, interval).await,
@@ -303,17 +307,27 @@ async fn daemon(store: &Store, service: &ServiceClient, interval: u64) -> Result
     loop {
         let results = sync::sync_once(store).await?;
         output::sync_report(&results, false);
-        // A connected location that changed gets its new fields (key rotation, endpoint...).
-        if results.iter().any(|(_, o)| matches!(o, sync::Outcome::Updated(d) if !d.is_empty())) {
-            for line in tunnel::refresh_connected(store, service).await? {
-                say(&line);
-            }
-        }
+        refresh(store, service, false).await?;
         tokio::select! {
             _ = tokio::time::sleep(sync::jittered(interval)) => {}
             _ = tokio::signal::ctrl_c() => return Ok(()),
         }
     }
+}
+
+/// Pushes the stored fields of every connected location to the service after a sync: a
+/// change (key rotation, endpoint, allowed IPs) reaches the live tunnel whether this command
+/// or an earlier one stored it; an unchanged tunnel costs one "unchanged" answer. With
+/// `--json` the lines go to standard error, leaving standard output to the JSON.
+async fn refresh(store: &Store, service: &ServiceClient, json: bool) -> Result<(), Failure> {
+    for line in tunnel::refresh_connected(store, service).await? {
+        if json {
+            warn(&line);
+        } else {
+            say(&line);
+        }
+    }
+    Ok(())
 }
 
 async fn enroll_with(

@@ -92,14 +92,27 @@ pub fn sync_report(results: &[(Instance, sync::Outcome)], as_json: bool) {
 /// The tunnel state the service reported, or why there is none.
 pub type Tunnels = Result<Vec<TunnelStatus>, ServiceError>;
 
+/// A tunnel counts as connected while its gateway answers: WireGuard handshakes again every
+/// 2 minutes while traffic or keepalives flow, so a handshake older than this means the
+/// gateway stopped answering (it dropped the peer, or is down or unreachable).
+pub const HANDSHAKE_FRESH_SECS: i64 = 180;
+
+/// Whether a tunnel with this last handshake is connected at `now` (Unix seconds).
+pub fn handshake_fresh(latest_handshake: Option<i64>, now: i64) -> bool {
+    latest_handshake.is_some_and(|h| now - h <= HANDSHAKE_FRESH_SECS)
+}
+
 /// `status`: instances and locations with each tunnel's state. The JSON is a contract for
 /// scripts: `{"service": "running"|"not_running"|"refused"|"error", "service_error": text|null,
 /// "instances": [{"instance": {...}, "locations": [{"name", "network_id", "connected",
-/// "latest_handshake", "rx_bytes", "tx_bytes", "endpoint", "interface", "has_gateway"}]}]}`.
+/// "tunnel_up", "latest_handshake", "rx_bytes", "tx_bytes", "endpoint", "interface",
+/// "has_gateway"}]}]}`. `tunnel_up`: the service has the tunnel's interface up; `connected`:
+/// up and a handshake with the gateway within [`HANDSHAKE_FRESH_SECS`].
 pub async fn status(store: &Store, tunnels: &Tunnels, as_json: bool) -> Result<(), onramp_client::store::StoreError> {
     let instances = store.instances().await?;
     let live = tunnels.as_ref().map(Vec::as_slice).unwrap_or(&[]);
     let find = |i: &Instance, id: i64| live.iter().find(|t| t.instance_id == i.id && t.network_id == id);
+    let now = onramp_client::now();
     if as_json {
         let (service, error) = match tunnels {
             Ok(_) => ("running", None),
@@ -115,7 +128,8 @@ pub async fn status(store: &Store, tunnels: &Tunnels, as_json: bool) -> Result<(
                 locations.push(serde_json::json!({
                     "name": l.network_name,
                     "network_id": l.network_id,
-                    "connected": t.is_some(),
+                    "connected": t.is_some_and(|t| handshake_fresh(t.latest_handshake, now)),
+                    "tunnel_up": t.is_some(),
                     "latest_handshake": t.and_then(|t| t.latest_handshake),
                     "rx_bytes": t.map(|t| t.rx_bytes).unwrap_or(0),
                     "tx_bytes": t.map(|t| t.tx_bytes).unwrap_or(0),
@@ -129,7 +143,6 @@ pub async fn status(store: &Store, tunnels: &Tunnels, as_json: bool) -> Result<(
         json(&serde_json::json!({"service": service, "service_error": error, "instances": v}));
         return Ok(());
     }
-    let now = onramp_client::now();
     for i in &instances {
         let state = match i.sync_state.as_str() {
             "needs_token" => " (needs a new token from the administrator)",
@@ -139,15 +152,22 @@ pub async fn status(store: &Store, tunnels: &Tunnels, as_json: bool) -> Result<(
         say(&format!("Instance {} as {} (device {}){state}", i.name, i.username, i.device_name));
         for l in store.locations(&i.id).await? {
             let tunnel = match find(i, l.network_id) {
-                Some(t) => format!(
-                    "connected on {}, {}, received {} B, sent {} B",
-                    t.interface,
-                    t.latest_handshake
-                        .map(|h| format!("handshake {} s ago", now - h))
-                        .unwrap_or("no handshake yet".into()),
-                    t.rx_bytes,
-                    t.tx_bytes
-                ),
+                Some(t) => {
+                    let state = match t.latest_handshake {
+                        Some(h) if handshake_fresh(Some(h), now) => {
+                            format!("connected on {}, handshake {} s ago", t.interface, now - h)
+                        }
+                        Some(h) => format!(
+                            "tunnel up on {} but not connected: the gateway has not answered for {} s",
+                            t.interface,
+                            now - h
+                        ),
+                        None => {
+                            format!("tunnel up on {}, not connected yet: no handshake with the gateway", t.interface)
+                        }
+                    };
+                    format!("{state}, received {} B, sent {} B", t.rx_bytes, t.tx_bytes)
+                }
                 None if l.pubkey.trim().is_empty() => "no gateway yet".to_owned(),
                 None => "not connected".to_owned(),
             };
@@ -179,4 +199,18 @@ pub fn updated(done: &enroll::Enrolled) {
         done.locations.len(),
         done.locations.join(", ")
     ));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connected_needs_a_recent_handshake() {
+        let now = 1_000_000;
+        assert!(!handshake_fresh(None, now), "no handshake yet");
+        assert!(handshake_fresh(Some(now), now));
+        assert!(handshake_fresh(Some(now - HANDSHAKE_FRESH_SECS), now));
+        assert!(!handshake_fresh(Some(now - HANDSHAKE_FRESH_SECS - 1), now), "the gateway stopped answering");
+    }
 }

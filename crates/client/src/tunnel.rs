@@ -222,10 +222,12 @@ pub async fn config_for(store: &Store, i: &Instance, location: &DeviceConfig) ->
     Ok(ipc::tunnel_config(&i.id, location, &key))
 }
 
-/// After a sync changed something: every connected location of this store gets its current
-/// fields again (the service leaves an unchanged tunnel alone and reconfigures a changed one
-/// in place); a connected location the server removed is disconnected. Without a running
-/// service there is nothing to do.
+/// After every sync: every connected location of this store gets its current fields again
+/// (the service leaves an unchanged tunnel alone and reconfigures a changed one in place), so
+/// a change reaches the live tunnel whichever command stored it (`sync`, `start`, `daemon`,
+/// `update-instance`); a connected location the server removed is disconnected. Without a
+/// running service (or one that refuses this user) there is nothing to do. Returns a line per
+/// tunnel that changed, with the service's warnings.
 pub async fn refresh_connected(store: &Store, service: &ServiceClient) -> Result<Vec<String>, StoreError> {
     let tunnels = match service.tunnels().await {
         Ok(t) => t,
@@ -239,13 +241,19 @@ pub async fn refresh_connected(store: &Store, service: &ServiceClient) -> Result
         let Some(i) = store.instance(&t.instance_id).await? else { continue };
         let location = store.locations(&i.id).await?.into_iter().find(|l| l.network_id == t.network_id);
         let result = match location {
-            None => {
-                service.disconnect(Some((t.instance_id.clone(), t.network_id))).await.map(|_| "disconnected (removed)")
-            }
+            None => service
+                .disconnect(Some((t.instance_id.clone(), t.network_id)))
+                .await
+                .map(|_| ("disconnected (removed)", vec![])),
             Some(l) => match config_for(store, &i, &l).await {
-                Ok(cfg) => service.connect(cfg).await.map(|(_, change, _)| match change {
-                    ipc::Change::Unchanged => "unchanged",
-                    _ => "reconfigured",
+                Ok(cfg) => service.connect(cfg).await.map(|(_, change, warnings)| {
+                    let what = match change {
+                        ipc::Change::Unchanged => "unchanged",
+                        ipc::Change::Reconfigured => "reconfigured",
+                        // The device had died: the service made the tunnel again.
+                        ipc::Change::Created => "reconnected",
+                    };
+                    (what, warnings)
                 }),
                 Err(e) => {
                     tracing::warn!(location = %t.name, "cannot refresh: {e}");
@@ -254,8 +262,11 @@ pub async fn refresh_connected(store: &Store, service: &ServiceClient) -> Result
             },
         };
         match result {
-            Ok("unchanged") => {}
-            Ok(what) => done.push(format!("{}: {what}", t.name)),
+            Ok(("unchanged", _)) => {}
+            Ok((what, warnings)) => {
+                done.push(format!("{}: {what}", t.name));
+                done.extend(warnings.into_iter().map(|w| format!("{}: warning: {w}", t.name)));
+            }
             Err(e) => done.push(format!("{}: tunnel refresh failed: {e}", t.name)),
         }
     }

@@ -56,6 +56,8 @@ struct Lab {
     socket: PathBuf,
     children: Vec<Child>,
     service: Option<Child>,
+    /// PATH of the service when set (a stand-in resolvconf first).
+    service_path: Option<String>,
     dir: tempfile::TempDir,
 }
 
@@ -111,6 +113,7 @@ impl Lab {
             socket: PathBuf::new(),
             children: vec![],
             service: None,
+            service_path: None,
             dir: tempfile::tempdir().unwrap(),
         };
         lab.socket = lab.dir.path().join("service.sock");
@@ -237,7 +240,11 @@ impl Lab {
 
     fn start_service(&mut self) {
         let log = std::fs::File::create(self.dir.path().join("service.log")).unwrap();
-        let child = Command::new("ip")
+        let mut cmd = Command::new("ip");
+        if let Some(path) = &self.service_path {
+            cmd.env("PATH", path);
+        }
+        let child = cmd
             .args(["netns", "exec", &self.ns_a, BIN, "service", "--group", &self.group])
             .env("ONRAMP_CLIENT_SOCKET", &self.socket)
             .env("ONRAMP_CLIENT_INTERFACE_PREFIX", &self.prefix)
@@ -298,6 +305,26 @@ impl Lab {
             .unwrap_or_default()
     }
 
+    /// The lines of `ip route show ARGS` in A.
+    fn routes_a(&self, args: &[&str]) -> String {
+        let mut all = vec!["ip", "route", "show"];
+        all.extend_from_slice(args);
+        self.in_a(&all)
+    }
+
+    /// The processes of the userspace device `iface` (`onramp-client service-device IFACE`).
+    fn device_pids(&self, iface: &str) -> Vec<String> {
+        let mut pids = vec![];
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else { continue };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            if args.windows(2).any(|w| w[0] == b"service-device" && w[1] == iface.as_bytes()) {
+                pids.push(e.file_name().to_string_lossy().into_owned());
+            }
+        }
+        pids
+    }
+
     /// Pings the protected address from A until it answers (a handshake may be under way).
     fn ping_through_tunnel(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(20);
@@ -331,6 +358,15 @@ fn office(status: &str) -> Value {
         .and_then(|l| l.iter().find(|l| l["name"] == "office"))
         .cloned()
         .unwrap_or_else(|| panic!("no office in {v}"))
+}
+
+/// A fresh WireGuard public key (of a gateway that does not exist).
+fn other_public_key() -> String {
+    let key = must(&["wg", "genkey"]);
+    let mut p = Command::new("wg").arg("pubkey").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    use std::io::Write;
+    p.stdin.take().unwrap().write_all(key.as_bytes()).unwrap();
+    String::from_utf8(p.wait_with_output().unwrap().stdout).unwrap().trim().to_owned()
 }
 
 async fn put_location(app: &TestApp, id: i64, gateway: &str, allowed: &[&str]) {
@@ -510,6 +546,67 @@ async fn tunnels_through_the_service() {
     assert!(r.stdout.contains("no location was connected"), "another user's tunnel is not theirs: {}", r.stdout);
     assert_eq!(lab.our_links(), vec![iface.clone()]);
 
+    // A key rotation reaches the live tunnel through a plain `sync` (no daemon), and the
+    // status then says the tunnel is up but not connected: no handshake with the new key.
+    let nets = ["10.61.0.0/24", "10.62.0.0/24"];
+    let rotated = other_public_key();
+    put_location(&app, location_id, &rotated, &nets).await;
+    let r = lab.client(&["sync"]).await.ok();
+    assert!(r.stdout.contains("office: reconfigured"), "{}", r.stdout);
+    let peers = lab.in_a(&["wg", "show", &iface, "peers"]);
+    assert_eq!(peers.trim(), rotated, "the live tunnel has the rotated gateway key");
+    let o = office(&lab.client(&["status", "--json"]).await.ok().stdout);
+    assert_eq!((o["tunnel_up"].as_bool(), o["connected"].as_bool()), (Some(true), Some(false)), "{o}");
+    assert!(lab.client(&["status"]).await.ok().stdout.contains("not connected yet"));
+    // A `sync --json` keeps standard output to the JSON.
+    put_location(&app, location_id, &gateway_key, &nets).await;
+    let r = lab.client(&["sync", "--json"]).await.ok();
+    assert!(serde_json::from_str::<Value>(&r.stdout).is_ok(), "{}", r.stdout);
+    assert!(r.stderr.contains("office: reconfigured"), "{}", r.stderr);
+    assert_eq!(lab.in_a(&["wg", "show", &iface, "peers"]).trim(), gateway_key);
+    assert!(lab.ping_through_tunnel(), "no ping after the key came back; log:\n{}", lab.service_log());
+    assert_eq!(office(&lab.client(&["status", "--json"]).await.ok().stdout)["connected"], true);
+
+    // Allowed IPs that include the machine's own LAN (A's veth network): that route stays the
+    // machine's, through connect, reconfigure and disconnect; an IPv6 network's route is
+    // added, and removed when the network goes.
+    let lan = "192.0.2.0/24";
+    let lan_route = lab.routes_a(&[lan]);
+    assert!(lan_route.contains(&format!("dev ora{}", std::process::id() % 1_000_000)), "{lan_route}");
+    put_location(&app, location_id, &gateway_key, &[nets[0], nets[1], lan, "fd62::/64"]).await;
+    let r = lab.client(&["sync"]).await.ok();
+    assert!(r.stdout.contains("office: reconfigured"), "{}", r.stdout);
+    assert!(r.stdout.contains("office: warning: 192.0.2.0/24 is not routed through the tunnel"), "{}", r.stdout);
+    assert_eq!(lab.routes_a(&[lan]), lan_route, "the LAN route was replaced");
+    assert!(lab.in_a(&["ip", "-6", "route", "show", "dev", &iface]).contains("fd62::/64"));
+    assert!(lab.ping_through_tunnel(), "no ping with the LAN in the allowed IPs; log:\n{}", lab.service_log());
+    lab.client(&["disconnect", "office"]).await.ok();
+    assert_eq!(lab.routes_a(&[lan]), lan_route, "the disconnect removed the machine's LAN route");
+    let r = lab.client(&["connect", "office"]).await.ok();
+    assert!(r.stderr.contains("warning: 192.0.2.0/24 is not routed through the tunnel"), "{}", r.stderr);
+    assert_eq!(lab.routes_a(&[lan]), lan_route);
+    assert!(lab.ping_through_tunnel(), "no ping after reconnecting; log:\n{}", lab.service_log());
+    put_location(&app, location_id, &gateway_key, &nets).await;
+    lab.client(&["sync"]).await.ok();
+    assert_eq!(lab.routes_a(&[lan]), lan_route);
+    let v6 = lab.in_a(&["ip", "-6", "route", "show", "dev", &iface]);
+    assert!(!v6.contains("fd62::"), "a removed IPv6 network keeps its route: {v6}");
+    assert!(lab.routes_a(&["dev", &iface]).contains("10.62.0.0/24"));
+
+    // A crashed userspace device: status says so, and a connect makes the tunnel again.
+    let pids = lab.device_pids(&iface);
+    assert_eq!(pids.len(), 1, "{pids:?}");
+    must(&["kill", "-9", &pids[0]]);
+    wait_for(Duration::from_secs(10), "the device to die", || lab.device_pids(&iface).is_empty());
+    let o = office(&lab.client(&["status", "--json"]).await.ok().stdout);
+    assert_eq!((o["tunnel_up"].as_bool(), o["connected"].as_bool()), (Some(false), Some(false)), "{o}");
+    assert!(lab.client(&["status"]).await.ok().stdout.contains("not connected"));
+    let r = lab.client(&["connect", "office"]).await.ok();
+    assert!(r.stdout.contains("connected to office"), "{}", r.stdout);
+    assert!(lab.ping_through_tunnel(), "no ping after the device was made again; log:\n{}", lab.service_log());
+    assert_eq!(lab.our_links(), vec![iface.clone()]);
+    assert_eq!(lab.device_pids(&iface).len(), 1);
+
     // The admin sends everything through the tunnel: the sync daemon reconfigures the live
     // tunnel, which keeps reaching its endpoint (fwmark policy routing).
     put_location(&app, location_id, &gateway_key, &["0.0.0.0/0"]).await;
@@ -560,8 +657,32 @@ async fn tunnels_through_the_service() {
     let stale = PathBuf::from(format!("/var/run/wireguard/{}abcdef.sock", lab.prefix));
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     lab.in_a(&["ip", "tuntap", "add", "dev", &format!("{}abcdee", lab.prefix), "mode", "tun"]);
+    // And the DNS entries it gave resolvconf (a stand-in here, logging its arguments): only
+    // the entries of this service's own interfaces are removed.
+    let bin = lab.dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let calls = lab.dir.path().join("resolvconf.calls");
+    let fake = bin.join("resolvconf");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\n[ \"$1\" = -i ] && echo 'tun.{p}abcdef other0 tun.wg0 {p}abcded'\nexit 0\n",
+            calls.display(),
+            p = lab.prefix
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    lab.service_path = Some(format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default()));
     lab.start_service();
     assert!(lab.service_log().contains("removed leftovers"), "{}", lab.service_log());
+    let called = std::fs::read_to_string(&calls).unwrap_or_default();
+    let removed: Vec<&str> = called.lines().filter(|l| l.starts_with("-d ")).collect();
+    assert_eq!(
+        removed,
+        vec![format!("-d {}abcded -f", lab.prefix), format!("-d tun.{}abcdef -f", lab.prefix)],
+        "{called}"
+    );
     assert!(lab.our_links().is_empty(), "{:?}", lab.our_links());
     assert!(lab.our_rules().is_empty(), "{:?}", lab.our_rules());
     assert!(lab.our_routes().is_empty(), "{:?}", lab.our_routes());

@@ -3,7 +3,9 @@
 //! rules through `ip`, DNS through systemd-resolved or resolvconf. Blocking code: the service
 //! calls it from `spawn_blocking`, one operation at a time.
 //!
-//! Routing follows wg-quick: each allowed network gets a route on the interface; a default
+//! Routing follows wg-quick: each allowed network gets a route on the interface (`ip route
+//! add`, never `replace`: a network the machine already routes, such as its own LAN, keeps
+//! its route, and the connect warns that the tunnel does not carry it); a default
 //! route (0.0.0.0/0, ::/0) goes into the tunnel's own table, used by every packet that does
 //! not carry the tunnel's fwmark, and the WireGuard socket itself marks its packets, so the
 //! encrypted traffic to the endpoint still leaves through the main table. The library's
@@ -130,6 +132,39 @@ struct Tunnel {
     applied: Applied,
     /// The table / fwmark when a default route goes through this tunnel.
     table: Option<u32>,
+    /// The routes this service added for the tunnel: the only ones it ever deletes.
+    routes: Vec<Route>,
+}
+
+/// A route the service added: family, network, and its table when not main.
+#[derive(Clone, Debug, PartialEq)]
+struct Route {
+    fam: &'static str,
+    net: String,
+    table: Option<String>,
+}
+
+impl Route {
+    fn args<'a>(&'a self, verb: &'a str, iface: &'a str) -> Vec<&'a str> {
+        let mut a = vec![self.fam, "route", verb, self.net.as_str(), "dev", iface];
+        if let Some(t) = &self.table {
+            a.extend(["table", t.as_str()]);
+        }
+        a
+    }
+}
+
+impl Tunnel {
+    /// Whether the tunnel's device still runs: a userspace device's process has not exited
+    /// and the interface exists.
+    fn alive(&mut self) -> bool {
+        if let Api::User(_, child) = &mut self.api {
+            if !matches!(child.try_wait(), Ok(None)) {
+                return false;
+            }
+        }
+        link_exists(&self.iface)
+    }
 }
 
 /// Key of a tunnel: the calling uid, the instance, the location.
@@ -200,9 +235,18 @@ impl Manager {
     }
 
     /// Removes what a killed earlier service left: its interfaces (by prefix), stale
-    /// userspace sockets, and its policy rules. Returns what was removed.
+    /// userspace sockets, its policy rules and its resolvconf entries. Returns what was
+    /// removed. systemd-resolved needs nothing: it forgets a link's DNS when the link goes.
     pub fn cleanup_leftovers(&self) -> Vec<String> {
         let mut removed = vec![];
+        for entry in our_dns_entries(&self.prefix, &resolvconf_entries()) {
+            let out = Command::new(RESOLVCONF).args(["-d", &entry, "-f"]).output();
+            match out {
+                Ok(o) if o.status.success() => removed.push(format!("resolvconf entry {entry}")),
+                Ok(o) => tracing::warn!("resolvconf -d {entry}: {}", String::from_utf8_lossy(&o.stderr).trim()),
+                Err(e) => tracing::warn!("resolvconf -d {entry}: {e}"),
+            }
+        }
         if let Ok(out) = Command::new("ip").args(["-o", "link", "show"]).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
                 let Some(name) = line.split(": ").nth(1).map(|n| n.split('@').next().unwrap_or(n)) else { continue };
@@ -247,6 +291,8 @@ impl Manager {
         want: Applied,
     ) -> Result<(String, Change, Vec<String>), Failure> {
         let key: TunnelKey = (uid, cfg.instance_id.clone(), cfg.network_id);
+        // A tunnel whose device died is removed here and made again below.
+        self.reap();
         if let Some(t) = self.tunnels.get_mut(&key) {
             t.name = cfg.name.clone();
             t.endpoint = cfg.endpoint.clone();
@@ -290,6 +336,7 @@ impl Manager {
             api,
             applied: want.clone(),
             table: None,
+            routes: vec![],
         };
         match apply(&mut t, want, false) {
             Ok(warnings) => {
@@ -316,8 +363,23 @@ impl Manager {
         }
     }
 
+    /// Removes the tunnels whose device is gone (a userspace device's process crashed or was
+    /// killed, or the interface was deleted behind the service's back): their rules go too,
+    /// so they no longer count as connected and the next connect makes them again.
+    fn reap(&mut self) {
+        let dead: Vec<TunnelKey> =
+            self.tunnels.iter_mut().filter_map(|(k, t)| (!t.alive()).then(|| k.clone())).collect();
+        for k in dead {
+            if let Some(t) = self.tunnels.remove(&k) {
+                tracing::warn!(uid = k.0, iface = %t.iface, location = %t.name, "tunnel device gone; tunnel removed");
+                self.teardown(t);
+            }
+        }
+    }
+
     /// Takes the caller's tunnels down (root: anyone's), all or the one location.
     pub fn disconnect(&mut self, uid: u32, instance_id: Option<&str>, network_id: Option<i64>) -> Vec<String> {
+        self.reap();
         let keys: Vec<TunnelKey> = self
             .tunnels
             .keys()
@@ -342,7 +404,8 @@ impl Manager {
     }
 
     /// The caller's tunnels (root: all) with handshake and traffic counters.
-    pub fn status(&self, uid: u32) -> Vec<TunnelStatus> {
+    pub fn status(&mut self, uid: u32) -> Vec<TunnelStatus> {
+        self.reap();
         self.tunnels
             .iter()
             .filter(|((owner, _, _), _)| uid == 0 || *owner == uid)
@@ -406,6 +469,50 @@ impl Manager {
     }
 }
 
+const RESOLVCONF: &str = "resolvconf";
+/// Where Debian's resolvconf keeps one file per registered interface.
+const RESOLVCONF_DIR: &str = "/run/resolvconf/interface";
+
+/// Every interface name resolvconf holds DNS entries for: openresolv lists them with `-i`,
+/// Debian's resolvconf as files. Nothing when neither is installed.
+fn resolvconf_entries() -> Vec<String> {
+    let mut names = vec![];
+    if let Ok(out) = Command::new(RESOLVCONF).arg("-i").stderr(std::process::Stdio::null()).output() {
+        if out.status.success() {
+            names.extend(String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned));
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir(RESOLVCONF_DIR) {
+        names.extend(dir.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+    }
+    names
+}
+
+/// The entries among `names` that a service with `prefix` registered: an interface name of
+/// ours, bare or behind the one `X.` that the WireGuard library prepends from resolvconf's
+/// interface-order (`tun.`). Anything else, another program's entry, is left alone.
+fn our_dns_entries(prefix: &str, names: &[String]) -> Vec<String> {
+    let mut ours: Vec<String> = names
+        .iter()
+        .filter(|n| {
+            let base = match n.split_once('.') {
+                Some((order, base))
+                    if !order.is_empty() && order.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') =>
+                {
+                    base
+                }
+                Some(_) => return false,
+                None => n.as_str(),
+            };
+            is_ours(prefix, base)
+        })
+        .cloned()
+        .collect();
+    ours.sort();
+    ours.dedup();
+    ours
+}
+
 fn remove_mark_rules(table: u32) {
     let t = table.to_string();
     for fam in ["-4", "-6"] {
@@ -434,7 +541,22 @@ fn apply(t: &mut Tunnel, want: Applied, reconfigure: bool) -> Result<Vec<String>
         }
         // Keep the UDP port the gateway knows.
         port = api.read_interface_data().map(|h| h.listen_port).unwrap_or(0);
+        // The routes of the old fields go, whatever the new ones keep: first those this
+        // service added (its own table included), then anything else left on the interface
+        // (removing the addresses drops IPv4 routes, but IPv6 routes stay otherwise). Only
+        // routes through this tunnel's own interface are touched.
+        for r in std::mem::take(&mut t.routes) {
+            if let Err(e) = ip(&r.args("del", &t.iface)) {
+                tracing::debug!("{e}");
+            }
+        }
         ip(&["address", "flush", "dev", &t.iface])?;
+        for fam in ["-4", "-6"] {
+            // Fails only where the family is disabled, with no route to remove.
+            if let Err(e) = ip(&[fam, "route", "flush", "dev", &t.iface]) {
+                tracing::debug!("{e}");
+            }
+        }
     }
     let mut peer = Peer::new(Key::new(v.gateway_key));
     peer.endpoint = Some(want.endpoint);
@@ -454,12 +576,17 @@ fn apply(t: &mut Tunnel, want: Applied, reconfigure: bool) -> Result<Vec<String>
     };
     api.configure_interface(&config).map_err(|e| format!("configuring the interface: {e}"))?;
     t.table = table;
-    let iface = t.iface.as_str();
+    let iface = t.iface.clone();
+    let iface = iface.as_str();
+    let mut warnings = vec![];
     for c in &networks {
         let fam = family(c);
         if let (true, Some(table)) = (c.is_default(), table) {
             let tbl = table.to_string();
-            ip(&[fam, "route", "replace", &c.to_string(), "dev", iface, "table", &tbl])?;
+            // The tunnel's own table: nothing else routes there.
+            let route = Route { fam, net: c.to_string(), table: Some(tbl.clone()) };
+            ip(&route.args("add", iface))?;
+            t.routes.push(route);
             ip(&[fam, "rule", "add", "not", "fwmark", &tbl, "table", &tbl, "priority", &PRIORITY_MARK.to_string()])?;
             // One suppress rule serves every full tunnel; "exists already" is fine.
             if let Err(e) = ip(&[
@@ -483,10 +610,24 @@ fn apply(t: &mut Tunnel, want: Applied, reconfigure: bool) -> Result<Vec<String>
                     .map_err(|e| format!("setting src_valid_mark: {e}"))?;
             }
         } else {
-            ip(&[fam, "route", "replace", &c.to_string(), "dev", iface])?;
+            // `add`, as wg-quick: a network this machine already routes (its LAN, another
+            // tunnel's) keeps its route, which the service then never deletes. The tunnel
+            // still comes up, for the other networks; the reply says which one it skipped.
+            let route = Route { fam, net: c.to_string(), table: None };
+            match ip(&route.args("add", iface)) {
+                Ok(()) => t.routes.push(route),
+                Err(e) if e.contains("File exists") => {
+                    let w = format!(
+                        "{c} is not routed through the tunnel: this machine already has a route to that network \
+                         (ip route show {c}); traffic to it keeps that route"
+                    );
+                    tracing::warn!(iface, "{w}");
+                    warnings.push(w);
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
-    let mut warnings = vec![];
     if !v.dns.is_empty() {
         let search: Vec<&str> = v.dns_search.iter().map(String::as_str).collect();
         let servers: Vec<IpAddr> = v.dns.clone();
@@ -520,5 +661,28 @@ mod tests {
         assert!(!is_ours("onramp", "onramp0"));
         assert!(!is_ours("onramp", "eth0"));
         assert!(!is_ours("onr", &name), "another prefix's interface is left alone");
+    }
+
+    #[test]
+    fn only_our_resolvconf_entries_are_removed() {
+        let names: Vec<String> = [
+            "tun.onramp0a1b2c",
+            "onramp0a1b2c",
+            "onramp123abc",
+            "eth0.dhclient",
+            "tun.wg0",
+            "onramp",
+            "onramp0a1b2c.x",
+            "a.b.onramp0a1b2c",
+            ".onramp0a1b2c",
+            "tun.onr0a1b2c",
+            "lo.inet",
+            "-d",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(our_dns_entries("onramp", &names), vec!["onramp0a1b2c", "onramp123abc", "tun.onramp0a1b2c"]);
+        assert!(our_dns_entries("ot12", &names).is_empty());
     }
 }
