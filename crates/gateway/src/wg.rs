@@ -443,6 +443,18 @@ impl Interface {
         api.remove_peer(key).map_err(|e| format!("cannot remove peer {key}: {e}"))
     }
 
+    /// Removes every peer and keeps the interface; returns how many there were.
+    pub fn remove_all_peers(&self) -> Result<usize, String> {
+        if self.api.is_none() {
+            return Ok(0);
+        }
+        let keys: Vec<Key> = self.current_peers()?.into_keys().collect();
+        for k in &keys {
+            self.remove_peer(k)?;
+        }
+        Ok(keys.len())
+    }
+
     /// Adds or replaces one peer; a malformed one is skipped with a warning.
     pub fn upsert(&self, p: &PeerSpec) -> Result<Applied, String> {
         match validate_peer(p) {
@@ -791,6 +803,10 @@ mod tests {
         let stats = i.stats().unwrap();
         assert_eq!(stats.len(), 3);
         assert!(stats.iter().all(|s| s.latest_handshake.is_none() && s.rx_bytes == 0));
+        assert_eq!(i.remove_all_peers().unwrap(), 3);
+        assert!(peers_on(&i).is_empty(), "no peer left");
+        assert_eq!(i.read().unwrap().listen_port, 51001, "the interface stays");
+        assert_eq!(i.remove_all_peers().unwrap(), 0);
 
         // A changed interface spec remakes the interface with the wanted peers.
         let a = i.apply_full(&iface_spec(51002), &[spec(&key(1), &["10.77.0.2/32"])]).unwrap();
