@@ -2,7 +2,9 @@
 //! interface, it dials core with the location's token, gets the whole peer set and then
 //! each change, applies only the differences to the interface, and reports handshakes and
 //! byte counters. When core is away it keeps the interface and peers as they are (fail
-//! static) and reconnects with backoff. See DESIGN.md, "gateway".
+//! static) and reconnects with backoff; when core refuses it (token revoked, location
+//! deleted, its key rotated away) it removes every peer and keeps asking. See DESIGN.md,
+//! "gateway".
 
 pub mod config;
 pub mod keys;
@@ -13,7 +15,7 @@ pub use config::{GatewayArgs, GatewayConfig};
 
 use anyhow::Context;
 use onramp_link::gateway::{connect_gateway, ConnectError, GatewayConnection};
-use onramp_proto::gateway::{GatewayHello, PeerStats, ToGateway};
+use onramp_proto::gateway::{GatewayHello, GatewayRefusal, PeerStats, RefusalKind, ToGateway};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,9 +140,12 @@ impl Agent {
     async fn run(mut self) {
         let url = self.cfg.core_url.clone();
         let mut backoff = MIN_BACKOFF;
+        // Core refused this gateway and its peers were removed; until core accepts it.
+        let mut stopped = false;
         loop {
             match connect_gateway(&url, &self.cfg.token, &self.hello, self.cfg.ca.as_deref()).await {
                 Ok(conn) => {
+                    stopped = false;
                     // Core holds the new key now; later hellos need not ask again.
                     self.hello.rotate_key = false;
                     tracing::info!(core = %url, "linked to core");
@@ -161,6 +166,10 @@ impl Agent {
                 }
                 Err(ConnectError::Refused(r)) => {
                     tracing::error!(core = %url, kind = ?r.kind, reason = %r.message, retry_in = ?backoff, "core refused this gateway");
+                    if !stopped && stops_serving(r.kind) {
+                        stopped = true;
+                        self.stop_serving(&r).await;
+                    }
                 }
                 Err(ConnectError::Transport(e)) => {
                     tracing::warn!(core = %url, error = %e, retry_in = ?backoff, "cannot reach core; interface and peers stay as they are");
@@ -169,6 +178,31 @@ impl Agent {
             tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// Core no longer accepts this gateway: nobody may keep using the peers it gave.
+    async fn stop_serving(&self, r: &GatewayRefusal) {
+        let iface = self.iface.clone();
+        let removed = tokio::task::spawn_blocking(move || {
+            let mut i = lock(&iface);
+            i.remove_all_peers().map_err(|e| {
+                // Removing the interface removes the peers with it.
+                tracing::warn!(error = %e, "cannot remove the peers one by one; removing the interface");
+                i.remove();
+            })
+        })
+        .await;
+        let removed = match removed {
+            Ok(Ok(n)) => n.to_string(),
+            _ => "all (with the interface)".to_owned(),
+        };
+        tracing::error!(
+            kind = ?r.kind,
+            reason = %r.message,
+            peers_removed = %removed,
+            "STOPPED SERVING: core refused this gateway, so every peer was removed; retrying with backoff \
+             (check the gateway token, the location and the gateway key)"
+        );
     }
 
     /// One session: apply what core sends, report stats every interval. Returns when the
@@ -251,6 +285,16 @@ impl Agent {
     }
 }
 
+/// Whether a refusal means core no longer accepts this gateway (its peers must stop being
+/// served) rather than "not now" (fail static, like a transport error). Invalid: core
+/// read this gateway's hello and will not take it, which no wait changes either.
+pub fn stops_serving(kind: RefusalKind) -> bool {
+    match kind {
+        RefusalKind::Unauthenticated | RefusalKind::KeyConflict | RefusalKind::Invalid => true,
+        RefusalKind::Unavailable => false,
+    }
+}
+
 /// The peers whose counters, endpoint or handshake changed since last sent, and records
 /// them as sent. The interface computes a handshake time from "seconds ago", so it may
 /// wobble by a second between reads; that alone is no change.
@@ -298,6 +342,14 @@ mod tests {
         // A peer that left and came back is reported again.
         assert!(changed_stats(&mut sent, vec![st("a", 1, None)]).is_empty());
         assert_eq!(changed_stats(&mut sent, vec![st("a", 1, None), st("b", 5, Some(200))]).len(), 1);
+    }
+
+    #[test]
+    fn only_a_refusal_of_the_gateway_itself_stops_serving() {
+        assert!(stops_serving(RefusalKind::Unauthenticated));
+        assert!(stops_serving(RefusalKind::KeyConflict));
+        assert!(stops_serving(RefusalKind::Invalid));
+        assert!(!stops_serving(RefusalKind::Unavailable), "core busy: fail static");
     }
 
     #[test]

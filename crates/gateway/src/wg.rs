@@ -160,8 +160,18 @@ struct UserspaceDevice {
 
 impl UserspaceDevice {
     fn start(name: &str, on_exit: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Result<Self, String> {
-        let mut handle = defguard_boringtun::device::DeviceHandle::new(name, Default::default())
-            .map_err(|e| format!("cannot create userspace interface {name}: {e:?}"))?;
+        // The device binds its configuration socket (and makes /var/run/wireguard if need
+        // be) inside `new`, with the process umask. That socket answers `get=1` with the
+        // private key and takes `set=1` from whoever can connect: owner-only, whatever
+        // umask the gateway was started with.
+        let handle = with_umask(0o077, || defguard_boringtun::device::DeviceHandle::new(name, Default::default()));
+        let mut handle = handle.map_err(|e| format!("cannot create userspace interface {name}: {e:?}"))?;
+        let socket = socket_path(name);
+        if let Err(e) = restrict_to_owner(&socket) {
+            drop(handle);
+            let _ = std::fs::remove_file(&socket);
+            return Err(format!("cannot restrict {} to root: {e}", socket.display()));
+        }
         let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stopping.clone();
         let iface = name.to_owned();
@@ -188,6 +198,29 @@ impl UserspaceDevice {
             let _ = t.join();
         }
     }
+}
+
+/// Runs `f` with the process file creation mask set to `mask`, then restores the old one.
+/// The mask is process-wide: anything another thread creates meanwhile gets `mask` too,
+/// which can only make it stricter here.
+fn with_umask<T>(mask: libc::mode_t, f: impl FnOnce() -> T) -> T {
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(mask) };
+    let out = f();
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    out
+}
+
+/// chmod 0600, and a check that it took (the socket must exist).
+fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    let mode = std::fs::metadata(path)?.permissions().mode() & 0o777;
+    if mode != 0o600 {
+        return Err(std::io::Error::other(format!("mode is {mode:o} after chmod 600")));
+    }
+    Ok(())
 }
 
 fn set_link_up(name: &str) -> Result<(), String> {
@@ -319,39 +352,41 @@ impl Interface {
         Ok(Api::Userspace(api, device))
     }
 
-    /// Removes the interface (and so every peer). Nothing happens if there is none.
+    /// Removes the interface (and so every peer). Nothing happens if there is none. A link
+    /// that cannot be removed is logged as an error.
     pub fn remove(&mut self) {
+        if let Err(e) = self.try_remove() {
+            tracing::error!(interface = %self.name, error = %e, "the interface is still there");
+        }
+    }
+
+    /// Removes the interface and checks that the link is gone.
+    fn try_remove(&mut self) -> Result<(), String> {
         // Rules first: they name the interface's networks.
         self.nat.take();
-        let Some(api) = self.api.take() else { return };
+        let Some(api) = self.api.take() else { return Ok(()) };
         self.spec = None;
-        // Userspace: removing the socket and dropping the device handle stops the device;
-        // its DNS cleanup step fails on hosts without a resolver manager, which is fine
-        // here because the gateway never sets DNS.
+        // The library's removal clears DNS settings first (through systemd-resolved or
+        // resolvconf) and gives up before deleting the link when that fails, which it does
+        // on hosts without a resolver manager; the gateway never sets DNS, so that error
+        // alone means nothing: whether the link is gone is checked below.
         if let Err(e) = api.get().remove_interface() {
             tracing::debug!(interface = %self.name, error = %e, "interface removal reported an error");
         }
+        // Userspace: removing the socket and dropping the device handle stops the device.
         if let Api::Userspace(_, mut device) = api {
             let _ = std::fs::remove_file(socket_path(&self.name));
             device.finish();
         }
-        // The kernel frees a userspace device's name once its threads let go of the tun
-        // file; wait for that so a new interface of the same name can be made at once.
-        for _ in 0..50 {
-            if !link_exists(&self.name) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        delete_link(&self.name)
     }
-
     /// Makes the interface match `spec` and its peers equal to `peers`, changing only what
     /// differs. The interface is (re)made only when it does not exist or `spec` changed.
     pub fn apply_full(&mut self, spec: &InterfaceSpec, peers: &[PeerSpec]) -> Result<Applied, String> {
         let spec = validate_interface(spec)?;
         let mut applied = Applied::default();
         if self.spec.as_ref() != Some(&spec) {
-            self.remove();
+            self.try_remove().map_err(|e| format!("cannot remake interface {}: {e}", self.name))?;
             self.create(&spec)?;
             applied.created = true;
         }
@@ -406,6 +441,18 @@ impl Interface {
                 .map_err(|e| format!("cannot remove peer {key}: {e}"));
         }
         api.remove_peer(key).map_err(|e| format!("cannot remove peer {key}: {e}"))
+    }
+
+    /// Removes every peer and keeps the interface; returns how many there were.
+    pub fn remove_all_peers(&self) -> Result<usize, String> {
+        if self.api.is_none() {
+            return Ok(0);
+        }
+        let keys: Vec<Key> = self.current_peers()?.into_keys().collect();
+        for k in &keys {
+            self.remove_peer(k)?;
+        }
+        Ok(keys.len())
     }
 
     /// Adds or replaces one peer; a malformed one is skipped with a warning.
@@ -546,6 +593,35 @@ pub fn clean_stale_socket(interface: &str) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Makes sure no link named `name` is left: waits for one that is going away (the kernel
+/// frees a userspace device's name once its threads let go of the tun file), then deletes
+/// what is still there with `ip link del` and checks it is gone. `name` is the validated
+/// interface name from the configuration, passed as one argument.
+pub fn delete_link(name: &str) -> Result<(), String> {
+    let gone_within = |tries: usize| {
+        for _ in 0..tries {
+            if !link_exists(name) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        !link_exists(name)
+    };
+    if gone_within(50) {
+        return Ok(());
+    }
+    tracing::info!(interface = %name, "the link is still there; deleting it with ip link del");
+    let out = std::process::Command::new("ip")
+        .args(["link", "del", "dev", name])
+        .output()
+        .map_err(|e| format!("cannot run ip (apt-get install -y iproute2): {e}"))?;
+    if gone_within(20) {
+        return Ok(());
+    }
+    let why = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    Err(format!("link {name} remains after ip link del dev {name} ({}: {why})", out.status))
 }
 
 /// Whether a network interface of this name exists in this thread's network namespace
@@ -727,6 +803,10 @@ mod tests {
         let stats = i.stats().unwrap();
         assert_eq!(stats.len(), 3);
         assert!(stats.iter().all(|s| s.latest_handshake.is_none() && s.rx_bytes == 0));
+        assert_eq!(i.remove_all_peers().unwrap(), 3);
+        assert!(peers_on(&i).is_empty(), "no peer left");
+        assert_eq!(i.read().unwrap().listen_port, 51001, "the interface stays");
+        assert_eq!(i.remove_all_peers().unwrap(), 0);
 
         // A changed interface spec remakes the interface with the wanted peers.
         let a = i.apply_full(&iface_spec(51002), &[spec(&key(1), &["10.77.0.2/32"])]).unwrap();
@@ -738,6 +818,51 @@ mod tests {
         assert!(!link_exists(&name), "interface gone");
         assert!(!socket_path(&name).exists(), "socket gone");
         assert!(i.read().is_err());
+    }
+
+    fn test_key() -> PrivateKey {
+        let secret = x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng);
+        crate::keys::tests_support::private_key(&Key::new(secret.to_bytes()).to_string())
+    }
+
+    #[test]
+    fn the_config_socket_is_owner_only_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        require_root_and_tun();
+        own_netns();
+        // Each test runs in a process of its own (nextest), so this umask stays here.
+        unsafe { libc::umask(0) };
+        let name = format!("ogm{}", std::process::id() % 1_000_000);
+        let mut i = Interface::new(&name, Mode::Userspace, test_key(), false);
+        i.apply_full(&iface_spec(51004), &[]).unwrap();
+        let mode = std::fs::metadata(socket_path(&name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the socket that hands out the private key is owner-only");
+        let now = unsafe { libc::umask(0) };
+        assert_eq!(now, 0, "the process umask is restored");
+        // A remade interface (spec change) gets an owner-only socket as well.
+        i.apply_full(&iface_spec(51005), &[]).unwrap();
+        let mode = std::fs::metadata(socket_path(&name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        i.remove();
+        assert!(!link_exists(&name));
+    }
+
+    #[test]
+    fn a_link_left_behind_is_deleted() {
+        require_root_and_tun();
+        own_netns();
+        let ip = |args: &[&str]| std::process::Command::new("ip").args(args).status().unwrap().success();
+        // A link nothing is tearing down, as kernel WireGuard leaves one when the library's
+        // removal stops at its DNS step (no kernel module here, so a veth pair stands in).
+        let (a, b) = ("ogd0", "ogd1");
+        assert!(ip(&["link", "add", a, "type", "veth", "peer", "name", b]));
+        assert!(link_exists(a) && link_exists(b));
+        delete_link(a).unwrap();
+        assert!(!link_exists(a) && !link_exists(b), "deleted (with its veth peer)");
+        delete_link(a).unwrap();
+        // One that cannot be deleted is an error naming it, not a silent success.
+        let e = delete_link("lo").unwrap_err();
+        assert!(e.contains("link lo remains"), "{e}");
     }
 
     #[test]

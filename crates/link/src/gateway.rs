@@ -39,6 +39,13 @@ pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest frame either side sends or accepts. gRPC's default of 4 MiB would refuse a
+/// `Full` of about 45,000 peers (or a first stats report of about 25,000); the gateway also
+/// sends stats in chunks of [`STATS_CHUNK`] peers.
+pub const MAX_MESSAGE_SIZE: usize = 64 << 20;
+/// The most peers the gateway puts in one stats report.
+pub const STATS_CHUNK: usize = 2_000;
+
 /// Marks a status as core's deliberate refusal (value: the [`RefusalKind`] in snake_case),
 /// so the gateway can tell "core said no" from a transport failure with the same code.
 const REFUSAL_HEADER: &str = "onramp-refusal";
@@ -74,6 +81,24 @@ fn status_refusal(status: &Status) -> Option<GatewayRefusal> {
     Some(GatewayRefusal { kind, message: status.message().to_owned() })
 }
 
+/// How a public key from an unauthenticated hello appears in the log: itself if it is a
+/// WireGuard key (44 characters of base64 for 32 bytes), else its length and at most its
+/// first 64 characters, escaped (no newlines or control characters reach the log).
+pub fn loggable_key(key: &str) -> String {
+    const LAST: &str = "AEIMQUYcgkosw048"; // a 43rd character that leaves no stray bits
+    let b = key.as_bytes();
+    let is_key = b.len() == 44
+        && b[43] == b'='
+        && b[..42].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && LAST.as_bytes().contains(&b[42]);
+    if is_key {
+        return key.to_owned();
+    }
+    let head: String = key.chars().take(64).collect();
+    let more = if head.len() < key.len() { "..." } else { "" };
+    format!("<not a key, {} bytes: {}{more}>", key.len(), head.escape_default())
+}
+
 fn refuse(kind: RefusalKind, message: impl Into<String>) -> Status {
     refusal_status(&GatewayRefusal { kind, message: message.into() })
 }
@@ -98,6 +123,8 @@ impl GatewayLinkService {
 
     pub fn into_server(self) -> GatewayLinkServer<Self> {
         GatewayLinkServer::new(self)
+            .max_decoding_message_size(MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(MAX_MESSAGE_SIZE)
     }
 }
 
@@ -133,7 +160,8 @@ impl crate::gateway_link_server::GatewayLink for GatewayLinkService {
             Ok(_) => return Err(refuse(RefusalKind::Invalid, "the first frame must be a hello")),
             Err(e) => return Err(refuse(RefusalKind::Invalid, format!("unreadable hello: {e}"))),
         };
-        let pubkey = hello.pubkey.clone();
+        // Unauthenticated input: logged as itself only once it has a key's shape.
+        let pubkey = loggable_key(&hello.pubkey);
         let session = match self.control.open(token, hello, remote.map(|a| a.to_string())).await {
             Ok(s) => s,
             Err(refusal) => {
@@ -257,9 +285,14 @@ impl GatewayConnection {
         }
     }
 
-    /// Sends one stats report. Fails once the stream is gone.
+    /// Sends one stats report, as frames of at most [`STATS_CHUNK`] peers. Fails once the
+    /// stream is gone.
     pub async fn send_stats(&self, peers: Vec<PeerStats>) -> Result<(), String> {
-        self.reports.send(GatewayFrame::of(&FromGateway::Stats { peers })).await.map_err(|_| "link closed".to_owned())
+        for chunk in peers.chunks(STATS_CHUNK) {
+            let frame = GatewayFrame::of(&FromGateway::Stats { peers: chunk.to_vec() });
+            self.reports.send(frame).await.map_err(|_| "link closed".to_owned())?;
+        }
+        Ok(())
     }
 }
 
@@ -294,12 +327,41 @@ pub async fn connect_gateway(
     // Kept out of HTTP/2 header compression tables.
     value.set_sensitive(true);
     request.metadata_mut().insert("authorization", value);
-    let mut client = GatewayLinkClient::new(channel);
+    let mut client = GatewayLinkClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(MAX_MESSAGE_SIZE);
     match client.session(request).await {
         Ok(resp) => Ok(GatewayConnection { updates: resp.into_inner(), reports: tx }),
         Err(status) => Err(match status_refusal(&status) {
             Some(r) => ConnectError::Refused(r),
             None => transport(format!("{} ({:?})", status.message(), status.code())),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_key_is_logged_as_itself() {
+        let key = "yAnz5TF+lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk=";
+        assert_eq!(loggable_key(key), key);
+        let zeros = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        assert_eq!(loggable_key(zeros), zeros);
+        // Stray bits in the last character, a wrong length, a wrong alphabet: not keys.
+        for bad in
+            ["AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAB=", "AAAA", "", "yAnz5TF-lXXJte14tji3zlMNq+hd2rYUIgJBgB3fBmk="]
+        {
+            let shown = loggable_key(bad);
+            assert!(shown.starts_with("<not a key, "), "{shown}");
+        }
+        // Megabytes with newlines: one short line.
+        let evil = format!("x\nFAKE LOG LINE level=error\n{}", "y".repeat(4 << 20));
+        let shown = loggable_key(&evil);
+        assert!(shown.len() < 120 && !shown.contains('\n'), "{shown}");
+        assert!(shown.contains(&format!("{} bytes", evil.len())) && shown.ends_with("...>"), "{shown}");
+        assert!(shown.contains("x\\nFAKE"), "escaped: {shown}");
+        assert_eq!(loggable_key("a\u{1b}[31m"), "<not a key, 6 bytes: a\\u{1b}[31m>");
     }
 }

@@ -15,6 +15,8 @@ use tokio::sync::{mpsc, Notify};
 pub struct Seen {
     pub hellos: Vec<(GatewayHello, Option<String>)>,
     pub stats: Vec<PeerStats>,
+    /// How many peers each stats report held, in arrival order.
+    pub reports: Vec<usize>,
     pub closed: usize,
     /// Senders of the open sessions, newest last; a session's messages go through it.
     sessions: Vec<mpsc::UnboundedSender<Option<ToGateway>>>,
@@ -97,7 +99,10 @@ struct Reporter(Arc<TestControl>);
 impl GatewayReporter for Reporter {
     fn stats(&self, peers: Vec<PeerStats>) -> GatewayFuture<'_, ()> {
         Box::pin(async move {
-            self.0.seen().stats.extend(peers);
+            let mut seen = self.0.seen();
+            seen.reports.push(peers.len());
+            seen.stats.extend(peers);
+            drop(seen);
             self.0.changed.notify_waiters();
         })
     }

@@ -193,3 +193,67 @@ async fn tls_session_and_wrong_ca_refused() {
     }
     assert_eq!(control.seen().hellos.len(), 1, "the untrusting gateway never reached core's control");
 }
+
+fn many_peers(n: usize) -> Vec<PeerSpec> {
+    (0..n)
+        .map(|i| PeerSpec {
+            pubkey: format!("{:0>43}=", i),
+            allowed_ips: vec![format!("10.{}.{}.{}/32", i >> 16, (i >> 8) & 255, i & 255)],
+        })
+        .collect()
+}
+
+/// Far above gRPC's 4 MiB default: a Full of 60,000 peers down, a report about as many up
+/// (sent in chunks), and one unchunked 60,000-peer report from a raw client up.
+#[tokio::test]
+async fn large_configurations_and_reports_cross_the_link() {
+    let interface = InterfaceSpec { location: "big".into(), addresses: vec!["10.0.0.1/8".into()], listen_port: 51820 };
+    let big = ToGateway::Full { interface, peers: many_peers(60_000) };
+    let size = serde_json::to_vec(&big).unwrap().len();
+    assert!(size > 4 << 20, "the Full must exceed the default limit to prove anything ({size} bytes)");
+    let control = TestControl::new("tok-1", big.clone());
+    let url = start(&control).await;
+    let mut conn = connect_gateway(&url, &GatewayToken::new("tok-1"), &hello("K1"), None).await.unwrap();
+    assert_eq!(conn.next().await.unwrap(), Some(big), "the whole Full arrives");
+
+    let stats: Vec<PeerStats> = many_peers(60_000)
+        .into_iter()
+        .map(|p| PeerStats {
+            pubkey: p.pubkey,
+            endpoint: Some("198.51.100.200:65000".into()),
+            latest_handshake: Some(1_700_000_000),
+            rx_bytes: u64::MAX,
+            tx_bytes: u64::MAX,
+        })
+        .collect();
+    conn.send_stats(stats.clone()).await.unwrap();
+    assert!(control.wait_for(WAIT, |s| s.stats.len() == 60_000).await, "every peer's stats arrive");
+    {
+        let seen = control.seen();
+        assert_eq!(seen.stats, stats, "in order");
+        assert_eq!(seen.reports.len(), 30, "{:?}", seen.reports);
+        assert!(seen.reports.iter().all(|n| *n == onramp_link::gateway::STATS_CHUNK));
+    }
+
+    // A gateway that does not chunk (an older one): core still takes the report whole.
+    let channel = tonic::transport::Endpoint::from_shared(url).unwrap().connect().await.unwrap();
+    let mut client = GatewayLinkClient::new(channel)
+        .max_decoding_message_size(onramp_link::gateway::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(onramp_link::gateway::MAX_MESSAGE_SIZE);
+    let (tx, rx) = tokio::sync::mpsc::channel::<GatewayFrame>(4);
+    let frame = |v: serde_json::Value| GatewayFrame { body: serde_json::to_vec(&v).unwrap() };
+    tx.send(frame(serde_json::json!({"kind": "hello", "pubkey": "K1", "version": "old", "hostname": "gw1"})))
+        .await
+        .unwrap();
+    let whole = serde_json::json!({"kind": "stats", "peers": stats});
+    assert!(serde_json::to_vec(&whole).unwrap().len() > 4 << 20);
+    tx.send(frame(whole)).await.unwrap();
+    let mut req = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    req.metadata_mut().insert("authorization", "Bearer tok-1".parse().unwrap());
+    let _stream = client.session(req).await.unwrap();
+    assert!(
+        control.wait_for(WAIT, |s| s.reports.last() == Some(&60_000)).await,
+        "an unchunked report arrives: {:?}",
+        control.seen().reports.len()
+    );
+}

@@ -3,7 +3,8 @@
 //! (the link crate's gRPC server over an in-memory `GatewayControl`) live in one; a
 //! WireGuard peer, configured with the key the gateway sent core, lives in the other,
 //! joined by a veth pair. Traffic crosses the tunnel, stops when core removes the peer,
-//! comes back when core adds it, and keeps flowing while core is gone; the gateway
+//! comes back when core adds it, keeps flowing while core is gone and stops while core
+//! refuses the gateway (a revoked token); the gateway
 //! reconnects when core returns, its health check follows the link, and SIGTERM removes
 //! the interface and the NAT rule. Needs root and /dev/net/tun; fails (never skips) without.
 
@@ -315,6 +316,31 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
     wait_until("health 200 again", Duration::from_secs(10), || health(&ns_gw.0, health_port) == Some(200));
     assert!(ping(&ns_peer.0, "10.231.0.1"), "traffic still flows after the reconnect");
 
+    // Core ends the session and then refuses the gateway (its token revoked): it stops
+    // serving every peer, says so once, stays unhealthy and keeps asking.
+    *control.refuse.lock().unwrap() = Some(onramp_proto::gateway::GatewayRefusal {
+        kind: onramp_proto::gateway::RefusalKind::Unauthenticated,
+        message: "the gateway token was revoked".into(),
+    });
+    control.end_sessions();
+    wait_until("traffic to stop once refused", Duration::from_secs(30), || !ping(&ns_peer.0, "10.231.0.1"));
+    let stopped_lines =
+        || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("STOPPED SERVING")).count();
+    wait_until("the refusal's reason in the log", Duration::from_secs(10), || stopped_lines() == 1);
+    assert_eq!(health(&ns_gw.0, health_port), Some(503), "not healthy while refused");
+    // Several retries later: still one "stopped" line, still no traffic.
+    wait_until("retries", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log).unwrap_or_default().matches("the gateway token was revoked").count() >= 4
+    });
+    assert_eq!(stopped_lines(), 1, "said once, not on every retry");
+    assert!(!ping(&ns_peer.0, "10.231.0.1"), "no traffic while refused");
+    assert_eq!(control.seen().hellos.len(), 2, "refused: no session");
+    // The admin fixes it: the gateway is taken back and serves again.
+    *control.refuse.lock().unwrap() = None;
+    wait_until("the gateway to be taken back", Duration::from_secs(30), || control.seen().hellos.len() >= 3);
+    wait_until("traffic back after the refusal ends", Duration::from_secs(60), || ping(&ns_peer.0, "10.231.0.1"));
+    wait_until("health 200 once accepted", Duration::from_secs(10), || health(&ns_gw.0, health_port) == Some(200));
+
     // SIGTERM: exit 0, interface, socket and NAT rule gone.
     let status = gw.signal(libc::SIGTERM);
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
@@ -324,15 +350,15 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
 
     // Killed outright, it leaves its socket; the next start cleans it up and reuses the key.
     let mut gw = Gateway::start(&ns_gw.0, &args, log.clone());
-    wait_until("hello from the restarted gateway", Duration::from_secs(30), || control.seen().hellos.len() >= 3);
-    assert_eq!(control.seen().hellos[2].0.pubkey, gw_pub, "the key survives a restart");
+    wait_until("hello from the restarted gateway", Duration::from_secs(30), || control.seen().hellos.len() >= 4);
+    assert_eq!(control.seen().hellos[3].0.pubkey, gw_pub, "the key survives a restart");
     wait_until("the restarted gateway's interface", Duration::from_secs(30), || {
         std::path::Path::new(&format!("/var/run/wireguard/{wg_gw}.sock")).exists()
     });
     gw.signal(libc::SIGKILL);
     assert!(std::path::Path::new(&format!("/var/run/wireguard/{wg_gw}.sock")).exists(), "a stale socket is left");
     let mut gw = Gateway::start(&ns_gw.0, &args, log.clone());
-    wait_until("hello after the stale socket", Duration::from_secs(30), || control.seen().hellos.len() >= 4);
+    wait_until("hello after the stale socket", Duration::from_secs(30), || control.seen().hellos.len() >= 5);
     wait_until("ping through the new interface", Duration::from_secs(60), || ping(&ns_peer.0, "10.231.0.1"));
     let status = gw.signal(libc::SIGTERM);
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
@@ -350,13 +376,13 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
         let t = std::fs::read_to_string(&other_log).unwrap_or_default();
         t.contains("core refused this gateway") && t.contains("another key")
     });
-    assert_eq!(control.seen().hellos.len(), 4, "a refused gateway opened no session");
+    assert_eq!(control.seen().hellos.len(), 5, "a refused gateway opened no session");
     assert_eq!(health(&ns_gw.0, health_port), Some(503), "not linked while refused");
     assert!(other.signal(libc::SIGTERM).success(), "SIGTERM before any configuration exits 0 too");
     other_args.push("--rotate-key".into());
     let mut other = Gateway::start(&ns_gw.0, &other_args, other_log.clone());
-    wait_until("the rotated key's hello", Duration::from_secs(30), || control.seen().hellos.len() >= 5);
-    let (hello, _) = control.seen().hellos[4].clone();
+    wait_until("the rotated key's hello", Duration::from_secs(30), || control.seen().hellos.len() >= 6);
+    let (hello, _) = control.seen().hellos[5].clone();
     assert!(hello.rotate_key && hello.pubkey != gw_pub, "a new key, sent with rotate_key");
     assert!(other.signal(libc::SIGTERM).success());
 

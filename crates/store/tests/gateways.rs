@@ -107,7 +107,7 @@ async fn epoch_moves_on_peer_affecting_writes_only(kind: DatabaseKind) {
     };
     let gw = bumps!(s, false, "a gateway connecting", s.gateway_connected(&seen, 5).await.unwrap());
     let counters = PeerCounters { pubkey: key(1), endpoint: None, latest_handshake: Some(5), rx_bytes: 1, tx_bytes: 2 };
-    bumps!(s, false, "a stats report", s.record_peer_stats(l.id, gw, &[counters], 6).await.unwrap());
+    bumps!(s, false, "a stats report", s.record_peer_stats(l.id, gw, "s1", &[counters], 6).await.unwrap());
     bumps!(s, false, "a heartbeat", s.touch_gateway(gw, "s1", 7).await.unwrap());
     bumps!(s, true, "a gateway key", s.replace_gateway_key(l.id, None, &key(9), 8).await.unwrap());
     bumps!(s, true, "a token's revocation", s.revoke_gateway_token(l.id, t.id, 9).await.unwrap());
@@ -162,10 +162,12 @@ async fn peers_and_counters(kind: DatabaseKind) {
         tx_bytes: rx * 2,
     };
     // Unknown key 7 and ann's a2 (no address here) are skipped; bob's b1 has an address here.
-    let n =
-        s.record_peer_stats(l.id, gw, &[report(1, 10), report(2, 1), report(3, 5), report(7, 1)], 20).await.unwrap();
+    let n = s
+        .record_peer_stats(l.id, gw, "s1", &[report(1, 10), report(2, 1), report(3, 5), report(7, 1)], 20)
+        .await
+        .unwrap();
     assert_eq!(n, 2);
-    let n = s.record_peer_stats(l.id, gw, &[report(1, 30)], 25).await.unwrap();
+    let n = s.record_peer_stats(l.id, gw, "s1", &[report(1, 30)], 25).await.unwrap();
     assert_eq!(n, 1);
     let stats = s.location_peer_stats(l.id).await.unwrap();
     assert_eq!(
@@ -187,9 +189,14 @@ async fn peers_and_counters(kind: DatabaseKind) {
     s.gateway_disconnected(gw, "s1", 31).await.unwrap();
     assert!(s.list_gateways(l.id).await.unwrap()[0].connected);
     assert!(!s.touch_gateway(gw, "s1", 32).await.unwrap());
-    s.gateway_disconnected(gw, "s2", 33).await.unwrap();
+    // The stale session's stats are stored but do not keep the row alive; the live one's do.
+    assert_eq!(s.record_peer_stats(l.id, gw, "s1", &[report(1, 40)], 32).await.unwrap(), 1);
+    assert_eq!(s.list_gateways(l.id).await.unwrap()[0].last_seen_at, Some(30));
+    s.record_peer_stats(l.id, gw, "s2", &[report(1, 41)], 33).await.unwrap();
+    assert_eq!(s.list_gateways(l.id).await.unwrap()[0].last_seen_at, Some(33));
+    s.gateway_disconnected(gw, "s2", 34).await.unwrap();
     let row = &s.list_gateways(l.id).await.unwrap()[0];
-    assert_eq!((row.connected, row.disconnected_at), (false, Some(33)));
+    assert_eq!((row.connected, row.disconnected_at), (false, Some(34)));
     assert!(s.locations_with_live_gateway(0).await.unwrap().is_empty());
     s.close().await;
 }

@@ -432,7 +432,12 @@ impl Reporter {
                 tx_bytes: i64::try_from(p.tx_bytes).unwrap_or(i64::MAX),
             })
             .collect();
-        match self.core.store().record_peer_stats(self.location_id, self.gateway_id, &counters, self.core.now()).await {
+        match self
+            .core
+            .store()
+            .record_peer_stats(self.location_id, self.gateway_id, &self.session_id, &counters, self.core.now())
+            .await
+        {
             Ok(n) => tracing::debug!(location = %self.location, reported = counters.len(), stored = n, "gateway stats"),
             Err(e) => tracing::warn!(error = %e, location = %self.location, "cannot store gateway stats"),
         }

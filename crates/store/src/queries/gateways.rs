@@ -184,21 +184,24 @@ impl Store {
     }
 
     /// Stores reported counters for the devices of `location_id` (unknown keys, and devices
-    /// without an address there, are skipped) and refreshes the gateway's `last_seen_at`,
-    /// in one transaction with a fixed number of statements per hundred peers. Returns how
-    /// many peers were stored.
+    /// without an address there, are skipped) and refreshes the gateway's `last_seen_at`
+    /// while `session_id` still holds its row (a stale session, on another replica say,
+    /// must not keep a row alive), in one transaction with a fixed number of statements per
+    /// hundred peers. Returns how many peers were stored.
     pub async fn record_peer_stats(
         &self,
         location_id: i64,
         gateway_id: i64,
+        session_id: &str,
         peers: &[PeerCounters],
         now: i64,
     ) -> StoreResult<usize> {
         let mut w = self.write_tx().await?;
         // The write comes first (SQLite: a transaction that reads first can hit SQLITE_BUSY).
-        sqlx::query("UPDATE gateways SET last_seen_at = $1 WHERE id = $2")
+        sqlx::query("UPDATE gateways SET last_seen_at = $1 WHERE id = $2 AND session_id = $3")
             .bind(now)
             .bind(gateway_id)
+            .bind(session_id)
             .execute(&mut *w.tx)
             .await
             .map_err(map_err)?;
