@@ -249,7 +249,14 @@ pub struct Interface {
     on_exit: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     masquerade: bool,
     nat: Option<crate::masq::Masquerade>,
+    /// The peers as the gateway last set them (it is the interface's only writer), so a
+    /// single change needs no read of the whole device: with thousands of peers that read
+    /// cost more than the change. Re-read from the device on every `Full`.
+    known: std::sync::Mutex<HashMap<Key, Vec<IpAddrMask>>>,
 }
+
+/// Peer changes sent to a userspace device per `set=1` request.
+const UAPI_BATCH: usize = 1000;
 
 /// What applying a message did, for the log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -263,7 +270,17 @@ pub struct Applied {
 impl Interface {
     /// `masquerade`: NAT traffic from the tunnel networks out of other interfaces.
     pub fn new(name: &str, mode: Mode, key: PrivateKey, masquerade: bool) -> Self {
-        Self { name: name.to_owned(), mode, key, api: None, spec: None, on_exit: None, masquerade, nat: None }
+        Self {
+            name: name.to_owned(),
+            mode,
+            key,
+            api: None,
+            spec: None,
+            on_exit: None,
+            masquerade,
+            nat: None,
+            known: Default::default(),
+        }
     }
 
     /// `tx` hears when a userspace device stops without being asked to.
@@ -366,6 +383,7 @@ impl Interface {
         self.nat.take();
         let Some(api) = self.api.take() else { return Ok(()) };
         self.spec = None;
+        self.known.lock().unwrap().clear();
         // The library's removal clears DNS settings first (through systemd-resolved or
         // resolvconf) and gives up before deleting the link when that fails, which it does
         // on hosts without a resolver manager; the gateway never sets DNS, so that error
@@ -393,18 +411,44 @@ impl Interface {
         let wanted = validate_peers(peers);
         applied.skipped = peers.len() - wanted.len();
         let current = self.current_peers()?;
-        for change in diff(&current, &wanted) {
-            match change {
-                Change::Set(p) => {
-                    self.set_peer(&p, current.contains_key(&p.key))?;
-                    applied.set += 1;
+        *self.known.lock().unwrap() = current.clone();
+        let changes = diff(&current, &wanted);
+        applied.set = changes.iter().filter(|c| matches!(c, Change::Set(_))).count();
+        applied.removed = changes.len() - applied.set;
+        if self.backend() == Some(Backend::Userspace) {
+            // One request per batch instead of one per peer: a full sync of 10,000 peers
+            // is 10 requests, not 10,000. Removals go in requests of their own: boringtun
+            // does not reset a section's flags at the next `public_key`, so every peer
+            // after a `remove=true` in the same request would be removed too.
+            let mut removals = Vec::new();
+            let mut sets = Vec::new();
+            for change in &changes {
+                match change {
+                    Change::Set(p) => {
+                        // boringtun cannot change a peer in place (see `set_peer`).
+                        if current.contains_key(&p.key) {
+                            removals.push(Peer::new(p.key.clone()).as_uapi_remove());
+                        }
+                        let mut peer = Peer::new(p.key.clone());
+                        peer.allowed_ips = p.allowed_ips.clone();
+                        sets.push(peer.as_uapi_update());
+                    }
+                    Change::Remove(k) => removals.push(Peer::new(k.clone()).as_uapi_remove()),
                 }
-                Change::Remove(k) => {
-                    self.remove_peer(&k)?;
-                    applied.removed += 1;
+            }
+            for batch in removals.chunks(UAPI_BATCH).chain(sets.chunks(UAPI_BATCH)) {
+                uapi_set(&self.name, &batch.concat())
+                    .map_err(|e| format!("cannot apply peers to {}: {e}", self.name))?;
+            }
+        } else {
+            for change in &changes {
+                match change {
+                    Change::Set(p) => self.set_peer(p, current.contains_key(&p.key))?,
+                    Change::Remove(k) => self.remove_peer(k)?,
                 }
             }
         }
+        *self.known.lock().unwrap() = wanted.into_iter().map(|p| (p.key, p.allowed_ips)).collect();
         Ok(applied)
     }
 
@@ -424,9 +468,12 @@ impl Interface {
         let mut peer = Peer::new(p.key.clone());
         peer.allowed_ips = p.allowed_ips.clone();
         if self.backend() == Some(Backend::Userspace) {
-            return uapi_set(&self.name, &peer.as_uapi_update()).map_err(|e| format!("cannot set peer {}: {e}", p.key));
+            uapi_set(&self.name, &peer.as_uapi_update()).map_err(|e| format!("cannot set peer {}: {e}", p.key))?;
+        } else {
+            api.configure_peer(&peer).map_err(|e| format!("cannot set peer {}: {e}", p.key))?;
         }
-        api.configure_peer(&peer).map_err(|e| format!("cannot set peer {}: {e}", p.key))
+        self.known.lock().unwrap().insert(p.key.clone(), p.allowed_ips.clone());
+        Ok(())
     }
 
     /// The interface's peers and their allowed IPs, normalised like [`ValidPeer`]'s.
@@ -437,10 +484,13 @@ impl Interface {
     pub fn remove_peer(&self, key: &Key) -> Result<(), String> {
         let api = self.api()?;
         if self.backend() == Some(Backend::Userspace) {
-            return uapi_set(&self.name, &Peer::new(key.clone()).as_uapi_remove())
-                .map_err(|e| format!("cannot remove peer {key}: {e}"));
+            uapi_set(&self.name, &Peer::new(key.clone()).as_uapi_remove())
+                .map_err(|e| format!("cannot remove peer {key}: {e}"))?;
+        } else {
+            api.remove_peer(key).map_err(|e| format!("cannot remove peer {key}: {e}"))?;
         }
-        api.remove_peer(key).map_err(|e| format!("cannot remove peer {key}: {e}"))
+        self.known.lock().unwrap().remove(key);
+        Ok(())
     }
 
     /// Removes every peer and keeps the interface; returns how many there were.
@@ -460,8 +510,8 @@ impl Interface {
         match validate_peer(p) {
             Ok(v) => {
                 // An unchanged peer is left alone (on userspace, setting it would cut its session).
-                let current = self.current_peers()?;
-                match current.get(&v.key) {
+                let known = self.known.lock().unwrap().get(&v.key).cloned();
+                match known.as_ref() {
                     Some(ips) if *ips == v.allowed_ips => Ok(Applied::default()),
                     other => self.set_peer(&v, other.is_some()).map(|_| Applied { set: 1, ..Default::default() }),
                 }
