@@ -77,10 +77,15 @@ fn interface_peers(iface: &str) -> Option<std::collections::HashSet<String>> {
 }
 
 fn peak_rss_mib(pid: u32) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A memory figure of /proc/PID/status in MiB (`VmRSS:` now, `VmHWM:` peak).
+fn status_mib(pid: u32, field: &str) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse::<f64>().ok())
         .unwrap_or(0.0)
@@ -325,6 +330,7 @@ fn main() {
     let sync = s.wait_peers(total, Duration::from_secs(300));
     std::thread::sleep(Duration::from_secs(2));
     let rss = peak_rss_mib(gw.0.id());
+    let rss_now = status_mib(gw.0.id(), "VmRSS:");
 
     // Throughput: a real client through the tunnel against the raw veth, same two hosts.
     let raw1 = throughput(&s.client, &s.gateway, GW_IP, 1, secs);
@@ -342,6 +348,7 @@ fn main() {
     println!("| new device -> gateway p99 | {:.1} ms | < 100 ms |", quantile_ms(&mut lat, 0.99));
     println!("| full sync of {total} peers | {:.2} s | < 2 s |", sync.as_secs_f64());
     println!("| gateway peak RSS after the sync | {rss:.1} MiB | < 50 MB |");
+    println!("| gateway RSS 2 s after the sync | {rss_now:.1} MiB | |");
     println!("| TCP raw veth, 1 stream | {raw1:.0} Mbit/s | |");
     println!("| TCP userspace tunnel, 1 stream | {tun1:.0} Mbit/s | ratio {:.2} |", tun1 / raw1);
     println!("| TCP raw veth, 4 streams | {raw4:.0} Mbit/s | |");
