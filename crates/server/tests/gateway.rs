@@ -8,14 +8,15 @@
 //! reconnects when core returns, its health check follows the link, and SIGTERM removes
 //! the interface and the NAT rule. Needs root and /dev/net/tun; fails (never skips) without.
 
+mod netns;
 use base64::Engine;
 use defguard_wireguard_rs::{
     key::Key, net::IpAddrMask, peer::Peer, InterfaceConfiguration, Userspace, WGApi, WireguardInterfaceApi,
 };
+use netns::Netns;
 use onramp_link::test_control::{SharedControl, TestControl};
 use onramp_proto::gateway::{InterfaceSpec, PeerSpec, ToGateway};
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,39 +47,6 @@ fn require_root_and_tools() {
     }
 }
 
-/// A named network namespace, deleted on drop (panics included).
-struct Netns(String);
-
-impl Netns {
-    fn new(name: String) -> Self {
-        let _ = run(&["ip", "netns", "del", &name]);
-        sh(&["ip", "netns", "add", &name]);
-        sh(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.0]);
-    }
-}
-
-/// Runs `f` on a thread inside namespace `ns`: sockets, tun devices and threads it makes
-/// belong there.
-fn in_netns<T: Send>(ns: &str, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let file = std::fs::File::open(format!("/var/run/netns/{ns}")).unwrap();
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {ns}: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
-
 fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !cond() {
@@ -87,13 +55,9 @@ fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn ping(ns: &str, ip: &str) -> bool {
-    run(&["ip", "netns", "exec", ns, "ping", "-c", "1", "-W", "1", ip]).status.success()
-}
-
 /// The health check's status code, or `None` if nothing answers.
-fn health(ns: &str, port: u16) -> Option<u16> {
-    in_netns(ns, || {
+fn health(ns: &Netns, port: u16) -> Option<u16> {
+    ns.enter(|| {
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
         s.write_all(b"GET /health HTTP/1.0\r\nHost: gw\r\n\r\n").ok()?;
@@ -107,10 +71,10 @@ fn health(ns: &str, port: u16) -> Option<u16> {
 struct TestCore(Option<tokio::runtime::Runtime>);
 
 impl TestCore {
-    fn start(ns: &str, port: u16, control: &Arc<TestControl>) -> (TestCore, u16) {
+    fn start(ns: &Netns, port: u16, control: &Arc<TestControl>) -> (TestCore, u16) {
         let deadline = Instant::now() + Duration::from_secs(10);
         let listener = loop {
-            match in_netns(ns, || std::net::TcpListener::bind(("127.0.0.1", port))) {
+            match ns.enter(|| std::net::TcpListener::bind(("127.0.0.1", port))) {
                 Ok(l) => break l,
                 Err(e) if Instant::now() < deadline => {
                     eprintln!("bind {port}: {e}; retrying");
@@ -192,17 +156,17 @@ fn b64(bytes: &[u8]) -> String {
 fn gateway_serves_peers_fails_static_and_cleans_up() {
     require_root_and_tools();
     let id = std::process::id() % 100_000;
-    let ns_gw = Netns::new(format!("onr-gw-{id}"));
-    let ns_peer = Netns::new(format!("onr-peer-{id}"));
+    let ns_gw = Netns::new("gw");
+    let ns_peer = Netns::new("peer");
     let (veth_gw, veth_peer) = (format!("ogv{id}a"), format!("ogv{id}b"));
     let (wg_gw, wg_peer) = (format!("ogw{id}"), format!("ogp{id}"));
     sh(&["ip", "link", "add", &veth_gw, "type", "veth", "peer", "name", &veth_peer]);
-    sh(&["ip", "link", "set", &veth_gw, "netns", &ns_gw.0]);
-    sh(&["ip", "link", "set", &veth_peer, "netns", &ns_peer.0]);
-    sh(&["ip", "-n", &ns_gw.0, "addr", "add", "192.168.231.1/24", "dev", &veth_gw]);
-    sh(&["ip", "-n", &ns_peer.0, "addr", "add", "192.168.231.2/24", "dev", &veth_peer]);
-    sh(&["ip", "-n", &ns_gw.0, "link", "set", &veth_gw, "up"]);
-    sh(&["ip", "-n", &ns_peer.0, "link", "set", &veth_peer, "up"]);
+    sh(&["ip", "link", "set", &veth_gw, "netns", &ns_gw.name]);
+    sh(&["ip", "link", "set", &veth_peer, "netns", &ns_peer.name]);
+    sh(&["ip", "-n", &ns_gw.name, "addr", "add", "192.168.231.1/24", "dev", &veth_gw]);
+    sh(&["ip", "-n", &ns_peer.name, "addr", "add", "192.168.231.2/24", "dev", &veth_peer]);
+    sh(&["ip", "-n", &ns_gw.name, "link", "set", &veth_gw, "up"]);
+    sh(&["ip", "-n", &ns_peer.name, "link", "set", &veth_peer, "up"]);
 
     // The peer's key pair, made here like a client makes its own.
     let peer_secret = x25519_dalek::StaticSecret::random_from_rng(rand_core_os());
@@ -223,7 +187,7 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
             ],
         },
     );
-    let (mut core, core_port) = TestCore::start(&ns_gw.0, 0, &control);
+    let (mut core, core_port) = TestCore::start(&ns_gw, 0, &control);
 
     let tmp = tempfile::tempdir().unwrap();
     let data_dir = tmp.path().join("gw-data");
@@ -246,7 +210,7 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
     .map(|s| s.to_string())
     .collect();
     let log = tmp.path().join("gateway.log");
-    let mut gw = Gateway::start(&ns_gw.0, &args, log.clone());
+    let mut gw = Gateway::start(&ns_gw.name, &args, log.clone());
 
     wait_until("the gateway's hello", Duration::from_secs(30), || !control.seen().hellos.is_empty());
     let gw_pub = control.seen().hellos[0].0.pubkey.clone();
@@ -260,10 +224,10 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
         assert_eq!(mode(&data_dir), 0o700);
         assert_eq!(mode(&data_dir.join("gateway.key")), 0o600);
     }
-    wait_until("health 200 while linked", Duration::from_secs(10), || health(&ns_gw.0, health_port) == Some(200));
+    wait_until("health 200 while linked", Duration::from_secs(10), || health(&ns_gw, health_port) == Some(200));
 
     // The peer, with the key the gateway sent core.
-    let peer_api = in_netns(&ns_peer.0, || {
+    let peer_api = ns_peer.enter(|| {
         let mut api = WGApi::<Userspace>::new(wg_peer.clone()).unwrap();
         api.create_interface().unwrap();
         let mut gw_peer = Peer::new(Key::try_from(gw_pub.as_str()).unwrap());
@@ -283,13 +247,13 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
         api
     });
 
-    wait_until("ping across the tunnel", Duration::from_secs(30), || ping(&ns_peer.0, "10.231.0.1"));
+    wait_until("ping across the tunnel", Duration::from_secs(30), || ns_peer.ping("10.231.0.1"));
     wait_until("a handshake and bytes in the stats", Duration::from_secs(30), || {
         control.seen().stats.iter().any(|s| s.pubkey == peer_pub && s.latest_handshake.is_some() && s.rx_bytes > 0)
     });
     let rules = || {
         String::from_utf8_lossy(
-            &run(&["ip", "netns", "exec", &ns_gw.0, "iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout,
+            &run(&["ip", "netns", "exec", &ns_gw.name, "iptables", "-t", "nat", "-S", "POSTROUTING"]).stdout,
         )
         .into_owned()
     };
@@ -298,23 +262,23 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
 
     // Core removes the peer: traffic stops. Core adds it back: traffic returns.
     assert!(control.send(ToGateway::Remove { pubkey: peer_pub.clone() }));
-    wait_until("traffic to stop after Remove", Duration::from_secs(20), || !ping(&ns_peer.0, "10.231.0.1"));
+    wait_until("traffic to stop after Remove", Duration::from_secs(20), || !ns_peer.ping("10.231.0.1"));
     assert!(control.send(ToGateway::Upsert { peer: peer_spec.clone() }));
-    wait_until("traffic back after Upsert", Duration::from_secs(60), || ping(&ns_peer.0, "10.231.0.1"));
+    wait_until("traffic back after Upsert", Duration::from_secs(60), || ns_peer.ping("10.231.0.1"));
 
     // Core dies: the gateway keeps serving its peers, and says it is not linked.
     core.kill();
-    wait_until("health 503 without core", Duration::from_secs(20), || health(&ns_gw.0, health_port) == Some(503));
+    wait_until("health 503 without core", Duration::from_secs(20), || health(&ns_gw, health_port) == Some(503));
     for _ in 0..3 {
-        assert!(ping(&ns_peer.0, "10.231.0.1"), "traffic flows while core is away (fail static)");
+        assert!(ns_peer.ping("10.231.0.1"), "traffic flows while core is away (fail static)");
         std::thread::sleep(Duration::from_millis(500));
     }
     // Core returns on the same address: the gateway reconnects with the same key.
-    let (mut core, _) = TestCore::start(&ns_gw.0, core_port, &control);
+    let (mut core, _) = TestCore::start(&ns_gw, core_port, &control);
     wait_until("the gateway to reconnect", Duration::from_secs(30), || control.seen().hellos.len() >= 2);
     assert_eq!(control.seen().hellos[1].0.pubkey, gw_pub);
-    wait_until("health 200 again", Duration::from_secs(10), || health(&ns_gw.0, health_port) == Some(200));
-    assert!(ping(&ns_peer.0, "10.231.0.1"), "traffic still flows after the reconnect");
+    wait_until("health 200 again", Duration::from_secs(10), || health(&ns_gw, health_port) == Some(200));
+    assert!(ns_peer.ping("10.231.0.1"), "traffic still flows after the reconnect");
 
     // Core ends the session and then refuses the gateway (its token revoked): it stops
     // serving every peer, says so once, stays unhealthy and keeps asking.
@@ -323,33 +287,33 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
         message: "the gateway token was revoked".into(),
     });
     control.end_sessions();
-    wait_until("traffic to stop once refused", Duration::from_secs(30), || !ping(&ns_peer.0, "10.231.0.1"));
+    wait_until("traffic to stop once refused", Duration::from_secs(30), || !ns_peer.ping("10.231.0.1"));
     let stopped_lines =
         || std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("STOPPED SERVING")).count();
     wait_until("the refusal's reason in the log", Duration::from_secs(10), || stopped_lines() == 1);
-    assert_eq!(health(&ns_gw.0, health_port), Some(503), "not healthy while refused");
+    assert_eq!(health(&ns_gw, health_port), Some(503), "not healthy while refused");
     // Several retries later: still one "stopped" line, still no traffic.
     wait_until("retries", Duration::from_secs(30), || {
         std::fs::read_to_string(&log).unwrap_or_default().matches("the gateway token was revoked").count() >= 4
     });
     assert_eq!(stopped_lines(), 1, "said once, not on every retry");
-    assert!(!ping(&ns_peer.0, "10.231.0.1"), "no traffic while refused");
+    assert!(!ns_peer.ping("10.231.0.1"), "no traffic while refused");
     assert_eq!(control.seen().hellos.len(), 2, "refused: no session");
     // The admin fixes it: the gateway is taken back and serves again.
     *control.refuse.lock().unwrap() = None;
     wait_until("the gateway to be taken back", Duration::from_secs(30), || control.seen().hellos.len() >= 3);
-    wait_until("traffic back after the refusal ends", Duration::from_secs(60), || ping(&ns_peer.0, "10.231.0.1"));
-    wait_until("health 200 once accepted", Duration::from_secs(10), || health(&ns_gw.0, health_port) == Some(200));
+    wait_until("traffic back after the refusal ends", Duration::from_secs(60), || ns_peer.ping("10.231.0.1"));
+    wait_until("health 200 once accepted", Duration::from_secs(10), || health(&ns_gw, health_port) == Some(200));
 
     // SIGTERM: exit 0, interface, socket and NAT rule gone.
     let status = gw.signal(libc::SIGTERM);
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
-    assert!(!run(&["ip", "-n", &ns_gw.0, "link", "show", &wg_gw]).status.success(), "interface removed");
+    assert!(!run(&["ip", "-n", &ns_gw.name, "link", "show", &wg_gw]).status.success(), "interface removed");
     assert!(!std::path::Path::new(&format!("/var/run/wireguard/{wg_gw}.sock")).exists(), "socket removed");
     assert!(!rules().contains(&format!("onramp-gateway {wg_gw}")), "MASQUERADE rule removed");
 
     // Killed outright, it leaves its socket; the next start cleans it up and reuses the key.
-    let mut gw = Gateway::start(&ns_gw.0, &args, log.clone());
+    let mut gw = Gateway::start(&ns_gw.name, &args, log.clone());
     wait_until("hello from the restarted gateway", Duration::from_secs(30), || control.seen().hellos.len() >= 4);
     assert_eq!(control.seen().hellos[3].0.pubkey, gw_pub, "the key survives a restart");
     wait_until("the restarted gateway's interface", Duration::from_secs(30), || {
@@ -357,9 +321,9 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
     });
     gw.signal(libc::SIGKILL);
     assert!(std::path::Path::new(&format!("/var/run/wireguard/{wg_gw}.sock")).exists(), "a stale socket is left");
-    let mut gw = Gateway::start(&ns_gw.0, &args, log.clone());
+    let mut gw = Gateway::start(&ns_gw.name, &args, log.clone());
     wait_until("hello after the stale socket", Duration::from_secs(30), || control.seen().hellos.len() >= 5);
-    wait_until("ping through the new interface", Duration::from_secs(60), || ping(&ns_peer.0, "10.231.0.1"));
+    wait_until("ping through the new interface", Duration::from_secs(60), || ns_peer.ping("10.231.0.1"));
     let status = gw.signal(libc::SIGTERM);
     assert!(status.success(), "exit status after SIGTERM: {status:?}");
     assert!(!rules().contains(&format!("onramp-gateway {wg_gw}")), "adopted MASQUERADE rule removed");
@@ -371,16 +335,16 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
     let i = other_args.iter().position(|a| a == "--gateway-data-dir").unwrap();
     other_args[i + 1] = other_dir.to_str().unwrap().to_owned();
     let other_log = tmp.path().join("other.log");
-    let mut other = Gateway::start(&ns_gw.0, &other_args, other_log.clone());
+    let mut other = Gateway::start(&ns_gw.name, &other_args, other_log.clone());
     wait_until("the key conflict in the log", Duration::from_secs(30), || {
         let t = std::fs::read_to_string(&other_log).unwrap_or_default();
         t.contains("core refused this gateway") && t.contains("another key")
     });
     assert_eq!(control.seen().hellos.len(), 5, "a refused gateway opened no session");
-    assert_eq!(health(&ns_gw.0, health_port), Some(503), "not linked while refused");
+    assert_eq!(health(&ns_gw, health_port), Some(503), "not linked while refused");
     assert!(other.signal(libc::SIGTERM).success(), "SIGTERM before any configuration exits 0 too");
     other_args.push("--rotate-key".into());
-    let mut other = Gateway::start(&ns_gw.0, &other_args, other_log.clone());
+    let mut other = Gateway::start(&ns_gw.name, &other_args, other_log.clone());
     wait_until("the rotated key's hello", Duration::from_secs(30), || control.seen().hellos.len() >= 6);
     let (hello, _) = control.seen().hellos[5].clone();
     assert!(hello.rotate_key && hello.pubkey != gw_pub, "a new key, sent with rotate_key");
