@@ -1,6 +1,6 @@
-//! The exit codes of `onramp-client`, by name. The values are a documented contract
-//! (README "The client: from provisioning.json to configured locations" and "Deploying to a fleet"): installers and scripts test
-//! them, so a variant's number never changes.
+//! The exit codes of `onramp-client`, by name. The values are a documented contract (README
+//! "The client: from provisioning.json to configured locations" and "Deploying to a fleet"):
+//! installers and scripts test them, so a variant's number never changes.
 
 /// What kind of outcome a run had, as scripts see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
