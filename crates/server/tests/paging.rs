@@ -79,9 +79,12 @@ async fn users_groups_and_locations_are_paged(b: Backend) {
         }
     }
 
-    // Statements per page: the same for a page of 1 as for a page of 10.
+    // Statements per page: the same for a page of 1 as for a page of 10. Each size is
+    // measured three times and the least count kept: a call that happens to open a pool
+    // connection also runs its setup statements (PRAGMAs), which say nothing about paging,
+    // while a page that queried per row would cost more every time.
     let mut per_page = std::collections::BTreeMap::new();
-    for limit in [1i64, 10] {
+    for limit in [1i64, 1, 1, 10, 10, 10] {
         let measure = |what: &'static str| {
             let span = tracing::info_span!("count_queries");
             let before = count.load(Ordering::SeqCst);
@@ -102,8 +105,9 @@ async fn users_groups_and_locations_are_paged(b: Backend) {
         per_page.entry(w).or_insert_with(Vec::new).push(count.load(Ordering::SeqCst) - before);
     }
     for (what, counts) in &per_page {
-        assert!(counts[0] > 0, "the counter sees statements for {what}: {counts:?}");
-        assert_eq!(counts[0], counts[1], "statements for a page of 1 and of 10 {what}");
+        let (one, ten) = (counts[..3].iter().min().unwrap(), counts[3..].iter().min().unwrap());
+        assert!(*one > 0, "the counter sees statements for {what}: {counts:?}");
+        assert_eq!(one, ten, "statements for a page of 1 and of 10 {what}: {counts:?}");
     }
     app.stop().await;
 }
