@@ -31,6 +31,13 @@ fn must(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// libc, not the `kill` program: procps-ng 4.0.2's kill misreads some arguments (a
+/// negative pid `-1234` as -1, every process on the machine).
+fn signal(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory preconditions.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid}: {}", std::io::Error::last_os_error());
+}
+
 fn require_tools() {
     // SAFETY: geteuid has no preconditions.
     let uid = unsafe { libc::geteuid() };
@@ -596,7 +603,7 @@ async fn tunnels_through_the_service() {
     // A crashed userspace device: status says so, and a connect makes the tunnel again.
     let pids = lab.device_pids(&iface);
     assert_eq!(pids.len(), 1, "{pids:?}");
-    must(&["kill", "-9", &pids[0]]);
+    signal(pids[0].parse().unwrap(), libc::SIGKILL);
     wait_for(Duration::from_secs(10), "the device to die", || lab.device_pids(&iface).is_empty());
     let o = office(&lab.client(&["status", "--json"]).await.ok().stdout);
     assert_eq!((o["tunnel_up"].as_bool(), o["connected"].as_bool()), (Some(false), Some(false)), "{o}");
@@ -649,7 +656,7 @@ async fn tunnels_through_the_service() {
     assert!(lab.ping_through_tunnel());
     let mut service = lab.service.take().unwrap();
     // `ip netns exec` execs the service, so this is the service's own pid.
-    must(&["kill", "-9", &service.id().to_string()]);
+    signal(service.id() as i32, libc::SIGKILL);
     let _ = service.wait();
     assert!(!lab.our_rules().is_empty(), "a killed service leaves its policy rules");
     // What a hard-killed device leaves as well: a stale UAPI socket, and (kernel mode) an
@@ -692,7 +699,7 @@ async fn tunnels_through_the_service() {
     lab.client(&["connect", "office"]).await.ok();
     assert_eq!(lab.our_links().len(), 1);
     let mut service = lab.service.take().unwrap();
-    must(&["kill", "-TERM", &service.id().to_string()]);
+    signal(service.id() as i32, libc::SIGTERM);
     let status = tokio::task::spawn_blocking(move || service.wait().unwrap()).await.unwrap();
     assert!(status.success(), "{status:?}");
     assert!(lab.our_links().is_empty() && lab.our_rules().is_empty() && lab.our_sockets().is_empty());

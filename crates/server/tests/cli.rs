@@ -59,7 +59,8 @@ impl Server {
     }
 
     fn stop(mut self) -> String {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let status = self.child.wait().unwrap();
         assert!(status.success(), "serve exited with {status}");
         std::fs::read_to_string(&self.log).unwrap()

@@ -23,9 +23,12 @@ use std::time::{Duration, Instant};
 struct Group(std::process::Child, bool);
 
 impl Group {
-    fn end(&mut self, signal: &str) {
+    fn end(&mut self, signal: i32) {
         if !std::mem::replace(&mut self.1, true) {
-            let _ = Command::new("kill").arg(signal).arg(format!("-{}", self.0.id())).status();
+            // libc, not the `kill` program: procps-ng 4.0.2's kill reads `-KILL -1234` as
+            // kill(-1), which ends every process on the machine.
+            // SAFETY: kill has no memory preconditions.
+            unsafe { libc::kill(-(self.0.id() as i32), signal) };
             let _ = self.0.wait();
         }
     }
@@ -33,7 +36,7 @@ impl Group {
 
 impl Drop for Group {
     fn drop(&mut self) {
-        self.end("-KILL");
+        self.end(libc::SIGKILL);
     }
 }
 
@@ -95,7 +98,8 @@ fn tour_blocks(readme: &str) -> Result<Vec<Block>, String> {
 
 #[test]
 fn markers_pick_blocks_in_order_and_misplaced_markers_are_errors() {
-    let md = "text\n<!-- tour: server -->\n```sh\nserve\n```\n```sh\nnot marked\n```\n<!-- tour -->\n\n```sh\na\nb\n```\n";
+    let md =
+        "text\n<!-- tour: server -->\n```sh\nserve\n```\n```sh\nnot marked\n```\n<!-- tour -->\n\n```sh\na\nb\n```\n";
     assert_eq!(tour_blocks(md).unwrap(), vec![Block::Server("serve\n".into()), Block::Run("a\nb\n".into())]);
     assert!(tour_blocks("<!-- tour -->\nsome words\n```sh\nx\n```\n").unwrap_err().contains("line 1"));
     assert!(tour_blocks("<!-- tour -->\n```toml\nx\n```\n").unwrap_err().contains("not ```sh"));
@@ -138,8 +142,10 @@ fn the_readme_tour_runs_as_written() {
     require_tools();
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
     let blocks = tour_blocks(&readme).unwrap_or_else(|e| panic!("{e}"));
-    let servers: Vec<&String> = blocks.iter().filter_map(|b| if let Block::Server(s) = b { Some(s) } else { None }).collect();
-    let steps: Vec<&String> = blocks.iter().filter_map(|b| if let Block::Run(s) = b { Some(s) } else { None }).collect();
+    let servers: Vec<&String> =
+        blocks.iter().filter_map(|b| if let Block::Server(s) = b { Some(s) } else { None }).collect();
+    let steps: Vec<&String> =
+        blocks.iter().filter_map(|b| if let Block::Run(s) = b { Some(s) } else { None }).collect();
     assert_eq!(servers.len(), 1, "the README marks exactly one server block");
     assert!(steps.len() >= 3, "the README marks the tour's blocks ({} found)", steps.len());
 
@@ -224,7 +230,7 @@ fn the_readme_tour_runs_as_written() {
     assert!(!stdout.contains("\"error\""), "a tour step answered an error:\n{}", report());
     // The client enrolled and stored the tour's location.
     assert!(stdout.contains("office"), "the client's locations are missing from the output:\n{}", report());
-    server.end("-TERM");
+    server.end(libc::SIGTERM);
     // No token or password the tour handled reached the server's log.
     let log = std::fs::read_to_string(&server_log).unwrap();
     for secret in ["Str0ng!Pass"] {

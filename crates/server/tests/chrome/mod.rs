@@ -20,7 +20,10 @@ impl Drop for Driver {
     fn drop(&mut self) {
         // Chromium runs in chromedriver's process group: end the whole group, so a failed
         // test leaves no browser behind.
-        let _ = Command::new("kill").arg("-KILL").arg(format!("-{}", self.child.id())).status();
+        // libc, not the `kill` program: procps-ng 4.0.2's kill reads `-KILL -1234` as
+        // kill(-1), which ends every process on the machine.
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(-(self.child.id() as i32), libc::SIGKILL) };
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
