@@ -27,7 +27,7 @@ pub use devices::{DeviceInfo, DeviceInput};
 pub use error::{CoreError, CoreResult};
 pub use gateways::{DevicePeerStats, GatewayInfo, GatewayTokenInfo, LocationPeerStats, LocationStats, NewGatewayToken};
 pub use groups::{GroupInfo, GroupInput};
-pub use locations::{LocationInfo, LocationInput};
+pub use locations::{LocationInfo, LocationInput, StringOrList};
 pub use settings::{Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
 pub use tokens::{BulkOutcome, BulkRequest, IssuedToken, PendingToken, SessionStart};
 pub use users::{UserInfo, UserInput, UserPatch};

@@ -1,11 +1,16 @@
 //! `onramp admin ...`: administration straight on the configured database, through the
 //! same core use cases as the REST API.
 
+mod devices;
+mod locations;
+mod ops;
+mod users;
+
 use crate::config::Config;
 use crate::serve::open_core;
 use anyhow::Context;
 use clap::Subcommand;
-use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, GroupInput, UserInput, UserPatch};
+use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, CoreError, GroupInput};
 use onramp_domain::provisioning::ProvisioningFile;
 use onramp_proto::StartEnrollmentRequest;
 use std::io::Write;
@@ -23,17 +28,40 @@ pub enum AdminCommand {
         #[command(subcommand)]
         command: GatewayTokenCommand,
     },
-    /// Users.
+    /// Users: list, create, enable/disable, delete, and issue their tokens.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: users::UserCommand,
     },
-    /// Groups.
+    /// Groups: list, create, add members.
     Group {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Issue an enrollment token for one user and print {enrollment_token, enrollment_url}.
+    /// Devices: list, delete, show a device's WireGuard config.
+    Device {
+        #[command(subcommand)]
+        command: devices::DeviceCommand,
+    },
+    /// VPN locations: list, create, edit.
+    Location {
+        #[command(subcommand)]
+        command: locations::LocationCommand,
+    },
+    /// Instance settings: show them, change one.
+    Settings {
+        #[command(subcommand)]
+        command: ops::SettingsCommand,
+    },
+    /// Mail outbox: list messages, retry one, send a test message.
+    Mail {
+        #[command(subcommand)]
+        command: ops::MailCommand,
+    },
+    /// The audit log, newest first.
+    Audit(ops::AuditArgs),
+    /// Issue an enrollment token for one user and print {enrollment_token, enrollment_url}
+    /// (a provisioning.json); `user start-enrollment` has more options.
     StartEnrollment {
         username: String,
         /// Token lifetime such as 12h, 3d, 1w (default: the setting, 24h).
@@ -87,18 +115,11 @@ pub enum AdminCommand {
         /// Token lifetime such as 12h, 3d, 1w (default: the setting, 24h).
         #[arg(long)]
         expires: Option<String>,
+        /// Print the per-user report as JSON.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         who: As,
-    },
-    /// Mail outbox.
-    Mail {
-        /// pending, sent or failed
-        #[arg(long)]
-        status: Option<String>,
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -106,7 +127,7 @@ pub enum AdminCommand {
 pub struct As {
     /// Admin user recorded as the issuer (shown to users as their contact).
     #[arg(long = "as", value_name = "USERNAME", default_value = "admin")]
-    user: String,
+    pub user: String,
 }
 
 #[derive(Subcommand)]
@@ -119,13 +140,14 @@ pub enum ApiTokenCommand {
         #[arg(long, default_value = "admin")]
         user: String,
     },
+    /// List API tokens (never the secrets).
     List {
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    Revoke {
-        id: i64,
-    },
+    /// Revoke an API token by id (see `list`).
+    Revoke { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +166,7 @@ pub enum GatewayTokenCommand {
     List {
         #[arg(long)]
         location: String,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -157,56 +180,50 @@ pub enum GatewayTokenCommand {
 }
 
 #[derive(Subcommand)]
-pub enum UserCommand {
-    Create {
-        #[arg(long)]
-        username: String,
-        #[arg(long)]
-        first_name: String,
-        #[arg(long)]
-        last_name: String,
-        #[arg(long)]
-        email: String,
-        #[arg(long)]
-        phone: Option<String>,
-    },
-    List {
-        #[arg(long)]
-        json: bool,
-    },
-    /// Enable a user (recovery: works on the database even when no admin can sign in).
-    Enable { username: String },
-    /// Disable a user; refused when that would leave no active admin.
-    Disable { username: String },
-}
-
-#[derive(Subcommand)]
 pub enum GroupCommand {
+    /// Create a group.
     Create {
         name: String,
         /// Members of this group are admins.
         #[arg(long)]
         admin: bool,
     },
-    AddMember {
-        group: String,
-        username: String,
-    },
+    /// Add a user to a group.
+    AddMember { group: String, username: String },
+    /// List groups with their members.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
 }
 
 /// The CLI acts as an admin user when one exists (so tokens name a contact), else as "cli".
-async fn actor(core: &Core, username: &str) -> Actor {
+pub(crate) async fn actor(core: &Core, username: &str) -> Actor {
     match core.get_user(username).await {
         Ok(u) => Actor { user_id: Some(u.id), name: u.username, ..Actor::default() },
         Err(_) => Actor::system("cli"),
     }
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+/// Core names the API field at fault; the CLI user typed a flag, so the error names that:
+/// `flags` maps API field to flag where the names differ, other fields become `--field-name`.
+pub(crate) fn flag_error(e: CoreError, flags: &[(&str, &str)]) -> anyhow::Error {
+    let flag = |field: &str| {
+        flags
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map(|(_, fl)| (*fl).to_owned())
+            .unwrap_or_else(|| format!("--{}", field.replace('_', "-")))
+    };
+    match e {
+        CoreError::Invalid(v) => anyhow::anyhow!("{}: {}", flag(v.field), v.message),
+        CoreError::Conflict { field, message } => anyhow::anyhow!("{}: {message}", flag(field)),
+        other => other.into(),
+    }
+}
+
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -252,44 +269,12 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
             }
         },
         AdminCommand::GatewayToken { command } => gateway_token(core, command).await?,
-        AdminCommand::User { command } => match command {
-            UserCommand::Create { username, first_name, last_name, email, phone } => {
-                let u = core
-                    .create_user(
-                        &Actor::system("cli"),
-                        UserInput { username, first_name, last_name, email, phone, password: None, is_active: None },
-                    )
-                    .await?;
-                eprintln!("user {} created (id {})", u.username, u.id);
-            }
-            UserCommand::List { json } => {
-                let users = core.list_users().await?;
-                if json {
-                    return print_json(&users);
-                }
-                println!("{:<20} {:<30} {:<9} {:<8} GROUPS", "USERNAME", "EMAIL", "STATE", "ACTIVE");
-                for u in users {
-                    println!(
-                        "{:<20} {:<30} {:<9} {:<8} {}",
-                        u.username,
-                        u.email,
-                        u.enrollment_state,
-                        u.is_active,
-                        u.groups.join(",")
-                    );
-                }
-            }
-            UserCommand::Enable { username } => {
-                let patch = UserPatch { is_active: Some(true), ..UserPatch::default() };
-                core.update_user(&Actor::system("cli"), &username, patch).await?;
-                eprintln!("user {username} enabled");
-            }
-            UserCommand::Disable { username } => {
-                let patch = UserPatch { is_active: Some(false), ..UserPatch::default() };
-                core.update_user(&Actor::system("cli"), &username, patch).await?;
-                eprintln!("user {username} disabled");
-            }
-        },
+        AdminCommand::User { command } => users::run(core, command).await?,
+        AdminCommand::Device { command } => devices::run(core, command).await?,
+        AdminCommand::Location { command } => locations::run(core, command).await?,
+        AdminCommand::Settings { command } => ops::settings(core, command).await?,
+        AdminCommand::Mail { command } => ops::mail(core, command).await?,
+        AdminCommand::Audit(args) => ops::audit(core, args).await?,
         AdminCommand::Group { command } => match command {
             GroupCommand::Create { name, admin } => {
                 core.create_group(
@@ -326,7 +311,8 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
                         token_expiration_time: expires,
                     },
                 )
-                .await?;
+                .await
+                .map_err(|e| flag_error(e, &[("token_expiration_time", "--expires")]))?;
             print_json(&ProvisioningFile { enrollment_token: r.enrollment_token, enrollment_url: r.enrollment_url })?;
         }
         AdminCommand::ProvisionGroup { group, out, expires, include_token, who } => {
@@ -372,23 +358,6 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
             let written = report.iter().filter(|r| r.outcome == "written").count();
             eprintln!("{written} of {} member(s) of {group} written to {attribute}", report.len());
         }
-        AdminCommand::Mail { status, json } => {
-            let list = core.list_mail(status.as_deref(), 100).await?;
-            if json {
-                return print_json(&list);
-            }
-            for m in list {
-                println!(
-                    "{:<5} {:<9} {:<16} {:<30} attempts={} {}",
-                    m.id,
-                    m.status,
-                    m.kind,
-                    m.to,
-                    m.attempts,
-                    m.last_error.unwrap_or_default()
-                );
-            }
-        }
     }
     Ok(())
 }
@@ -433,7 +402,7 @@ async fn gateway_token(core: &Core, cmd: GatewayTokenCommand) -> anyhow::Result<
 }
 
 /// Unix seconds as `2026-12-02 08:30:00`, or `-`.
-fn time(t: Option<i64>) -> String {
+pub(crate) fn time(t: Option<i64>) -> String {
     t.and_then(|t| chrono::DateTime::from_timestamp(t, 0))
         .map(|d| d.format("%Y-%m-%d %H:%M:%S").to_string())
         .unwrap_or_else(|| "-".into())
@@ -450,7 +419,7 @@ fn private_dir(p: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `data` to `path` atomically (temporary file + rename), owner-only.
-fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut o = std::fs::OpenOptions::new();
     o.write(true).create(true).truncate(true);

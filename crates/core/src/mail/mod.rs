@@ -4,6 +4,7 @@
 
 mod qr;
 pub(crate) mod smtp;
+mod test_mail;
 
 use crate::tokens::IssuedToken;
 use crate::{Core, CoreError, CoreResult};
