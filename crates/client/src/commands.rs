@@ -271,7 +271,9 @@ fn append_log(path: &Path, line: &str) {
     use std::io::Write;
     let opened = std::fs::OpenOptions::new().create(true).append(true).open(path);
     if let Ok(mut f) = opened {
-        let _ = writeln!(f, "{} {line}", onramp_client::now());
+        // Local time with its offset: what an admin reading %TEMP%\onramp-provision.log expects.
+        let at = chrono::Local::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, false);
+        let _ = writeln!(f, "{at} {line}");
     }
 }
 

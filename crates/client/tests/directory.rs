@@ -230,4 +230,12 @@ async fn helper_failures_have_their_own_exit_codes() {
     assert_eq!(r.code, 10);
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("done (exit 0)") && text.contains("(exit 10)"), "{text}");
+    // Each line starts with ISO 8601 local time and offset, e.g. 2026-12-02T14:03:11+01:00.
+    for line in text.lines() {
+        let stamp = line.split(' ').next().unwrap();
+        let b = stamp.as_bytes();
+        assert!(stamp.len() == 25 || (stamp.len() == 20 && stamp.ends_with('Z')), "{line}");
+        assert!(b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[13] == b':' && b[16] == b':', "{line}");
+        assert!(stamp.len() == 20 || (matches!(b[19], b'+' | b'-') && b[22] == b':'), "{line}");
+    }
 }

@@ -420,6 +420,11 @@ impl Core {
 
 /// An absolute http(s) URL, with a trailing slash so that paths can be appended.
 pub fn normalize_public_url(field: &'static str, s: &str) -> CoreResult<String> {
+    // "edge.example.com" or "localhost:8080" (which parses with scheme "localhost").
+    if !s.contains("://") {
+        let t = s.trim();
+        return Err(CoreError::invalid(field, format!("{t:?} has no scheme; add https:// (https://{t})")));
+    }
     let u = url::Url::parse(s.trim()).map_err(|e| CoreError::invalid(field, format!("invalid URL {s:?}: {e}")))?;
     if !matches!(u.scheme(), "http" | "https") || u.host_str().is_none() {
         return Err(CoreError::invalid(field, "must be an absolute http:// or https:// URL"));

@@ -65,7 +65,7 @@ pub enum ProvisioningError {
     WrongType(&'static str, &'static str),
     #[error("the enrollment token must be 32 letters and digits (it has {0} characters{1})")]
     TokenShape(usize, &'static str),
-    #[error("the enrollment URL {0:?} is not an absolute URL")]
+    #[error("the enrollment URL {0:?} is not an absolute URL{hint}", hint = scheme_hint(.0))]
     NotAbsolute(String),
     #[error("the enrollment URL {0:?} must use https:// (plain http is allowed only when the operator enables it: ONRAMP_CLIENT_ALLOW_HTTP=1)")]
     Insecure(String),
@@ -144,6 +144,15 @@ fn parse_pair(
     }
     check_url(&url, allow_http)?;
     Ok(ProvisioningFile { enrollment_token: token, enrollment_url: url })
+}
+
+/// "edge.example.com" is the usual mistake: say what is missing.
+fn scheme_hint(url: &str) -> &'static str {
+    if url.contains("://") {
+        ""
+    } else {
+        "; add https:// in front"
+    }
 }
 
 /// An edge URL a client may talk to: absolute, with a host, https unless `allow_http`.
@@ -227,6 +236,9 @@ mod tests {
             ),
             (format!(r#"{{"enrollment_token":"{TOKEN}","enrollment_url":"http://e/"}}"#), Insecure("http://e/".into())),
         ];
+        let (schemeless, _) = cases.iter().find(|(_, e)| matches!(e, NotAbsolute(_))).unwrap();
+        let e = parse_provisioning(schemeless.as_bytes(), false).unwrap_err();
+        assert!(e.to_string().ends_with("add https:// in front"), "{e}");
         for (text, want) in cases {
             let e = parse_provisioning(text.as_bytes(), false).unwrap_err();
             assert_eq!(e, want, "{text}");

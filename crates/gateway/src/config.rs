@@ -83,8 +83,10 @@ impl GatewayArgs {
             .filter(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some())
             .with_context(|| {
                 format!(
-                    "core_url (ONRAMP_GATEWAY_CORE_URL): {:?} is not a URL like https://core.internal:50055",
-                    self.core_url
+                    "core_url (ONRAMP_GATEWAY_CORE_URL): {:?} is not a URL like https://core.internal:50055{}",
+                    self.core_url,
+                    // Without a scheme, "core:50055" would parse with the scheme "core".
+                    if self.core_url.contains("://") { "" } else { "; add https:// in front" }
                 )
             })?;
         let token = match (&self.token_file, env_token.filter(|t| !t.trim().is_empty())) {

@@ -165,7 +165,7 @@ impl Agent {
                     }
                 }
                 Err(ConnectError::Refused(r)) => {
-                    tracing::error!(core = %url, kind = ?r.kind, reason = %r.message, retry_in = ?backoff, "core refused this gateway");
+                    tracing::error!(core = %url, kind = onramp_link::gateway::kind_name(r.kind), reason = %r.message, retry_in = ?backoff, "core refused this gateway");
                     if !stopped && stops_serving(r.kind) {
                         stopped = true;
                         self.stop_serving(&r).await;
@@ -197,7 +197,7 @@ impl Agent {
             _ => "all (with the interface)".to_owned(),
         };
         tracing::error!(
-            kind = ?r.kind,
+            kind = onramp_link::gateway::kind_name(r.kind),
             reason = %r.message,
             peers_removed = %removed,
             "STOPPED SERVING: core refused this gateway, so every peer was removed; retrying with backoff \

@@ -50,7 +50,7 @@ pub const STATS_CHUNK: usize = 2_000;
 /// so the gateway can tell "core said no" from a transport failure with the same code.
 const REFUSAL_HEADER: &str = "onramp-refusal";
 
-fn kind_name(kind: RefusalKind) -> &'static str {
+pub fn kind_name(kind: RefusalKind) -> &'static str {
     match kind {
         RefusalKind::Unauthenticated => "unauthenticated",
         RefusalKind::KeyConflict => "key_conflict",
@@ -165,12 +165,12 @@ impl crate::gateway_link_server::GatewayLink for GatewayLinkService {
         let session = match self.control.open(token, hello, remote.map(|a| a.to_string())).await {
             Ok(s) => s,
             Err(refusal) => {
-                tracing::warn!(?remote, %pubkey, kind = kind_name(refusal.kind), reason = %refusal.message, "gateway refused");
+                tracing::warn!(remote = %crate::addr_text(remote), %pubkey, kind = kind_name(refusal.kind), reason = %refusal.message, "gateway refused");
                 return Err(refusal_status(&refusal));
             }
         };
         let location = session.location.clone();
-        tracing::info!(?remote, %location, %pubkey, "gateway connected");
+        tracing::info!(remote = %crate::addr_text(remote), %location, %pubkey, "gateway connected");
         let (tx, rx) = mpsc::channel(64);
         let mut updates = session.updates;
         let reporter = session.reporter;
@@ -198,7 +198,7 @@ impl crate::gateway_link_server::GatewayLink for GatewayLinkService {
                 _ = up => {}
             }
             reporter.closed().await;
-            tracing::info!(?remote, %location, "gateway disconnected");
+            tracing::info!(remote = %crate::addr_text(remote), %location, "gateway disconnected");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -278,7 +278,7 @@ impl GatewayConnection {
     pub async fn next(&mut self) -> Result<Option<ToGateway>, String> {
         match self.updates.next().await {
             None => Ok(None),
-            Some(Err(status)) => Err(format!("link failed: {} ({:?})", status.message(), status.code())),
+            Some(Err(status)) => Err(format!("link failed: {}", crate::status_text(&status))),
             Some(Ok(frame)) => {
                 serde_json::from_slice(&frame.body).map(Some).map_err(|e| format!("unreadable message from core: {e}"))
             }
@@ -334,7 +334,7 @@ pub async fn connect_gateway(
         Ok(resp) => Ok(GatewayConnection { updates: resp.into_inner(), reports: tx }),
         Err(status) => Err(match status_refusal(&status) {
             Some(r) => ConnectError::Refused(r),
-            None => transport(format!("{} ({:?})", status.message(), status.code())),
+            None => transport(crate::status_text(&status)),
         }),
     }
 }

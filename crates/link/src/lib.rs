@@ -217,6 +217,27 @@ impl CoreLink for EdgeHub {
 #[derive(Clone)]
 pub struct EdgeLinkService(pub EdgeHub, pub Option<String>);
 
+/// A peer address for the logs: `Some(..)` and the like are Debug noise there.
+pub fn addr_text(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "unknown".to_owned(), |a| a.to_string())
+}
+
+/// A gRPC status as a person reads it. Its `Display` lists details and a `MetadataMap`
+/// dump, which say nothing to someone reading the log.
+pub fn status_text(status: &Status) -> String {
+    let mut text = format!("{}: {}", status.code().description(), status.message());
+    let mut cur = std::error::Error::source(status);
+    while let Some(s) = cur {
+        let part = s.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        cur = s.source();
+    }
+    text
+}
+
 /// The leaf client certificate must be valid for `name` (its subjectAltName DNS entries).
 /// The TLS layer has already checked that the configured CA signed it.
 fn check_core_name<T>(request: &Request<T>, name: &str) -> Result<(), String> {
@@ -232,10 +253,10 @@ impl edge_link_server::EdgeLink for EdgeLinkService {
     type LinkStream = ReceiverStream<Result<LinkFrame, Status>>;
 
     async fn link(&self, request: Request<Streaming<LinkFrame>>) -> Result<Response<Self::LinkStream>, Status> {
-        let peer = request.remote_addr();
+        let peer = addr_text(request.remote_addr());
         if let Some(name) = &self.1 {
             if let Err(why) = check_core_name(&request, name) {
-                tracing::warn!(?peer, %why, "refused a link client that is not the configured core");
+                tracing::warn!(%peer, %why, "refused a link client that is not the configured core");
                 return Err(Status::permission_denied(format!("not the configured core: {why}")));
             }
         }
@@ -243,7 +264,7 @@ impl edge_link_server::EdgeLink for EdgeLinkService {
         let (tx, rx) = mpsc::channel(256);
         let hub = self.0.clone();
         let stream = hub.add(tx);
-        tracing::info!(?peer, stream = stream.id, cores = hub.cores(), "core connected");
+        tracing::info!(%peer, stream = stream.id, cores = hub.cores(), "core connected");
         tokio::spawn(async move {
             while let Some(frame) = replies.next().await {
                 let Ok(frame) = frame else { break };
@@ -254,7 +275,7 @@ impl edge_link_server::EdgeLink for EdgeLinkService {
                 }
             }
             hub.remove(&stream);
-            tracing::warn!(?peer, stream = stream.id, cores = hub.cores(), "core disconnected");
+            tracing::warn!(%peer, stream = stream.id, cores = hub.cores(), "core disconnected");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }
@@ -354,12 +375,11 @@ async fn connect_once(edge_url: &str, core: Arc<dyn CoreLink>, tls: Option<&Core
     let channel = endpoint.connect().await.map_err(|e| onramp_proto::error_chain(&e))?;
     let mut client = EdgeLinkClient::new(channel);
     let (tx, rx) = mpsc::channel::<LinkFrame>(256);
-    let mut requests =
-        client.link(ReceiverStream::new(rx)).await.map_err(|e| onramp_proto::error_chain(&e))?.into_inner();
+    let mut requests = client.link(ReceiverStream::new(rx)).await.map_err(|e| status_text(&e))?.into_inner();
     tracing::info!(edge = %edge_url, "edge link up");
     let permits = Arc::new(Semaphore::new(CORE_CONCURRENCY));
     while let Some(frame) = requests.next().await {
-        let frame = frame.map_err(|e| e.to_string())?;
+        let frame = frame.map_err(|e| status_text(&e))?;
         // Wait for a free slot before reading on: backpressure, not unbounded tasks.
         let Ok(permit) = permits.clone().acquire_owned().await else { break };
         let (core, tx) = (core.clone(), tx.clone());

@@ -121,6 +121,9 @@ pub enum AdminCommand {
         #[command(flatten)]
         who: As,
     },
+    /// Make a CA and the certificates of the core <-> edge link (and of core's gateway
+    /// listener), and print the settings for each side. Needs no database.
+    LinkCerts(crate::certs::LinkCertsArgs),
 }
 
 #[derive(clap::Args)]
@@ -229,6 +232,9 @@ pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
 }
 
 pub async fn run(cfg: Config, cmd: AdminCommand) -> anyhow::Result<()> {
+    if let AdminCommand::LinkCerts(args) = cmd {
+        return crate::certs::run(args);
+    }
     let core = open_core(&cfg, false).await?;
     // A fresh database gets the same admin as a first `serve`, so the CLI works first.
     core.bootstrap(&cfg.bootstrap_admin_email).await?;
@@ -358,6 +364,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
             let written = report.iter().filter(|r| r.outcome == "written").count();
             eprintln!("{written} of {} member(s) of {group} written to {attribute}", report.len());
         }
+        AdminCommand::LinkCerts(args) => crate::certs::run(args)?,
     }
     Ok(())
 }

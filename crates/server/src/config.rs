@@ -2,7 +2,8 @@
 //! flags. Secrets also come from `*_FILE` (a file holding the value). Every error names the
 //! setting and where it came from.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -77,10 +78,22 @@ pub enum LogFormat {
     Json,
 }
 
+/// Where a setting's value came from, so an error names what the user actually wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    File(PathBuf),
+    Env,
+    Flag,
+}
+
 /// Every setting as text, as each layer supplies it. `Debug` (below) hides the database URL.
-#[derive(Default, Clone, Deserialize)]
+/// `Serialize` only lists which fields a layer set (see `set_fields`).
+#[derive(Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Raw {
+    /// Layer of each set field; fields a layer sets without an entry here are flags.
+    #[serde(skip)]
+    pub origins: BTreeMap<String, Origin>,
     pub data_dir: Option<String>,
     pub database_url: Option<String>,
     pub database_url_file: Option<String>,
@@ -151,24 +164,112 @@ const ENV: &[(&str, &str)] = &[
     ("gateway_insecure", "ONRAMP_GATEWAY_INSECURE"),
 ];
 
+/// `ONRAMP_*` names read outside `ENV` and outside the clap definitions (which
+/// `unknown_env` is also given): the log filter and the client's provisioning helper.
+const OTHER_ENV: &[&str] = &[
+    "ONRAMP_LOG",
+    "ONRAMP_TOKEN",
+    "ONRAMP_GRAPH_URL",
+    "ONRAMP_ENTRA_TENANT",
+    "ONRAMP_ENTRA_CLIENT_ID",
+    "ONRAMP_ENTRA_CLIENT_SECRET_FILE",
+    "ONRAMP_ENTRA_LOGIN_URL",
+];
+
+/// Names of other programs sharing the prefix (the desktop client, the test harness).
+const OTHER_PREFIXES: &[&str] = &["ONRAMP_CLIENT_", "ONRAMP_TEST_"];
+
+/// One warning per `ONRAMP_*` variable in `vars` that nothing reads, with the closest
+/// known name when there is one: a typo would otherwise be silently ignored.
+pub fn unknown_env(vars: impl IntoIterator<Item = String>, extra_known: &[String]) -> Vec<String> {
+    let known: Vec<&str> = ENV
+        .iter()
+        .map(|(_, e)| *e)
+        .chain(OTHER_ENV.iter().copied())
+        .chain(extra_known.iter().map(String::as_str))
+        .collect();
+    let mut out: Vec<String> = vars
+        .into_iter()
+        .filter(|v| v.starts_with("ONRAMP_") && !known.contains(&v.as_str()))
+        .filter(|v| !OTHER_PREFIXES.iter().any(|p| v.starts_with(p)))
+        .map(|v| match closest(&v, &known) {
+            Some(k) => format!("unknown environment variable {v} is ignored; did you mean {k}?"),
+            None => format!("unknown environment variable {v} is ignored"),
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The known name nearest to `name` by edit distance, if near enough to be a typo.
+pub fn closest<'a>(name: &str, known: &[&'a str]) -> Option<&'a str> {
+    let limit = (name.len() / 4).max(2);
+    known.iter().map(|k| (edit_distance(name, k), *k)).filter(|(d, _)| *d <= limit).min().map(|(_, k)| k)
+}
+
+/// Levenshtein distance over bytes (the names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.iter().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
 fn env_name(field: &str) -> &'static str {
     ENV.iter().find(|(f, _)| *f == field).map(|(_, e)| *e).unwrap_or("")
 }
 
-fn err(field: &str, msg: impl std::fmt::Display) -> anyhow::Error {
-    anyhow::anyhow!("invalid setting {field} ({}): {msg}", env_name(field))
+/// Turns a field name into the error prefix for where its value came from.
+#[derive(Clone, Copy)]
+struct Names<'a>(&'a BTreeMap<String, Origin>);
+
+impl Names<'_> {
+    fn err(&self, field: &str, msg: impl std::fmt::Display) -> anyhow::Error {
+        match self.0.get(field) {
+            Some(Origin::File(path)) => anyhow::anyhow!("invalid setting `{field}` in {}: {msg}", path.display()),
+            Some(Origin::Env) => anyhow::anyhow!("invalid setting {} ({field}): {msg}", env_name(field)),
+            Some(Origin::Flag) => anyhow::anyhow!("invalid --{}: {msg}", field.replace('_', "-")),
+            None => anyhow::anyhow!("invalid setting {field} ({}): {msg}", env_name(field)),
+        }
+    }
+}
+
+/// A URL someone typed as `edge.example.com`: say how to write it.
+fn url_hint(s: &str) -> &'static str {
+    let s = s.trim();
+    if !s.contains("://") && !s.is_empty() {
+        "; add https:// (or http://) in front"
+    } else {
+        ""
+    }
 }
 
 impl Raw {
     pub fn from_file(path: &Path) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+        let mut raw: Raw = toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))?;
+        raw.origins = raw.set_fields().into_iter().map(|f| (f, Origin::File(path.to_owned()))).collect();
+        Ok(raw)
+    }
+
+    /// Names of the fields this layer sets.
+    fn set_fields(&self) -> Vec<String> {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+            _ => vec![],
+        }
     }
 
     pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Self {
         let v = |f: &str| get(env_name(f)).filter(|s| !s.is_empty());
-        Self {
+        let mut raw = Self {
             data_dir: v("data_dir"),
             database_url: v("database_url"),
             database_url_file: v("database_url_file"),
@@ -201,11 +302,20 @@ impl Raw {
             gateway_tls_cert_file: v("gateway_tls_cert_file"),
             gateway_tls_key_file: v("gateway_tls_key_file"),
             gateway_insecure: v("gateway_insecure").map(toml::Value::String),
-        }
+            origins: BTreeMap::new(),
+        };
+        raw.origins = raw.set_fields().into_iter().map(|f| (f, Origin::Env)).collect();
+        raw
     }
 
     /// `other` wins where it has a value.
     pub fn overlay(self, other: Raw) -> Raw {
+        // Fields `other` sets take its origin (a layer without origins is the flags).
+        let mut origins = self.origins.clone();
+        for f in other.set_fields() {
+            let origin = other.origins.get(&f).cloned().unwrap_or(Origin::Flag);
+            origins.insert(f, origin);
+        }
         // A URL given directly in a higher layer beats a _FILE from a lower one, and vice versa.
         let (database_url, database_url_file) = if other.database_url.is_some() || other.database_url_file.is_some() {
             (other.database_url, other.database_url_file)
@@ -213,6 +323,7 @@ impl Raw {
             (self.database_url, self.database_url_file)
         };
         Raw {
+            origins,
             data_dir: other.data_dir.or(self.data_dir),
             database_url,
             database_url_file,
@@ -248,22 +359,24 @@ impl Raw {
         }
     }
 
-    pub fn resolve(self) -> anyhow::Result<Config> {
+    pub fn resolve(mut self) -> anyhow::Result<Config> {
+        let origins = std::mem::take(&mut self.origins);
+        let names = Names(&origins);
         let addr = |field: &str, v: Option<String>, default: &str| -> anyhow::Result<SocketAddr> {
             let s = v.unwrap_or_else(|| default.to_owned());
-            s.parse().map_err(|_| err(field, format!("{s:?} is not an address like 127.0.0.1:8000")))
+            s.parse().map_err(|_| names.err(field, format!("{s:?} is not an address like 127.0.0.1:8000")))
         };
         let int = |field: &str, v: Option<toml::Value>, default: i64, min: i64, max: i64| -> anyhow::Result<i64> {
             let n = match v {
                 None => default,
                 Some(toml::Value::Integer(i)) => i,
                 Some(toml::Value::String(s)) => {
-                    s.trim().parse().map_err(|_| err(field, format!("{s:?} is not a whole number")))?
+                    s.trim().parse().map_err(|_| names.err(field, format!("{s:?} is not a whole number")))?
                 }
-                Some(other) => return Err(err(field, format!("expected a whole number, got {other}"))),
+                Some(other) => return Err(names.err(field, format!("expected a whole number, got {other}"))),
             };
             if !(min..=max).contains(&n) {
-                return Err(err(field, format!("{n} is outside {min}..={max}")));
+                return Err(names.err(field, format!("{n} is outside {min}..={max}")));
             }
             Ok(n)
         };
@@ -271,7 +384,7 @@ impl Raw {
             (Some(u), _) => Some(u),
             (None, Some(f)) => Some(
                 std::fs::read_to_string(&f)
-                    .map_err(|e| err("database_url_file", format!("cannot read {f}: {e}")))?
+                    .map_err(|e| names.err("database_url_file", format!("cannot read {f}: {e}")))?
                     .trim()
                     .to_owned(),
             ),
@@ -279,22 +392,23 @@ impl Raw {
         };
         if let Some(u) = &database_url {
             if !(u.starts_with("sqlite:") || u.starts_with("postgres://") || u.starts_with("postgresql://")) {
-                return Err(err("database_url", "must start with sqlite:// or postgres://"));
+                return Err(names.err("database_url", "must start with sqlite:// or postgres://"));
             }
         }
         let public_url = match self.public_url {
-            Some(u) => {
-                Some(onramp_core::settings::normalize_public_url("public_url", &u).map_err(|e| err("public_url", e))?)
-            }
+            Some(u) => Some(
+                onramp_core::settings::normalize_public_url("public_url", &u)
+                    .map_err(|e| names.err("public_url", e))?,
+            ),
             None => None,
         };
         let bootstrap_admin_email = self.bootstrap_admin_email.unwrap_or_else(|| "admin@example.com".into());
         onramp_domain::validate::Email::parse("bootstrap_admin_email", &bootstrap_admin_email)
-            .map_err(|e| err("bootstrap_admin_email", e.message))?;
+            .map_err(|e| names.err("bootstrap_admin_email", e.message))?;
         let log_format = match self.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
-            other => return Err(err("log_format", format!("{other:?}: use text or json"))),
+            other => return Err(names.err("log_format", format!("{other:?}: use text or json"))),
         };
         let boolean = |field: &str, v: Option<toml::Value>, default: bool| -> anyhow::Result<bool> {
             match v {
@@ -303,9 +417,9 @@ impl Raw {
                 Some(toml::Value::String(s)) => match s.trim() {
                     "1" | "true" | "yes" | "on" => Ok(true),
                     "0" | "false" | "no" | "off" => Ok(false),
-                    other => Err(err(field, format!("{other:?}: use true or false"))),
+                    other => Err(names.err(field, format!("{other:?}: use true or false"))),
                 },
-                Some(other) => Err(err(field, format!("expected true or false, got {other}"))),
+                Some(other) => Err(names.err(field, format!("expected true or false, got {other}"))),
             }
         };
         let edge_enabled = boolean("edge_enabled", self.edge_enabled, true)?;
@@ -313,8 +427,12 @@ impl Raw {
         let pair = |cert: (&str, Option<String>), key: (&str, Option<String>)| match (cert.1, key.1) {
             (Some(c), Some(k)) => Ok(Some((PathBuf::from(c), PathBuf::from(k)))),
             (None, None) => Ok(None),
-            (Some(_), None) => Err(err(key.0, format!("missing: {} is set, so its private key is needed", cert.0))),
-            (None, Some(_)) => Err(err(cert.0, format!("missing: {} is set, so its certificate is needed", key.0))),
+            (Some(_), None) => {
+                Err(names.err(key.0, format!("missing: {} is set, so its private key is needed", cert.0)))
+            }
+            (None, Some(_)) => {
+                Err(names.err(cert.0, format!("missing: {} is set, so its certificate is needed", key.0)))
+            }
         };
         let link_cert = pair(("link_cert_file", self.link_cert_file), ("link_key_file", self.link_key_file))?;
         let edge_tls =
@@ -332,14 +450,16 @@ impl Raw {
                 .map(|p| {
                     p.parse::<ipnet::IpNet>()
                         .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| err("edge_trusted_proxies", format!("{p:?} is not an IP address or CIDR range")))
+                        .map_err(|_| {
+                            names.err("edge_trusted_proxies", format!("{p:?} is not an IP address or CIDR range"))
+                        })
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
         let link_core_name = match self.link_core_name.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(n) if rustls::pki_types::DnsName::try_from(n).is_ok() => Some(n.to_owned()),
-            Some(n) => return Err(err("link_core_name", format!("{n:?} is not a DNS name like onramp-core"))),
+            Some(n) => return Err(names.err("link_core_name", format!("{n:?} is not a DNS name like onramp-core"))),
         };
         let edge_urls = match &self.edge_urls {
             None => vec![],
@@ -349,7 +469,10 @@ impl Raw {
                 .filter(|u| !u.is_empty())
                 .map(|u| match url::Url::parse(u) {
                     Ok(p) if matches!(p.scheme(), "http" | "https") && p.host_str().is_some() => Ok(u.to_owned()),
-                    _ => Err(err("edge_urls", format!("{u:?} is not an http(s) URL like http://edge.internal:50051"))),
+                    _ => Err(names.err(
+                        "edge_urls",
+                        format!("{u:?} is not an http(s) URL like https://edge.internal:50051{}", url_hint(u)),
+                    )),
                 })
                 .collect::<anyhow::Result<_>>()?,
         };
@@ -546,6 +669,49 @@ mod tests {
         assert!(e.contains("ONRAMP_HTTP_MAX_CONNECTIONS") && e.contains("not a whole number"), "{e}");
         let e = toml::from_str::<Raw>("htp_addr = \"x\"").unwrap_err().to_string();
         assert!(e.contains("htp_addr"), "{e}");
+    }
+
+    #[test]
+    fn unknown_env_names_get_the_closest_known_one() {
+        assert_eq!(edit_distance("ONRAMP_DATADIR", "ONRAMP_DATA_DIR"), 1);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(
+            closest("ONRAMP_PUBLIC_URLS", &["ONRAMP_PUBLIC_URL", "ONRAMP_EDGE_URLS"]),
+            Some("ONRAMP_PUBLIC_URL")
+        );
+        assert_eq!(closest("ONRAMP_SOMETHING_ELSE", &["ONRAMP_PUBLIC_URL"]), None);
+        let vars = ["ONRAMP_HTTP_ADR", "ONRAMP_HTTP_ADDR", "ONRAMP_LOG", "ONRAMP_CLIENT_SOCKET", "PATH", "ONRAMP_FROB"];
+        let extra = vec!["ONRAMP_GATEWAY_CORE_URL".to_owned()];
+        let w = unknown_env(vars.iter().map(|v| v.to_string()).chain(["ONRAMP_GATEWAY_CORE_URL".into()]), &extra);
+        assert_eq!(
+            w,
+            [
+                "unknown environment variable ONRAMP_FROB is ignored",
+                "unknown environment variable ONRAMP_HTTP_ADR is ignored; did you mean ONRAMP_HTTP_ADDR?",
+            ]
+        );
+    }
+
+    #[test]
+    fn errors_name_where_the_value_came_from() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("onramp.toml");
+        std::fs::write(&f, "http_addr = \"nope\"\n").unwrap();
+        let file = Raw::from_file(&f).unwrap();
+        let e = file.clone().resolve().unwrap_err().to_string();
+        assert!(e.contains("`http_addr`") && e.contains(&f.display().to_string()), "{e}");
+        assert!(!e.contains("ONRAMP_HTTP_ADDR"), "{e}");
+        // The environment overrides the file: then the variable is named.
+        let e = file.clone().overlay(env(&[("ONRAMP_HTTP_ADDR", "bad")])).resolve().unwrap_err().to_string();
+        assert!(e.contains("ONRAMP_HTTP_ADDR") && !e.contains("onramp.toml"), "{e}");
+        // A flag overrides both: the flag is named.
+        let flags = Raw { http_addr: Some("worse".into()), ..Default::default() };
+        let e = file.overlay(env(&[])).overlay(flags).resolve().unwrap_err().to_string();
+        assert!(e.contains("--http-addr"), "{e}");
+        let e = env(&[("ONRAMP_PUBLIC_URL", "edge.example.com")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("add https://"), "{e}");
+        let e = env(&[("ONRAMP_EDGE_URLS", "edge.internal:50051")]).resolve().unwrap_err().to_string();
+        assert!(e.contains("add https://"), "{e}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `onramp`: the Onramp server binary (core control plane, admin CLI).
 
 mod admin;
+mod certs;
 mod config;
 mod listener;
 mod serve;

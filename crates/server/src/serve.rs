@@ -2,18 +2,49 @@ use crate::config::{Config, LogFormat};
 use anyhow::Context;
 use onramp_core::{Core, CoreConfig, SystemClock};
 use onramp_store::Store;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 /// Logs go to stderr; `ONRAMP_LOG` (tracing filter syntax) sets the level.
 pub fn init_tracing(format: LogFormat, serving: bool) {
+    use std::io::IsTerminal;
     let default = if serving { "info,sqlx=warn,tower_http=info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_LOG").unwrap_or_else(|_| default.into());
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colour codes only for a person at a terminal, not in journald or a log file.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
         LogFormat::Text => b.try_init(),
         LogFormat::Json => b.json().try_init(),
     };
+    // Every command starts here, so a mistyped variable is reported whatever runs.
+    warn_unknown_env();
+}
+
+/// Warns about `ONRAMP_*` variables nothing reads. Names declared on clap arguments (admin
+/// and gateway flags) count as known, so a new flag needs no list kept by hand.
+fn warn_unknown_env() {
+    use clap::{Args, Subcommand};
+    fn env_names(cmd: &clap::Command, out: &mut Vec<String>) {
+        out.extend(cmd.get_arguments().filter_map(|a| a.get_env()).map(|e| e.to_string_lossy().into_owned()));
+        cmd.get_subcommands().for_each(|c| env_names(c, out));
+    }
+    let mut known = vec![onramp_gateway::config::TOKEN_ENV.to_owned()];
+    env_names(&crate::admin::AdminCommand::augment_subcommands(clap::Command::new("admin")), &mut known);
+    env_names(&onramp_gateway::GatewayArgs::augment_args(clap::Command::new("gateway")), &mut known);
+    let vars = std::env::vars_os().filter_map(|(k, _)| k.into_string().ok());
+    for w in crate::config::unknown_env(vars, &known) {
+        tracing::warn!("{w}");
+    }
+}
+
+/// The path as the user should see it: absolute, since a relative one depends on where
+/// the command ran (the reason `onramp admin` once made a second database elsewhere).
+fn absolute(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_owned())
 }
 
 /// Creates the data directory owner-only (it holds the database).
@@ -22,7 +53,7 @@ fn prepare_data_dir(cfg: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("cannot create data directory {}", cfg.data_dir.display()))?;
+        .with_context(|| format!("cannot create data directory {}", absolute(&cfg.data_dir).display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -32,11 +63,43 @@ fn prepare_data_dir(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Connects and migrates the configured database.
+/// The SQLite file the configuration names, if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:"))?;
+    Some(PathBuf::from(rest.split('?').next().unwrap_or_default()))
+}
+
+/// Where the data is, for the start-up log and for errors.
+pub fn describe_database(cfg: &Config) -> String {
+    let (url, _) = cfg.database();
+    match sqlite_file(&url) {
+        Some(f) => format!("SQLite database {}", absolute(&f).display()),
+        None => format!("database {}", onramp_store_redact(&url)),
+    }
+}
+
+/// Connects and migrates the configured database. Only `create` lets a missing SQLite
+/// file be made (`serve` for its data directory, `migrate --create`); anything else
+/// refuses, naming the path it looked at, so a command run from the wrong directory does
+/// not quietly start a second, empty installation.
 pub async fn open_store(cfg: &Config, create: bool) -> anyhow::Result<Store> {
-    prepare_data_dir(cfg)?;
-    let (url, default_location) = cfg.database();
-    let store = Store::connect(&url, default_location || create)
+    let (url, _) = cfg.database();
+    if let Some(file) = sqlite_file(&url).filter(|f| !create && !f.as_os_str().is_empty() && !f.exists()) {
+        let whence = match &cfg.database_url {
+            Some(_) => "named by the database URL".to_owned(),
+            None => format!("in the data directory {}", absolute(&cfg.data_dir).display()),
+        };
+        anyhow::bail!(
+            "no database: {} does not exist ({whence}). Run this where the server's data is, or point to it with \
+             --data-dir DIR (ONRAMP_DATA_DIR), ONRAMP_DATABASE_URL or --config FILE. \
+             `onramp serve` and `onramp migrate --create` create a new database.",
+            absolute(&file).display()
+        );
+    }
+    if create {
+        prepare_data_dir(cfg)?;
+    }
+    let store = Store::connect(&url, create)
         .await
         .with_context(|| format!("cannot open database {}", onramp_store_redact(&url)))?;
     let applied = store.migrate().await.context("database migration failed")?;
@@ -71,50 +134,84 @@ pub async fn open_core(cfg: &Config, create: bool) -> anyhow::Result<Core> {
     // Persist a configured public URL so that every process (server, CLI, replicas) hands
     // out the same enrollment_url, even one started without the variable.
     if let Some(url) = &cfg.public_url {
-        if core.settings().await.public_url != *url {
+        let stored = core.settings().await.public_url;
+        if stored != *url {
             let patch = onramp_core::SettingsPatch { public_url: Some(url.clone()), ..Default::default() };
             core.update_settings(&onramp_core::Actor::system("config"), patch).await?;
-            tracing::info!(public_url = %url, "stored the configured public URL");
+            if stored == onramp_core::Settings::default().public_url {
+                tracing::info!("stored the configured public URL {url}");
+            } else {
+                // Someone may have changed it in the settings on purpose: say which won.
+                tracing::warn!(
+                    "the configured public URL {url} (ONRAMP_PUBLIC_URL) differs from the stored one {stored}; \
+                     the configured one wins and is now stored (unset ONRAMP_PUBLIC_URL to manage it in the settings)"
+                );
+            }
         }
     }
     Ok(core)
 }
 
+/// Binds a listener, naming the setting when the address is taken or not ours.
+async fn bind(addr: std::net::SocketAddr, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} ({setting})"))
+}
+
 pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     crate::listener::raise_open_files_limit();
-    let core = open_core(&cfg, false).await?;
-    if let Some(admin) = core.bootstrap(&cfg.bootstrap_admin_email).await? {
-        tracing::info!(
-            "empty database: created admin group \"admin\" and admin user {admin:?} (no password). \
-             Get an API token with: onramp admin api-token create --name <NAME>"
-        );
-    }
-    if cfg.public_url.is_none() {
-        tracing::warn!(public_url = %core.public_url().await, "ONRAMP_PUBLIC_URL not set; enrollment links use the stored public URL");
-    }
-    // Check the link settings before anything starts listening.
+    // Everything a setting can break is checked first (certificates read, every address
+    // bound), so a mistake stops here and leaves no new database or data directory behind.
     let link_tls = cfg
         .edge_urls
         .iter()
         .map(|u| Ok((u.clone(), crate::tls::core_link_tls(&cfg, u)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let gateway_tls = crate::tls::gateway_listener_tls(&cfg)?;
-    let gateway_control: Arc<dyn onramp_proto::gateway::GatewayControl> = Arc::new(core.clone());
-    let gateways = Some(start_gateway_listener(&cfg, gateway_control, gateway_tls).await?);
-    let edge = if cfg.edge_enabled {
-        let public_url = core.public_url().await;
-        let tls = crate::tls::public_tls(&cfg).await?;
-        let router = onramp_edge::router(Arc::new(core.clone()), edge_config(&cfg, &public_url, tls.is_some()));
-        let listener = tokio::net::TcpListener::bind(cfg.edge_addr)
-            .await
-            .with_context(|| format!("cannot listen on {} (ONRAMP_EDGE_ADDR; set ONRAMP_EDGE_ENABLED=false to run without the embedded edge)", cfg.edge_addr))?;
-        tracing::info!(addr = %listener.local_addr()?, %public_url, https = tls.is_some(), "public enrollment edge listening");
-        let cfg = cfg.clone();
-        Some(tokio::spawn(async move {
-            crate::tls::serve_public(listener, router, tls, &cfg, std::future::pending()).await
-        }))
+    let public_tls = if cfg.edge_enabled { crate::tls::public_tls(&cfg).await? } else { None };
+    let admin_listener = bind(cfg.http_addr, "ONRAMP_HTTP_ADDR").await?;
+    let gateway_listener = bind(cfg.gateway_addr, "ONRAMP_GATEWAY_ADDR").await?;
+    let edge_listener = if cfg.edge_enabled {
+        Some(
+            bind(cfg.edge_addr, "ONRAMP_EDGE_ADDR; set ONRAMP_EDGE_ENABLED=false to run without the embedded edge")
+                .await?,
+        )
     } else {
         None
+    };
+    check_secret_key_dir(&cfg)?;
+
+    tracing::info!("data: {}", describe_database(&cfg));
+    let core = open_core(&cfg, cfg.database().1).await?;
+    if let Some(admin) = core.bootstrap(&cfg.bootstrap_admin_email).await? {
+        tracing::info!(
+            "empty database: created admin group \"admin\" and admin user \"{admin}\" (no password). \
+             Get an API token with: onramp admin api-token create --name <NAME>"
+        );
+    }
+    let public_url = core.public_url().await;
+    if cfg.public_url.is_none() {
+        if public_url == onramp_core::Settings::default().public_url {
+            tracing::warn!(
+                "no public URL configured: enrollment links point to {public_url}; set ONRAMP_PUBLIC_URL \
+                 (or public_url in the settings) to the edge's address"
+            );
+        } else {
+            tracing::info!("public URL (from the settings): {public_url}");
+        }
+    }
+    let gateway_control: Arc<dyn onramp_proto::gateway::GatewayControl> = Arc::new(core.clone());
+    let gateways = start_gateway_listener(gateway_listener, gateway_control, gateway_tls)?;
+    let edge = match edge_listener {
+        Some(listener) => {
+            let router =
+                onramp_edge::router(Arc::new(core.clone()), edge_config(&cfg, &public_url, public_tls.is_some()));
+            tracing::info!(addr = %listener.local_addr()?, %public_url, https = public_tls.is_some(), "public enrollment edge listening");
+            let cfg = cfg.clone();
+            Some(tokio::spawn(async move {
+                crate::tls::serve_public(listener, router, public_tls, &cfg, std::future::pending()).await
+            }))
+        }
+        None => None,
     };
     // Core dials every standalone edge; edges never reach core.
     let links: Vec<_> = link_tls
@@ -126,18 +223,13 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         .collect();
     let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
     let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
-    let listener = tokio::net::TcpListener::bind(cfg.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (ONRAMP_HTTP_ADDR)", cfg.http_addr))?;
-    tracing::info!(addr = %listener.local_addr()?, "admin API listening; docs at /api/docs");
+    tracing::info!(addr = %admin_listener.local_addr()?, "admin API listening; docs at /api/docs");
     let admin =
         crate::listener::Listener { name: "admin API", limits: cfg.http_limits.clone(), exempt: vec![], tls: None };
-    crate::listener::serve(listener, app, admin, shutdown_signal()).await?;
+    crate::listener::serve(admin_listener, app, admin, shutdown_signal()).await?;
     worker.abort();
     links.iter().for_each(|l| l.abort());
-    if let Some(g) = gateways {
-        g.abort();
-    }
+    gateways.abort();
     if let Some(e) = edge {
         e.abort();
     }
@@ -146,15 +238,28 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The secret key is created on first start; a custom path in a missing directory would
+/// otherwise fail only after the database was made.
+fn check_secret_key_dir(cfg: &Config) -> anyhow::Result<()> {
+    let f = &cfg.secret_key_file;
+    if f.exists() || f.starts_with(&cfg.data_dir) {
+        return Ok(());
+    }
+    match f.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(d) if !d.is_dir() => anyhow::bail!(
+            "secret_key_file (ONRAMP_SECRET_KEY_FILE): the directory {} does not exist",
+            absolute(d).display()
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// Core's listener for gateway agents (they dial in; see `onramp gateway`).
-async fn start_gateway_listener(
-    cfg: &Config,
+fn start_gateway_listener(
+    listener: tokio::net::TcpListener,
     control: Arc<dyn onramp_proto::gateway::GatewayControl>,
     tls: Option<onramp_link::PemIdentity>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let listener = tokio::net::TcpListener::bind(cfg.gateway_addr)
-        .await
-        .with_context(|| format!("cannot listen on {} (ONRAMP_GATEWAY_ADDR)", cfg.gateway_addr))?;
     tracing::info!(addr = %listener.local_addr()?, tls = tls.is_some(), "gateway listener listening");
     Ok(tokio::spawn(async move {
         if let Err(e) = onramp_link::gateway::serve_gateway_link(listener, control, tls, std::future::pending()).await {

@@ -52,7 +52,7 @@ fn spawn_core_as(p: &Ports, data: &std::path::Path, pki: &Pki, identity: &str) -
             .env("ONRAMP_LINK_KEY_FILE", pki.path(&format!("{identity}.key")))
             .env("ONRAMP_PUBLIC_URL", format!("https://localhost:{}", p.edge))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(data.with_file_name(format!("{identity}.log"))).unwrap())
             .spawn()
             .expect("spawn onramp serve"),
     )
@@ -121,11 +121,20 @@ async fn split_deployment_survives_restarts() {
     std::thread::sleep(Duration::from_secs(3));
     edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
     rogue.stop();
-    // Nor is a certificate from the right CA that is not core's (here the edge's own).
+    // Nor is a certificate from the right CA that is not core's: the edge's own (a server
+    // certificate) or a client certificate for another name.
     let impostor = spawn_core_as(&p, &data, &pki, "edge");
     std::thread::sleep(Duration::from_secs(3));
     edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
     impostor.stop();
+    let impostor = spawn_core_as(&p, &data, &pki, "impostor");
+    std::thread::sleep(Duration::from_secs(3));
+    edge_health(&c, &p, StatusCode::SERVICE_UNAVAILABLE).await;
+    impostor.stop();
+    // Core's log says why in words: the gRPC status, not a Debug dump of it.
+    let log = std::fs::read_to_string(data.with_file_name("impostor.log")).unwrap();
+    assert!(log.contains("not the configured core"), "{log}");
+    assert!(!log.contains("MetadataMap") && !log.contains("Some(") && !log.contains('\u{1b}'), "{log}");
 
     let core = spawn_core(&p, &data, &pki);
     edge_health(&c, &p, StatusCode::OK).await;

@@ -140,7 +140,11 @@ fn unique_key(db: &dyn sqlx::error::DatabaseError) -> Option<UniqueKey> {
         }
     };
     Some(key.map(|(_, _, k)| *k).unwrap_or_else(|| {
-        tracing::warn!(constraint = ?db.constraint(), message = db.message(), "unique constraint missing from UNIQUE_KEYS");
+        tracing::warn!(
+            constraint = db.constraint().unwrap_or("unnamed"),
+            message = db.message(),
+            "unique constraint missing from UNIQUE_KEYS"
+        );
         UniqueKey::Other
     }))
 }

@@ -284,7 +284,7 @@ async fn handle(uid: u32, op: Op, shared: &Arc<Shared>) -> Reply {
                 match result {
                     Ok((interface, change, warnings)) => Reply::new(Body::Connected { interface, change, warnings }),
                     Err((code, message)) => {
-                        tracing::warn!(uid, location = ?tunnel.name, "connect failed: {message}");
+                        tracing::warn!(uid, location = %tunnel.name, "connect failed: {message}");
                         Reply::error(code, message)
                     }
                 }

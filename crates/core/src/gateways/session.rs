@@ -161,7 +161,7 @@ impl Core {
             }
             Err(e) => return Err(unavailable(e)),
         }
-        tracing::info!(location = %location.name, %hostname, %version, remote = ?remote, "gateway connected");
+        tracing::info!(location = %location.name, %hostname, %version, remote = remote.as_deref().unwrap_or("unknown"), "gateway connected");
         Ok(GatewaySession {
             location: location.name.clone(),
             updates: Box::new(updates),

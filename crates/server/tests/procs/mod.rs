@@ -27,7 +27,9 @@ impl Proc {
     }
 }
 
-/// A test PKI: one CA for the link and the edge's HTTPS, certificates written as files.
+/// A test PKI made the way the README tells an administrator to: `onramp admin
+/// link-certs` (ca, edge, core), plus certificates no real core holds: "rogue" from
+/// another CA, and "impostor", a client certificate from the same CA for another name.
 pub struct Pki {
     dir: tempfile::TempDir,
     pub ca_pem: String,
@@ -36,37 +38,32 @@ pub struct Pki {
 impl Pki {
     pub fn new() -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let (ca, ca_pem) = Self::ca(dir.path(), "ca");
-        Self::leaf(dir.path(), "edge", &ca, vec!["localhost".into(), "127.0.0.1".into()]);
-        Self::leaf(dir.path(), "core", &ca, vec!["onramp-core".into()]);
-        // A client certificate from a CA the edge does not trust.
-        let (rogue_ca, _) = Self::ca(dir.path(), "rogue-ca");
-        Self::leaf(dir.path(), "rogue", &rogue_ca, vec!["onramp-core".into()]);
+        link_certs(dir.path(), "onramp-core");
+        let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+        // A client certificate from a CA the edge does not trust: another run's core.
+        let other = dir.path().join("other");
+        link_certs(&other, "onramp-core");
+        for ext in ["pem", "key"] {
+            std::fs::copy(other.join(format!("core.{ext}")), dir.path().join(format!("rogue.{ext}"))).unwrap();
+        }
+        Self::impostor(dir.path());
         Pki { dir, ca_pem }
     }
 
-    fn write(dir: &std::path::Path, name: &str, cert: &rcgen::Certificate, key: &rcgen::KeyPair) {
-        std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
-    }
-
-    /// A self-signed CA written as NAME.pem/NAME.key; returns it as an issuer and its PEM.
-    fn ca(dir: &std::path::Path, name: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+    /// A client certificate signed by the link CA but not for onramp-core. The issuer is
+    /// rebuilt from ca.key with the subject link-certs gives its CA.
+    fn impostor(dir: &std::path::Path) {
+        let ca_key = rcgen::KeyPair::from_pem(&std::fs::read_to_string(dir.join("ca.key")).unwrap()).unwrap();
+        let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+        ca.distinguished_name.push(rcgen::DnType::CommonName, "Onramp link CA");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+        let issuer = rcgen::Issuer::new(ca, ca_key);
         let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let cert = params.self_signed(&key).unwrap();
-        Self::write(dir, name, &cert, &key);
-        (rcgen::Issuer::new(params, key), cert.pem())
-    }
-
-    fn leaf(dir: &std::path::Path, name: &str, ca: &rcgen::Issuer<'static, rcgen::KeyPair>, sans: Vec<String>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(sans).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        let cert = params.signed_by(&key, ca).unwrap();
-        Self::write(dir, name, &cert, &key);
+        let mut params = rcgen::CertificateParams::new(vec!["not-core".to_owned()]).unwrap();
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        std::fs::write(dir.join("impostor.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.join("impostor.key"), key.serialize_pem()).unwrap();
     }
 
     pub fn path(&self, file: &str) -> std::path::PathBuf {
@@ -77,4 +74,31 @@ impl Pki {
         let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).unwrap();
         reqwest::Client::builder().add_root_certificate(ca).build().unwrap()
     }
+}
+
+/// Runs `onramp admin link-certs` into `out` for an edge reached as localhost / 127.0.0.1,
+/// and checks what it promises: key files 0600, settings printed for both sides.
+pub fn link_certs(out: &std::path::Path, core_name: &str) -> String {
+    let cwd = tempfile::tempdir().unwrap();
+    let o = Command::new(BIN)
+        .args(["admin", "link-certs", "--out"])
+        .arg(out)
+        .args(["--edge-name", "localhost", "--edge-name", "127.0.0.1", "--core-name", core_name])
+        .args(["--gateway-name", "localhost"])
+        // No database is needed, and none may be made: run it somewhere with no data.
+        .current_dir(cwd.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(o.stdout).unwrap();
+    assert!(o.status.success(), "link-certs: {}{stdout}", String::from_utf8_lossy(&o.stderr));
+    use std::os::unix::fs::PermissionsExt;
+    for key in ["ca.key", "edge.key", "core.key", "gateway.key"] {
+        let mode = std::fs::metadata(out.join(key)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{key}");
+    }
+    for setting in ["ONRAMP_LINK_CORE_NAME=", "ONRAMP_EDGE_URLS=https://localhost:", "ONRAMP_GATEWAY_CA_FILE="] {
+        assert!(stdout.contains(setting), "{setting} missing from:\n{stdout}");
+    }
+    assert_eq!(std::fs::read_dir(cwd.path()).unwrap().count(), 0, "link-certs wrote into the working directory");
+    stdout
 }
