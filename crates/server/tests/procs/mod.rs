@@ -2,7 +2,7 @@
 //! `mod procs;`).
 #![allow(dead_code)]
 
-use std::process::Child;
+use std::process::{Child, Command};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_onramp");
 
