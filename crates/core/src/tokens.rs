@@ -406,19 +406,19 @@ fn bulk_name(o: &BulkOutcome) -> &str {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn expiry_is_rfc3339_utc() {
-        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
-}
-
 pub(crate) fn times(r: &TokenRow) -> TokenTimes {
     TokenTimes {
         expires_at: r.expires_at,
         session_deadline: r.session_deadline,
         used_at: r.used_at,
         revoked_at: r.revoked_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn expiry_is_rfc3339_utc() {
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }

@@ -43,7 +43,7 @@ async fn overlapping_location_subnets_are_refused(b: Backend) {
     }
     // Editing into another's subnet is refused too; keeping its own subnet is fine.
     let id = lab["id"].as_i64().unwrap();
-    let (s, v) = app.call("PUT", &format!("/api/v1/location/{id}"), Some(body("lab", "10.1.0.200/29"))).await;
+    let (s, v) = app.call("PUT", &format!("/api/v1/location/{id}"), Some(body("lab", "10.1.0.201/29"))).await;
     assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
     assert!(v["error"].as_str().unwrap().contains("office"), "{v}");
     let (s, v) = app.call("PUT", &format!("/api/v1/location/{id}"), Some(body("lab", "10.2.0.1/24"))).await;
