@@ -25,7 +25,7 @@ use utoipa::{Modify, OpenApi};
         settings::get, settings::update,
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         audit::list,
-        mail::list, mail::retry,
+        mail::list, mail::retry, mail::test,
     ),
     modifiers(&Bearer)
 )]

@@ -58,10 +58,12 @@ pub fn router(state: AppState) -> Router {
         .route("/audit", get(audit::list))
         .route("/mail", get(mail::list))
         .route("/mail/{id}/retry", post(mail::retry))
+        .route("/mail/test", post(mail::test))
         .route("/openapi.json", get(docs::openapi_json));
     Router::new()
         .nest("/api/v1", api)
         .route("/api/docs", get(docs::page))
+        .route("/api/docs/", get(docs::page))
         .route("/api/docs/{file}", get(docs::asset))
         .route("/metrics", get(health::metrics))
         .fallback(error::not_found)

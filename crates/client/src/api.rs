@@ -26,7 +26,13 @@ pub enum ApiError {
     SessionExpired,
     #[error("the enrollment token is not known to {url}; check the token and the URL, or ask your administrator")]
     UnknownToken { url: String },
-    /// 401/403 outside enrollment (a polling token no longer accepted, a disabled account).
+    /// The account is disabled; the server's message names whom to contact.
+    #[error("{message}")]
+    AccountDisabled { message: String },
+    /// The administrator deleted this device: its polling token is dead for good.
+    #[error("this device was removed by the administrator")]
+    DeviceRemoved,
+    /// 401/403 outside enrollment (a polling token no longer accepted).
     #[error("{url} refused the request ({status}): {message}")]
     Unauthorized { url: String, status: u16, message: String },
     /// 402: the server no longer serves this client (the protocol's "stop polling").
@@ -209,6 +215,14 @@ fn classify(url: &url::Url, status: u16, v: &Value) -> ApiError {
         (_, Some("token_used"), _) => ApiError::TokenUsed,
         (_, Some("token_revoked"), _) => ApiError::TokenRevoked,
         (_, Some("session_expired"), _) => ApiError::SessionExpired,
+        (401 | 403, Some("user_disabled"), _) => ApiError::AccountDisabled {
+            message: if message.is_empty() {
+                "your account is disabled; contact your administrator".into()
+            } else {
+                message
+            },
+        },
+        (401 | 403, Some("device_removed"), _) => ApiError::DeviceRemoved,
         (401, _, "invalid token") if is_enrollment || url.path().ends_with("/start") => {
             ApiError::UnknownToken { url: base }
         }

@@ -18,6 +18,7 @@ impl From<EnrollError> for Failure {
     fn from(e: EnrollError) -> Self {
         let code = match &e {
             EnrollError::Api(a) if a.is_token_problem() => Exit::TokenProblem,
+            EnrollError::Api(ApiError::AccountDisabled { .. }) => Exit::AccountDisabled,
             EnrollError::Api(ApiError::Network { .. }) => Exit::EdgeUnreachable,
             _ => Exit::Failed,
         };
@@ -211,9 +212,14 @@ async fn command(
             Ok(())
         }
         Command::Sync { json } => {
-            output::sync_report(&sync::sync_once(store).await?, json);
+            let results = sync::sync_once(store).await?;
+            output::sync_report(&results, json);
             refresh(store, service, json).await?;
-            Ok(())
+            match sync::exit_of(&results) {
+                // The report above said what happened; the code tells scripts.
+                Some(code) => Err(Failure(code, String::new())),
+                None => Ok(()),
+            }
         }
         Command::Daemon { interval } => daemon(store, service, interval).await,
         Command::Provision(_) | Command::Service(_) | Command::ServiceDevice { .. } => {

@@ -20,6 +20,10 @@ pub enum Exit {
     EdgeUnreachable = 5,
     /// The Onramp client service is not running, or refused this user.
     ServiceUnavailable = 6,
+    /// The user's account is disabled on the server.
+    AccountDisabled = 7,
+    /// The administrator removed this device; its locations were removed here too.
+    DeviceRemoved = 8,
     /// provision: the directory (or Microsoft Graph) could not be reached.
     DirectoryUnreachable = 10,
     /// provision: the user or the attribute is missing or empty.
@@ -67,6 +71,8 @@ mod tests {
             (Exit::TokenProblem, 4),
             (Exit::EdgeUnreachable, 5),
             (Exit::ServiceUnavailable, 6),
+            (Exit::AccountDisabled, 7),
+            (Exit::DeviceRemoved, 8),
             (Exit::DirectoryUnreachable, 10),
             (Exit::AttributeMissing, 11),
             (Exit::AttributeMalformed, 12),

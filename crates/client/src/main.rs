@@ -2,7 +2,8 @@
 //! [`onramp_client::exit::Exit`]): 0 success (also "nothing to do"); 1 other errors; 2
 //! usage; 3 unusable provisioning file; 4 token problem (expired, used, revoked, unknown:
 //! contact the administrator); 5 the edge cannot be reached; 6 the tunnel service is not running
-//! or refused this user; 10-15 the `provision` helper's.
+//! or refused this user; 7 the account is disabled; 8 the administrator removed this device;
+//! 10-15 the `provision` helper's.
 
 mod cli;
 mod commands;
@@ -30,7 +31,10 @@ fn main() -> ExitCode {
     match rt.block_on(commands::run(cli)) {
         Ok(()) => Exit::Success.into(),
         Err(Failure(code, msg)) => {
-            output::warn(&format!("error: {msg}"));
+            // An empty message: the command already said what happened.
+            if !msg.is_empty() {
+                output::warn(&format!("error: {msg}"));
+            }
             code.into()
         }
     }

@@ -57,6 +57,10 @@ pub fn sync_report(results: &[(Instance, sync::Outcome)], as_json: bool) {
                 let (state, detail) = match o {
                     sync::Outcome::Updated(d) => ("updated", serde_json::to_value(d).unwrap_or_default()),
                     sync::Outcome::NeedsToken(m) => ("needs_token", m.clone().into()),
+                    sync::Outcome::AccountDisabled(m) => ("account_disabled", m.clone().into()),
+                    sync::Outcome::DeviceRemoved => {
+                        ("device_removed", "this device was removed by the administrator".into())
+                    }
                     sync::Outcome::Stopped => ("stopped", serde_json::Value::Null),
                     sync::Outcome::Skipped(m) => ("skipped", (*m).into()),
                     sync::Outcome::Failed(e) => ("failed", e.to_string().into()),
@@ -81,6 +85,12 @@ pub fn sync_report(results: &[(Instance, sync::Outcome)], as_json: bool) {
                 "{}: the server no longer accepts this device's token ({m}); ask your administrator{} for a new token and run onramp-client update-instance",
                 i.name,
                 i.admin_contact.as_deref().map(|a| format!(" ({a})")).unwrap_or_default()
+            )),
+            sync::Outcome::AccountDisabled(m) => say(&format!("{}: {m}", i.name)),
+            sync::Outcome::DeviceRemoved => say(&format!(
+                "{}: this device was removed by the administrator; its locations were removed. \
+                 To use {} again, ask for a new token and run onramp-client update-instance",
+                i.name, i.name
             )),
             sync::Outcome::Stopped => tracing::info!(instance = %i.name, "server stopped serving this client; not polling"),
             sync::Outcome::Skipped(why) => tracing::info!(instance = %i.name, why, "not polled"),
@@ -146,6 +156,8 @@ pub async fn status(store: &Store, tunnels: &Tunnels, as_json: bool) -> Result<(
     for i in &instances {
         let state = match i.sync_state.as_str() {
             "needs_token" => " (needs a new token from the administrator)",
+            "account_disabled" => " (your account is disabled)",
+            "device_removed" => " (this device was removed by the administrator)",
             "stopped" => " (server stopped serving this client)",
             _ => "",
         };

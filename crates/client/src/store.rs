@@ -294,6 +294,22 @@ impl Store {
         Ok(())
     }
 
+    /// The server deleted this instance's device: its locations go, the dead polling token
+    /// too, and the instance stays (marked) so the user sees what happened.
+    pub async fn device_removed(&self, instance_id: &str) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM locations WHERE instance_id = ?1").bind(instance_id).execute(&mut *tx).await?;
+        sqlx::query(
+            "UPDATE instances SET sync_state = 'device_removed', polling_token = NULL, updated_at = ?2 WHERE id = ?1",
+        )
+        .bind(instance_id)
+        .bind(crate::now())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Removes an instance with its locations and keys; false when unknown.
     pub async fn remove_instance(&self, id: &str) -> StoreResult<bool> {
         let n = sqlx::query("DELETE FROM instances WHERE id = ?1").bind(id).execute(&self.pool).await?.rows_affected();

@@ -9,6 +9,12 @@ pub enum Outcome {
     Updated(SyncDiff),
     /// 401/403: the polling token is no longer accepted; the user needs a new token.
     NeedsToken(String),
+    /// The account is disabled (the message names whom to contact); polling goes on, so a
+    /// re-enabled account picks up where it was.
+    AccountDisabled(String),
+    /// The administrator deleted this device: its locations were removed here and polling
+    /// stops.
+    DeviceRemoved,
     /// 402: the server stopped serving this client; polling stops quietly.
     Stopped,
     /// Not polled (no token, or stopped earlier).
@@ -30,11 +36,24 @@ async fn sync_instance(store: &Store, i: &Instance) -> Result<Outcome, StoreErro
     if i.sync_state == "stopped" {
         return Ok(Outcome::Skipped("the server stopped serving this client"));
     }
+    if i.sync_state == "device_removed" {
+        // Not polled (its token is dead), but still reported: scripts keep seeing code 8.
+        return Ok(Outcome::DeviceRemoved);
+    }
     let Some(token) = i.polling_token.as_deref() else { return Ok(Outcome::Skipped("no polling token")) };
     let Ok(url) = url::Url::parse(&i.edge_url) else { return Ok(Outcome::Skipped("no valid edge URL")) };
     let mut client = EdgeClient::new(&url);
     Ok(match client.poll(token).await {
         Ok(resp) => Outcome::Updated(store.apply_poll(&i.id, &resp).await?),
+        Err(ApiError::AccountDisabled { message }) => {
+            store.set_sync_state(&i.id, "account_disabled").await?;
+            Outcome::AccountDisabled(message)
+        }
+        Err(ApiError::DeviceRemoved) => {
+            // Keeping the locations would offer tunnels the gateways no longer accept.
+            store.device_removed(&i.id).await?;
+            Outcome::DeviceRemoved
+        }
         Err(ApiError::Unauthorized { message, .. }) => {
             store.set_sync_state(&i.id, "needs_token").await?;
             Outcome::NeedsToken(message)
@@ -44,6 +63,16 @@ async fn sync_instance(store: &Store, i: &Instance) -> Result<Outcome, StoreErro
             Outcome::Stopped
         }
         Err(e) => Outcome::Failed(e),
+    })
+}
+
+/// The exit code a sync run ends with: the first instance whose account is disabled or
+/// whose device was removed decides it (scripts test these codes).
+pub fn exit_of(results: &[(Instance, Outcome)]) -> Option<crate::exit::Exit> {
+    results.iter().find_map(|(_, o)| match o {
+        Outcome::AccountDisabled(_) => Some(crate::exit::Exit::AccountDisabled),
+        Outcome::DeviceRemoved => Some(crate::exit::Exit::DeviceRemoved),
+        _ => None,
     })
 }
 

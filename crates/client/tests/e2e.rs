@@ -433,17 +433,21 @@ async fn add_update_sync_and_removal() {
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("not enrolled in"), "{}", r.stderr);
 
-    // The admin deletes the device: its polling token dies; the client says what to do.
+    // The admin deletes the device: the client says so, drops its locations (their
+    // tunnels would no longer be accepted) and exits with the documented code 8.
     let dev = server_devices(&app, "ann").await[0]["id"].clone();
     app.call("DELETE", &format!("/api/v1/device/{dev}"), None).await;
-    let r = c.run(&["sync"], &[]).await.ok();
-    assert!(
-        r.stdout.contains("ask your administrator (Ada Admin <admin@example.com>, +1 555 0100) for a new token"),
-        "{}",
-        r.stdout
-    );
+    let r = c.run(&["sync"], &[]).await;
+    assert_eq!(r.code, 8, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("this device was removed by the administrator"), "{}", r.stdout);
+    assert!(!r.stdout.contains("invalid token") && !r.stderr.contains("invalid token"), "{}{}", r.stdout, r.stderr);
+    let r = c.run(&["locations"], &[]).await.ok();
+    assert!(!r.stdout.contains("office") && !r.stdout.contains("branch"), "locations removed: {}", r.stdout);
     let r = c.run(&["status"], &[]).await.ok();
-    assert!(r.stdout.contains("needs a new token"), "{}", r.stdout);
+    assert!(r.stdout.contains("this device was removed by the administrator"), "{}", r.stdout);
+    let r = c.run(&["sync", "--json"], &[]).await;
+    assert_eq!(r.code, 8, "still reported on the next run: {}", r.stdout);
+    assert!(r.stdout.contains("\"device_removed\""), "{}", r.stdout);
 
     let r = c.run(&["remove-instance", "nope"], &[]).await;
     assert_eq!(r.code, 1);
@@ -454,6 +458,53 @@ async fn add_update_sync_and_removal() {
     let r = c.run(&["instances"], &[]).await.ok();
     assert!(r.stdout.contains("no instances"));
     other.stop().await;
+    app.stop().await;
+}
+
+/// A disabled account: `sync` says so and names whom to contact (the `admin_contact`
+/// setting), exits with code 7, and keeps the locations; re-enabled, sync works again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disabled_account_is_named_with_the_contact() {
+    let app = setup().await;
+    let c = Client::new();
+    let t = token(&app, "ann", "start_enrollment").await;
+    c.write_provisioning(&provisioning(&app, &t));
+    let pw = c.password_file();
+    c.run(&["start", "--password-file", &pw, "--device-name", "pc"], &[]).await.ok();
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({"admin_contact": {"name": "IT Service Desk", "email": "it@example.com", "phone": "+1 555 0199"}})),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    app.call("PUT", "/api/v1/user/ann", Some(json!({"is_active": false}))).await;
+    let r = c.run(&["sync"], &[]).await;
+    assert_eq!(r.code, 7, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("your account is disabled; contact IT Service Desk <it@example.com>, +1 555 0199"),
+        "{}",
+        r.stdout
+    );
+    assert!(!r.stdout.contains("new token"), "{}", r.stdout);
+    let r = c.run(&["sync", "--json"], &[]).await;
+    assert_eq!(r.code, 7);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v[0]["state"], "account_disabled", "{v}");
+    let r = c.run(&["locations"], &[]).await.ok();
+    assert!(r.stdout.contains("office"), "kept while disabled: {}", r.stdout);
+    app.call("PUT", "/api/v1/user/ann", Some(json!({"is_active": true}))).await;
+    c.run(&["sync"], &[]).await.ok();
+    // A disabled user's enrollment says the same, with the same code.
+    app.create_user("bob").await;
+    let tb = token(&app, "bob", "start_enrollment").await;
+    app.call("PUT", "/api/v1/user/bob", Some(json!({"is_active": false}))).await;
+    let c2 = Client::new();
+    c2.write_provisioning(&provisioning(&app, &tb));
+    let r = c2.run(&["start", "--password-file", &pw], &[]).await.without(&tb);
+    assert_eq!(r.code, 7, "{}{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("your account is disabled; contact IT Service Desk"), "{}", r.stderr);
     app.stop().await;
 }
 

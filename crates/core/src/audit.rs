@@ -117,8 +117,69 @@ impl Core {
     }
 }
 
+/// Field names whose values never go into the audit log: a change shows as "changed".
+fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["password", "token", "secret", "private_key", "password_hash"].iter().any(|s| k.contains(s))
+}
+
+/// What an update changed, for the audit log: `{"a.b": [old, new]}` per leaf field that
+/// differs (dotted paths into objects), with secrets as `"changed"` instead of their values.
+pub fn audit_diff(old: &serde_json::Value, new: &serde_json::Value) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    diff_into(&mut out, "", old, new, false);
+    serde_json::Value::Object(out)
+}
+
+fn diff_into(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    old: &serde_json::Value,
+    new: &serde_json::Value,
+    secret: bool,
+) {
+    use serde_json::Value;
+    if old == new {
+        return;
+    }
+    if let (Value::Object(a), Value::Object(b)) = (old, new) {
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            let (x, y) = (a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null));
+            diff_into(out, &p, x, y, secret || is_secret(k));
+        }
+        return;
+    }
+    let entry = if secret { Value::String("changed".into()) } else { serde_json::json!([old, new]) };
+    out.insert(path.to_owned(), entry);
+}
+
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn diff_names_changed_fields_with_old_and_new_and_redacts_secrets() {
+        let old = json!({"smtp": {"host": "a", "port": 25, "password": "old-pw", "username": null},
+                         "instance_name": "X", "same": [1]});
+        let new = json!({"smtp": {"host": "b", "port": 25, "password": "new-pw", "username": "u"},
+                         "instance_name": "X", "same": [1], "added": true});
+        let d = super::audit_diff(&old, &new);
+        assert_eq!(
+            d,
+            json!({"smtp.host": ["a", "b"], "smtp.password": "changed", "smtp.username": [null, "u"],
+                   "added": [null, true]})
+        );
+        assert!(!d.to_string().contains("pw"));
+        assert_eq!(super::audit_diff(&old, &old), json!({}));
+        // A secret cleared is a change too, still without its value.
+        let cleared = super::audit_diff(&json!({"password": "x"}), &json!({"password": null}));
+        assert_eq!(cleared, json!({"password": "changed"}));
+    }
+
     #[test]
     fn user_agent_is_sanitised() {
         assert_eq!(super::sanitize_user_agent("Mozilla/5.0 <script>\u{7}é"), "Mozilla/5.0 script");

@@ -96,6 +96,8 @@ fn edge_error(e: &CoreError) -> (u16, String) {
     match e {
         CoreError::Token(TokenRejection::Expired) => (401, "token expired".into()),
         CoreError::Token(_) | CoreError::UnknownToken | CoreError::Unauthorized(_) => (401, "invalid token".into()),
+        // To existing clients an unknown polling token; `code` and `detail` tell the rest.
+        CoreError::Refused { code: crate::enrollment::DEVICE_REMOVED, .. } => (401, "invalid token".into()),
         CoreError::Refused { code: "user_disabled", message } | CoreError::Forbidden(message) => (403, message.clone()),
         CoreError::Invalid(_) | CoreError::Refused { .. } | CoreError::Conflict { .. } => (400, e.to_string()),
         CoreError::NotFound { .. } => (404, e.to_string()),

@@ -18,6 +18,10 @@ struct Session {
     user: UserRow,
 }
 
+/// Code of a poll with the polling token of a deleted device (the edge keeps PROTOCOL.md's
+/// 401 "invalid token" for existing clients; `code` tells Onramp's client what happened).
+pub const DEVICE_REMOVED: &str = "device_removed";
+
 impl Core {
     async fn session(&self, token: &TokenSecret) -> CoreResult<Session> {
         self.session_of(token, TokenKind::starts_enrollment).await
@@ -95,12 +99,9 @@ impl Core {
         let devices = self.store().list_devices(Some(user.id)).await?;
         let is_admin = self.store().is_admin(user.id).await?;
         let vars: Vars = self.template_vars(&user, admin.as_ref()).await;
+        let contact = self.contact(admin.as_ref()).await;
         Ok(EnrollmentStartResponse {
-            admin: admin.map(|a| AdminInfo {
-                name: format!("{} {}", a.first_name, a.last_name),
-                phone_number: a.phone,
-                email: a.email,
-            }),
+            admin: contact.map(|a| AdminInfo { name: a.name(), phone_number: a.phone, email: a.email }),
             user: InitialUserInfo {
                 first_name: user.first_name.clone(),
                 last_name: user.last_name.clone(),
@@ -202,16 +203,30 @@ impl Core {
         self.device_config_response(&device, &user, true).await
     }
 
+    /// "your account is disabled; contact NAME", naming the contact (see [`Core::contact`]).
+    pub(crate) async fn account_disabled(&self, issuer: Option<&UserRow>) -> CoreError {
+        let who = self.contact(issuer).await.map(|c| c.line()).unwrap_or_else(|| "your administrator".into());
+        CoreError::refused("user_disabled", format!("your account is disabled; contact {who}"))
+    }
+
     /// `poll`: the current configuration for a polling token.
     pub async fn poll(&self, polling_token: &TokenSecret) -> CoreResult<DeviceConfigResponse> {
-        let device = match self.store().device_by_polling_hash(&polling_token.hash()).await {
+        let hash = polling_token.hash();
+        let device = match self.store().device_by_polling_hash(&hash).await {
             Ok(d) => d,
+            Err(StoreError::NotFound) if self.store().polling_token_removed(&hash).await? => {
+                return Err(CoreError::refused(DEVICE_REMOVED, "this device was removed by the administrator"));
+            }
             Err(StoreError::NotFound) => return Err(CoreError::UnknownToken),
             Err(e) => return Err(e.into()),
         };
         let user = self.store().user_by_id(device.user_id).await?;
         if !user.is_active {
-            return Err(CoreError::Forbidden("this account is disabled".into()));
+            let issuer = match self.store().device_token_issuer(device.id).await? {
+                Some(id) => self.store().user_by_id(id).await.ok(),
+                None => None,
+            };
+            return Err(self.account_disabled(issuer.as_ref()).await);
         }
         self.device_config_response(&device, &user, false).await
     }

@@ -109,6 +109,7 @@ impl Core {
             Some(n) => parse_name("name", &n, 64)?,
             None => g.name.clone(),
         };
+        let was_admin = g.is_admin;
         let is_admin = is_admin.unwrap_or(g.is_admin);
         let g = self
             .store()
@@ -121,7 +122,11 @@ impl Core {
                 other => other.into(),
             })?
             .ok_or_else(|| last_admin(format!("removing admin rights from group {name}")))?;
-        self.audit(actor, "group.updated", Some(g.name.clone()), serde_json::json!({})).await;
+        let changes = crate::audit_diff(
+            &serde_json::json!({"name": name, "is_admin": was_admin}),
+            &serde_json::json!({"name": g.name, "is_admin": g.is_admin}),
+        );
+        self.audit(actor, "group.updated", Some(g.name.clone()), changes).await;
         self.group_info(g).await
     }
 

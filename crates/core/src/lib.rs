@@ -15,20 +15,22 @@ pub mod groups;
 mod locations;
 pub mod mail;
 mod passwords;
+pub mod schema;
 pub mod secrets;
 pub mod settings;
 mod tokens;
 mod users;
 
 pub use apitokens::{ApiTokenInfo, AuthenticatedAdmin, NewApiToken};
-pub use audit::{Actor, AuditEntry, AuditQuery};
+pub use audit::{audit_diff, Actor, AuditEntry, AuditQuery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use devices::{DeviceInfo, DeviceInput};
+pub use enrollment::DEVICE_REMOVED;
 pub use error::{CoreError, CoreResult};
 pub use gateways::{DevicePeerStats, GatewayInfo, GatewayTokenInfo, LocationPeerStats, LocationStats, NewGatewayToken};
 pub use groups::{GroupInfo, GroupInput};
 pub use locations::{LocationInfo, LocationInput, StringOrList};
-pub use settings::{Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
+pub use settings::{AdminContact, Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
 pub use tokens::{BulkOutcome, BulkRequest, IssuedToken, PendingToken, SessionStart};
 pub use users::{UserInfo, UserInput, UserPatch};
 

@@ -46,6 +46,7 @@ pub struct LocationInput {
     pub keepalive_interval: Option<i64>,
     /// 1 disabled, 2 internal, 3 external (PROTOCOL.md `location_mfa_mode`).
     #[serde(default)]
+    #[schema(value_type = Option<crate::schema::LocationMfaMode>)]
     pub mfa_mode: Option<i64>,
 }
 
@@ -60,11 +61,17 @@ pub struct LocationInfo {
     pub allowed_ips: Vec<String>,
     pub dns: Option<String>,
     pub keepalive_interval: i64,
+    #[schema(value_type = crate::schema::LocationMfaMode)]
     pub mfa_mode: i64,
     pub allowed_groups: Vec<String>,
     pub created_at: i64,
     /// A gateway of this location is connected now.
     pub gateway_connected: bool,
+}
+
+/// The networks of a stored `addresses` column (`gateway/prefix,...`).
+fn parse_subnets(addresses: &str) -> Vec<ipnet::IpNet> {
+    split_csv(addresses).iter().filter_map(|a| a.parse::<ipnet::IpNet>().ok().map(|n| n.trunc())).collect()
 }
 
 pub(crate) fn split_csv(s: &str) -> Vec<String> {
@@ -148,8 +155,30 @@ impl Core {
         }
     }
 
+    /// Refuses a VPN subnet that overlaps another location's: devices would get addresses
+    /// routed to two gateways. (Overlapping `allowed_ips` are normal and allowed.)
+    async fn check_subnet_overlap(&self, data: &LocationData, own_id: Option<i64>) -> CoreResult<()> {
+        let mine = parse_subnets(&data.addresses);
+        let others: Vec<(String, Vec<ipnet::IpNet>)> = self
+            .store()
+            .list_locations()
+            .await?
+            .into_iter()
+            .filter(|l| Some(l.id) != own_id)
+            .map(|l| (l.name, parse_subnets(&l.addresses)))
+            .collect();
+        if let Some((name, theirs, ours)) = onramp_domain::net::first_overlap(&mine, &others) {
+            return Err(CoreError::invalid(
+                "address",
+                format!("{ours} overlaps {theirs}, the VPN subnet of location {name:?}; choose a separate subnet"),
+            ));
+        }
+        Ok(())
+    }
+
     pub async fn create_location(&self, actor: &Actor, input: LocationInput) -> CoreResult<LocationInfo> {
         let data = self.location_data(input).await?;
+        self.check_subnet_overlap(&data, None).await?;
         let row = self.store().create_location(&data, self.now()).await.map_err(Self::name_conflict(&data.name))?;
         self.audit(actor, "location.created", Some(row.name.clone()), serde_json::json!({"address": row.addresses}))
             .await;
@@ -157,13 +186,24 @@ impl Core {
     }
 
     pub async fn update_location(&self, actor: &Actor, id: i64, input: LocationInput) -> CoreResult<LocationInfo> {
-        self.store().location_by_id(id).await.or_not_found("location", &id.to_string())?;
+        let old = self.store().location_by_id(id).await.or_not_found("location", &id.to_string())?;
+        let before = self.location_info(old).await?;
         let data = self.location_data(input).await?;
+        self.check_subnet_overlap(&data, Some(id)).await?;
         // The store checks, inside the update's transaction, that every device address
         // still fits, and gives devices addresses in subnets the location gains.
         let row = self.store().update_location(id, &data, self.now()).await.map_err(Self::name_conflict(&data.name))?;
-        self.audit(actor, "location.updated", Some(row.name.clone()), serde_json::json!({})).await;
-        self.location_info(row).await
+        let after = self.location_info(row).await?;
+        let mut changes = crate::audit_diff(
+            &serde_json::to_value(&before).unwrap_or_default(),
+            &serde_json::to_value(&after).unwrap_or_default(),
+        );
+        // Live state, not something the update changed.
+        if let Some(o) = changes.as_object_mut() {
+            o.remove("gateway_connected");
+        }
+        self.audit(actor, "location.updated", Some(after.name.clone()), changes).await;
+        Ok(after)
     }
 
     pub(crate) async fn location_info(&self, row: LocationRow) -> CoreResult<LocationInfo> {

@@ -23,6 +23,19 @@ pub struct Settings {
     pub enrollment: EnrollmentSettings,
     pub smtp: SmtpSettings,
     pub templates: Templates,
+    /// Who enrolling users are told to contact (enrollment page, mails, client messages).
+    /// `null`: the admin who issued their token.
+    pub admin_contact: Option<AdminContact>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminContact {
+    /// e.g. "IT Service Desk".
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub phone: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -111,6 +124,7 @@ impl Default for Settings {
             enrollment: EnrollmentSettings::default(),
             smtp: SmtpSettings::default(),
             templates: Templates::default(),
+            admin_contact: None,
         }
     }
 }
@@ -163,8 +177,8 @@ impl Default for Templates {
                 With the Onramp desktop client, open this link:\n  {{ deep_link }}\n\n\
                 Or enroll in a browser at:\n  {{ enrollment_url }}\n\
                 and enter this token:\n  {{ token }}\n\n\
-                The token is valid for {{ token_lifetime }}; once you start, you have {{ session_lifetime }} to finish.\n\
-                The attached QR code holds the same link, for phones.\n\n\
+                On a phone, scan the attached QR code or open:\n  {{ wizard_link }}\n\n\
+                The token is valid for {{ token_lifetime }}; once you start, you have {{ session_lifetime }} to finish.\n\n\
                 Questions? Contact {{ admin_first_name }} {{ admin_last_name }} <{{ admin_email }}> {{ admin_phone }}\n"
                 .into(),
             desktop_subject: "Configure the VPN client for {{ instance_name }}".into(),
@@ -207,6 +221,7 @@ pub const TEMPLATE_VARIABLES: &[&str] = &[
     "enrollment_url",
     "token",
     "deep_link",
+    "wizard_link",
     "token_lifetime",
     "session_lifetime",
     "device_name",
@@ -221,10 +236,22 @@ pub struct SettingsPatch {
     pub public_url: Option<String>,
     #[schema(value_type = Option<Object>)]
     pub enrollment: Option<serde_json::Value>,
+    /// Replaces the whole SMTP object: fields left out take their defaults and `null` clears
+    /// a field, so a login does not survive a switch to a relay without authentication.
     #[schema(value_type = Option<Object>)]
     pub smtp: Option<serde_json::Value>,
+    /// Merged: only the fields given change.
     #[schema(value_type = Option<Object>)]
     pub templates: Option<serde_json::Value>,
+    /// `{name, email, phone?}`, or `null` to go back to the issuing admin.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<AdminContact>)]
+    pub admin_contact: Option<Option<AdminContact>>,
+}
+
+/// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 impl std::fmt::Debug for SmtpSettings {
@@ -255,6 +282,7 @@ impl std::fmt::Debug for SettingsPatch {
             .field("enrollment", &self.enrollment)
             .field("smtp_keys", &keys(&self.smtp))
             .field("templates_keys", &keys(&self.templates))
+            .field("admin_contact", &self.admin_contact)
             .finish()
     }
 }
@@ -323,6 +351,17 @@ fn to_stored(s: &Settings, key: &SecretKey) -> CoreResult<String> {
 }
 
 /// Overlays `patch` (a JSON object) onto `target`'s JSON form, rejecting unknown keys.
+/// A replacing section's `null` fields are left out, so they take the default (`None` for
+/// optional fields) rather than failing to parse for required ones.
+fn without_nulls(v: serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(o) => {
+            serde_json::Value::Object(o.into_iter().filter(|(_, v)| !v.is_null()).collect())
+        }
+        other => other,
+    }
+}
+
 fn merge_section<T: Serialize + for<'de> Deserialize<'de>>(
     field: &'static str,
     target: &T,
@@ -403,17 +442,25 @@ impl Core {
             next.enrollment = merge_section("enrollment", &next.enrollment, e)?;
         }
         if let Some(s) = patch.smtp {
-            next.smtp = merge_section("smtp", &next.smtp, s)?;
+            // Replaced, not merged: see `SettingsPatch::smtp`.
+            next.smtp = merge_section("smtp", &SmtpSettings::default(), without_nulls(s))?;
         }
         if let Some(t) = patch.templates {
             next.templates = merge_section("templates", &next.templates, t)?;
         }
+        if let Some(c) = patch.admin_contact {
+            next.admin_contact = c;
+        }
         validate(&next)?;
         let version = self.store().save_settings_json(&to_stored(&next, self.key())?).await?;
+        let changes = crate::audit_diff(
+            &serde_json::to_value(&*guard).unwrap_or_default(),
+            &serde_json::to_value(&next).unwrap_or_default(),
+        );
         *guard = next.clone();
         self.set_seen_version(version);
         drop(guard);
-        self.audit(actor, "settings.updated", None, serde_json::json!({})).await;
+        self.audit(actor, "settings.updated", None, changes).await;
         Ok(next)
     }
 }
@@ -459,6 +506,10 @@ fn validate(s: &Settings) -> CoreResult<()> {
             crate::mail::smtp::read_ca(ca).map_err(|e| CoreError::invalid("smtp.ca_file", e))?;
         }
     }
+    if let Some(c) = &s.admin_contact {
+        onramp_domain::validate::parse_name("admin_contact.name", &c.name, 128)?;
+        onramp_domain::validate::Email::parse("admin_contact.email", &c.email)?;
+    }
     let t = &s.templates;
     let all = [
         ("templates.invitation_subject", &t.invitation_subject),
@@ -496,6 +547,27 @@ fn validate(s: &Settings) -> CoreResult<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn admin_contact_patch_tells_null_from_absent() {
+        let p: SettingsPatch = serde_json::from_value(serde_json::json!({})).unwrap();
+        assert_eq!(p.admin_contact, None);
+        let p: SettingsPatch = serde_json::from_value(serde_json::json!({"admin_contact": null})).unwrap();
+        assert_eq!(p.admin_contact, Some(None));
+        let p: SettingsPatch =
+            serde_json::from_value(serde_json::json!({"admin_contact": {"name": "Desk", "email": "d@example.com"}}))
+                .unwrap();
+        assert_eq!(p.admin_contact.unwrap().unwrap().name, "Desk");
+    }
+
+    #[test]
+    fn an_smtp_object_replaces_the_stored_one() {
+        let mut old = SmtpSettings { host: "old".into(), username: Some("u".into()), ..SmtpSettings::default() };
+        old.password = Some("p".into());
+        let patch = without_nulls(serde_json::json!({"host": "relay", "port": 25, "username": null}));
+        let next: SmtpSettings = merge_section("smtp", &SmtpSettings::default(), patch).unwrap();
+        assert_eq!((next.host.as_str(), next.port, next.username, next.password), ("relay", 25, None, None));
+    }
 
     #[test]
     fn debug_hides_the_smtp_password() {

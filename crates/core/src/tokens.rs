@@ -25,6 +25,7 @@ pub struct IssuedToken {
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PendingToken {
     pub id: i64,
+    #[schema(value_type = crate::schema::TokenKindName)]
     pub kind: &'static str,
     pub created_at: i64,
     pub expires_at: i64,
@@ -157,6 +158,7 @@ impl Core {
         Ok(StartEnrollmentResponse {
             enrollment_token: issued.token.expose().to_owned(),
             enrollment_url: issued.enrollment_url,
+            expires_at: rfc3339(issued.expires_at),
         })
     }
 
@@ -355,7 +357,11 @@ impl Core {
         }
         let user = self.store().user_by_id(row.user_id).await?;
         if !user.is_active {
-            return Err(CoreError::refused("user_disabled", "this account is disabled; contact your administrator"));
+            let issuer = match row.issued_by {
+                Some(id) => self.store().user_by_id(id).await.ok(),
+                None => None,
+            };
+            return Err(self.account_disabled(issuer.as_ref()).await);
         }
         let session_secs = self.settings().await.enrollment.session_lifetime_secs;
         let now = self.now();
@@ -386,6 +392,13 @@ impl Core {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC, e.g. `2025-01-31T12:00:00Z`.
+pub(crate) fn rfc3339(unix: i64) -> String {
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+        .unwrap_or_default()
+}
+
 fn bulk_name(o: &BulkOutcome) -> &str {
     match o {
         BulkOutcome::Issued(t) => &t.username,
@@ -399,5 +412,13 @@ pub(crate) fn times(r: &TokenRow) -> TokenTimes {
         session_deadline: r.session_deadline,
         used_at: r.used_at,
         revoked_at: r.revoked_at,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn expiry_is_rfc3339_utc() {
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
     }
 }

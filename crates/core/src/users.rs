@@ -62,6 +62,12 @@ pub struct UserInfo {
     pub created_at: i64,
 }
 
+/// The fields a user update can change, for the audit log's diff (no password hash).
+fn profile(r: &UserRow) -> serde_json::Value {
+    serde_json::json!({"first_name": r.first_name, "last_name": r.last_name, "email": r.email,
+                       "phone": r.phone, "is_active": r.is_active})
+}
+
 impl UserInfo {
     pub(crate) fn from_row(r: UserRow, groups: Vec<String>, is_admin: bool) -> Self {
         Self {
@@ -194,6 +200,7 @@ impl Core {
 
     pub async fn update_user(&self, actor: &Actor, username: &str, patch: UserPatch) -> CoreResult<UserInfo> {
         let mut row = self.user_row(username).await?;
+        let before = profile(&row);
         if let Some(v) = patch.first_name {
             row.first_name = parse_name("first_name", &v, 128)?;
         }
@@ -215,7 +222,8 @@ impl Core {
             .await
             .map_err(user_conflict)?
             .ok_or_else(|| last_admin(format!("disabling {username}")))?;
-        self.audit(actor, "user.updated", Some(row.username.clone()), serde_json::json!({})).await;
+        let changes = crate::audit_diff(&before, &profile(&row));
+        self.audit(actor, "user.updated", Some(row.username.clone()), changes).await;
         self.user_info(row).await
     }
 

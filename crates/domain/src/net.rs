@@ -13,6 +13,18 @@ pub struct LocationSubnet {
     pub net: IpNet,
 }
 
+/// Whether two networks share an address (one contains the other's network address).
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+/// The first of `mine` that overlaps a network of one of `others` (named): (name, theirs, mine).
+pub fn first_overlap<'a>(mine: &[IpNet], others: &'a [(String, Vec<IpNet>)]) -> Option<(&'a str, IpNet, IpNet)> {
+    mine.iter().find_map(|m| {
+        others.iter().find_map(|(name, nets)| nets.iter().find(|n| overlaps(m, n)).map(|n| (name.as_str(), *n, *m)))
+    })
+}
+
 impl LocationSubnet {
     pub fn parse(field: &'static str, s: &str) -> Result<Self, ValidationError> {
         let with_prefix: IpNet = s.trim().parse().map_err(|_| {
@@ -142,6 +154,20 @@ pub fn parse_host(field: &'static str, s: &str) -> Result<String, ValidationErro
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn overlapping_subnets_are_found_with_the_other_name() {
+        let n = |s: &str| s.parse::<IpNet>().unwrap();
+        let others = vec![("office".to_owned(), vec![n("10.1.0.0/24")]), ("lab".to_owned(), vec![n("10.2.0.0/16")])];
+        assert_eq!(first_overlap(&[n("10.3.0.0/24")], &others), None);
+        assert_eq!(
+            first_overlap(&[n("10.1.0.128/25")], &others),
+            Some(("office", n("10.1.0.0/24"), n("10.1.0.128/25")))
+        );
+        assert_eq!(first_overlap(&[n("10.0.0.0/8")], &others).map(|o| o.0), Some("office"));
+        assert_eq!(first_overlap(&[n("10.2.5.0/24")], &others).map(|o| o.0), Some("lab"));
+        assert!(!overlaps(&n("fd00::/64"), &n("10.0.0.0/8")));
+    }
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -125,6 +125,9 @@ pub struct StartEnrollmentRequest {
 pub struct StartEnrollmentResponse {
     pub enrollment_token: String,
     pub enrollment_url: String,
+    /// When the token expires, RFC 3339 UTC (an Onramp addition; absent from older servers).
+    #[serde(default)]
+    pub expires_at: String,
 }
 
 impl std::fmt::Debug for StartEnrollmentResponse {
@@ -132,6 +135,7 @@ impl std::fmt::Debug for StartEnrollmentResponse {
         f.debug_struct("StartEnrollmentResponse")
             .field("enrollment_token", &"<redacted>")
             .field("enrollment_url", &self.enrollment_url)
+            .field("expires_at", &self.expires_at)
             .finish()
     }
 }
@@ -144,7 +148,11 @@ mod tests {
     fn start_request_defaults_and_response_shape() {
         let r: StartEnrollmentRequest = serde_json::from_str("{}").unwrap();
         assert!(!r.send_enrollment_notification && r.email.is_none() && r.token_expiration_time.is_none());
-        let resp = StartEnrollmentResponse { enrollment_token: "T".into(), enrollment_url: "https://e/".into() };
+        let resp = StartEnrollmentResponse {
+            enrollment_token: "T".into(),
+            enrollment_url: "https://e/".into(),
+            expires_at: String::new(),
+        };
         assert_eq!(serde_json::to_string(&resp).unwrap(), r#"{"enrollment_token":"T","enrollment_url":"https://e/"}"#);
         assert!(!format!("{resp:?}").contains("\"T\""));
     }

@@ -20,7 +20,101 @@ on_both_backends!(
     concurrent_issuance_keeps_one_token_per_user,
     session_and_expiry_rules,
     settings_and_audit,
+    overlapping_location_subnets_are_refused,
+    update_audits_say_what_changed,
+    issued_tokens_say_when_they_expire,
 );
+
+/// A location's VPN subnet may not overlap another location's: refused with the other's
+/// name. Overlapping `allowed_ips` are normal.
+async fn overlapping_location_subnets_are_refused(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.create_location("office", "10.1.0.1/24").await;
+    let lab = app.create_location("lab", "10.2.0.1/24").await;
+    let body = |name: &str, address: &str| {
+        json!({"name": name, "address": address, "endpoint": "vpn.example.com", "port": 51820,
+               "allowed_ips": ["10.0.0.0/8"]})
+    };
+    for address in ["10.1.0.129/25", "10.1.0.1/16", "10.1.0.1/24"] {
+        let (s, v) = app.call("POST", "/api/v1/location", Some(body("branch", address))).await;
+        assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input", "{address}");
+        assert_eq!(v["field"], "address");
+        assert!(v["error"].as_str().unwrap().contains("\"office\""), "names the other location: {v}");
+    }
+    // Editing into another's subnet is refused too; keeping its own subnet is fine.
+    let id = lab["id"].as_i64().unwrap();
+    let (s, v) = app.call("PUT", &format!("/api/v1/location/{id}"), Some(body("lab", "10.1.0.201/29"))).await;
+    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
+    assert!(v["error"].as_str().unwrap().contains("office"), "{v}");
+    let (s, v) = app.call("PUT", &format!("/api/v1/location/{id}"), Some(body("lab", "10.2.0.1/24"))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Separate subnets with overlapping allowed_ips (both 10.0.0.0/8) are accepted.
+    let (s, v) = app.call("POST", "/api/v1/location", Some(body("branch", "10.3.0.1/24"))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, all) = app.call("GET", "/api/v1/location", None).await;
+    assert_eq!(all.as_array().unwrap().len(), 3);
+    app.stop().await;
+}
+
+/// Updates are audited with the fields that changed, old and new.
+async fn update_audits_say_what_changed(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.create_user("ann").await;
+    let (s, v) =
+        app.call("PUT", "/api/v1/user/ann", Some(json!({"email": "ann@new.example.com", "last_name": "Last"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=user.updated", None).await;
+    assert_eq!(ev[0]["details"], json!({"email": ["ann@example.com", "ann@new.example.com"]}), "{ev}");
+    let loc = app.create_location("office", "10.1.0.1/24").await;
+    let id = loc["id"].as_i64().unwrap();
+    let (s, v) = app
+        .call(
+            "PUT",
+            &format!("/api/v1/location/{id}"),
+            Some(json!({"name": "office", "address": "10.1.0.1/24", "endpoint": "vpn2.example.com", "port": 51820})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=location.updated", None).await;
+    let d = &ev[0]["details"];
+    assert_eq!(d["endpoint"], json!([loc["endpoint"], "vpn2.example.com"]), "{d}");
+    assert!(d.get("address").is_none() && d.get("name").is_none(), "unchanged fields are left out: {d}");
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({"instance_name": "ACME", "admin_contact":
+        {"name": "IT Desk", "email": "it@example.com"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=settings.updated", None).await;
+    let d = &ev[0]["details"];
+    assert_eq!(d["instance_name"], json!(["Onramp", "ACME"]), "{d}");
+    assert_eq!(d["admin_contact"], json!([null, {"name": "IT Desk", "email": "it@example.com", "phone": null}]), "{d}");
+    app.stop().await;
+}
+
+/// `start_enrollment` / `start_desktop` answer with `expires_at` (RFC 3339) besides the
+/// PROTOCOL.md fields.
+async fn issued_tokens_say_when_they_expire(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    app.create_user("ann").await;
+    app.create_location("office", "10.1.0.1/24").await;
+    let now = app.core.now();
+    let (s, v) =
+        app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({"token_expiration_time": "12h"}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let at = chrono::DateTime::parse_from_rfc3339(v["expires_at"].as_str().unwrap()).unwrap().timestamp();
+    assert!((at - (now + 12 * 3600)).abs() <= 5, "{v}");
+    assert!(v["enrollment_token"].is_string() && v["enrollment_url"].is_string());
+    app.call("PUT", "/api/v1/user/ann", Some(json!({"is_active": true}))).await;
+    let (s, v) = app.call("POST", "/api/v1/user/ann/start_desktop", Some(json!({}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let at = chrono::DateTime::parse_from_rfc3339(v["expires_at"].as_str().unwrap()).unwrap().timestamp();
+    assert!((at - (now + 86_400)).abs() <= 5, "default desktop lifetime: {v}");
+    app.stop().await;
+}
 
 async fn users_crud(b: Backend) {
     let app = TestApp::spawn(b).await;
@@ -226,7 +320,8 @@ async fn start_enrollment_rules(b: Backend) {
     app.create_user("ann").await;
     let (s, v) = app.call("POST", "/api/v1/user/ann/start_enrollment", Some(json!({}))).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(v.as_object().unwrap().len(), 2, "exactly enrollment_token and enrollment_url: {v}");
+    // PROTOCOL.md's two fields, plus Onramp's `expires_at` (extra fields keep clients working).
+    assert_eq!(v.as_object().unwrap().len(), 3, "enrollment_token, enrollment_url, expires_at: {v}");
     assert!(is_well_formed(v["enrollment_token"].as_str().unwrap()));
     assert_eq!(v["enrollment_url"], "https://edge.example.com/");
     // No body at all works too (scripts), and so does a lifetime override.
@@ -571,8 +666,28 @@ async fn health_metrics_and_docs() {
     {
         assert!(doc["paths"].get(p).is_some(), "{p} missing from OpenAPI");
     }
-    let page = app.client.get(app.url("/api/docs")).send().await.unwrap().text().await.unwrap();
-    assert!(page.contains("swagger-ui-bundle.js"));
+    // Every operation has a summary (the docs page lists them by it).
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            assert!(op["summary"].as_str().is_some_and(|s| !s.is_empty()), "{method} {path} has no summary");
+        }
+    }
+    assert!(operations > 40, "{operations}");
+    assert!(doc["paths"]["/api/v1/mail/test"]["post"].is_object());
+    // Modes are named values; the wire keeps PROTOCOL.md's numbers and strings.
+    let schemas = &doc["components"]["schemas"];
+    assert_eq!(schemas["LocationMfaMode"]["enum"], json!([1, 2, 3]), "{}", schemas["LocationMfaMode"]);
+    assert_eq!(schemas["LocationMfaMode"]["x-enum-varnames"], json!(["disabled", "internal", "external"]));
+    assert_eq!(schemas["TokenKind"]["enum"], json!(["enrollment", "desktop_config", "password_reset"]));
+    assert_eq!(schemas["MailStatus"]["enum"], json!(["pending", "retrying", "sent", "failed", "cancelled"]));
+    assert!(schemas["StartEnrollmentResponse"]["properties"]["expires_at"].is_object());
+    for docs in ["/api/docs", "/api/docs/"] {
+        let r = app.client.get(app.url(docs)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{docs}");
+        assert!(r.text().await.unwrap().contains("swagger-ui-bundle.js"), "{docs}");
+    }
     let js = app.client.get(app.url("/api/docs/swagger-ui-bundle.js")).send().await.unwrap();
     assert_eq!(js.status(), StatusCode::OK);
     assert!(js.bytes().await.unwrap().len() > 100_000);

@@ -83,7 +83,11 @@ async fn desktop_order_then_poll(b: Backend) {
     // Disabled users stop getting configuration.
     app.call("PUT", "/api/v1/user/ann", Some(json!({"is_active": false}))).await;
     let fresh = TokenSecret::from_user(info.token.as_deref().unwrap());
-    assert_eq!(app.core.poll(&fresh).await.unwrap_err().code(), "forbidden");
+    let e = app.core.poll(&fresh).await.unwrap_err();
+    assert_eq!(e.code(), "user_disabled");
+    // Named: the admin who issued the token that registered the device.
+    let text = e.to_string();
+    assert!(text.starts_with("your account is disabled; contact ") && text.contains("<admin@example.com>"), "{text}");
     // Audit: each step with the client's address and a sanitised user agent.
     let (_, ev) = app.call("GET", "/api/v1/audit?action=enrollment.completed", None).await;
     assert_eq!((ev[0]["ip"].as_str(), ev[0]["user_agent"].as_str()), (Some("192.0.2.7"), Some("onramp-client/1.0 x")));

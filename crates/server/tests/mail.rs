@@ -41,8 +41,165 @@ on_both_backends!(
     invitation_and_desktop_mail,
     outbox_survives_outage_and_restart,
     failed_messages_are_visible_and_retryable,
-    two_cores_send_each_message_once
+    two_cores_send_each_message_once,
+    retrying_message_shows_its_attempts_and_retry_sends_it_now,
+    invitation_with_a_replaced_token_is_cancelled,
+    mail_test_returns_the_servers_answer
 );
+
+/// A message that keeps failing is `retrying`, with attempt n of max, the last error and the
+/// next try; `retry` makes it due now.
+async fn retrying_message_shows_its_attempts_and_retry_sends_it_now(b: Backend) {
+    let mut sink = SmtpSink::start().await;
+    // A long backoff: the next automatic try is far away, so only `retry` can send it soon.
+    let app = TestApp::builder(b).config(|c| c.mail_retry_base_secs = 3000).spawn().await;
+    configure_smtp(&app, &sink).await;
+    sink.stop().await;
+    invite(&app, "ann", "ann@example.com").await;
+    let v = wait_status(&app, "retrying", 1).await;
+    let m = &v[0];
+    assert_eq!(
+        (m["status"].as_str(), m["attempts"].as_i64(), m["max_attempts"].as_i64()),
+        (Some("retrying"), Some(1), Some(10)),
+        "{m}"
+    );
+    assert!(m["last_error"].as_str().is_some_and(|e| e.contains(&format!("127.0.0.1:{}", sink.port()))), "{m}");
+    let next = m["next_attempt_at"].as_i64().unwrap();
+    assert!(next >= app.core.now() + 2900, "next try about 50 minutes ahead: {m}");
+    let (_, pending) = app.call("GET", "/api/v1/mail?status=pending", None).await;
+    assert_eq!(pending, json!([]), "a message that failed is not shown as pending");
+    let (_, failed) = app.call("GET", "/api/v1/mail?status=failed", None).await;
+    assert_eq!(failed, json!([]));
+
+    sink.restart().await;
+    let id = m["id"].as_i64().unwrap();
+    let (s, v) = app.call("POST", &format!("/api/v1/mail/{id}/retry"), None).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    let mail = sink.wait_for(1, Duration::from_secs(20)).await.remove(0);
+    assert_eq!(mail.to, ["ann@example.com"]);
+    let sent = wait_status(&app, "sent", 1).await;
+    assert_eq!((sent[0]["attempts"].as_i64(), sent[0]["next_attempt_at"].clone()), (Some(2), Value::Null), "{sent}");
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=mail.retried", None).await;
+    assert_eq!(ev[0]["details"]["id"], id);
+    app.stop().await;
+}
+
+/// An invitation whose token was replaced before the relay came back is cancelled, with
+/// the reason, and never delivered; the new one is.
+async fn invitation_with_a_replaced_token_is_cancelled(b: Backend) {
+    let mut sink = SmtpSink::start().await;
+    let app = TestApp::spawn(b).await;
+    configure_smtp(&app, &sink).await;
+    sink.stop().await;
+    let old = invite(&app, "ann", "ann@example.com").await;
+    wait_status(&app, "retrying", 1).await;
+    // A new token (here: mailed too) revokes the first; so does an explicit revocation.
+    let (s, t) = app
+        .call(
+            "POST",
+            "/api/v1/user/ann/start_enrollment",
+            Some(json!({"send_enrollment_notification": true, "email": "ann@example.com"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let new = t["enrollment_token"].as_str().unwrap().to_owned();
+    invite(&app, "bob", "bob@example.com").await;
+    let (s, _) = app.call("DELETE", "/api/v1/user/bob/tokens", None).await;
+    assert!(s.is_success());
+    sink.restart().await;
+    let cancelled = wait_status(&app, "cancelled", 2).await;
+    for m in cancelled.as_array().unwrap() {
+        assert!(m["last_error"].as_str().unwrap().contains("revoked or replaced"), "{m}");
+        assert_eq!(m["next_attempt_at"], Value::Null);
+    }
+    let mut to: Vec<&str> = cancelled.as_array().unwrap().iter().map(|m| m["to"].as_str().unwrap()).collect();
+    to.sort();
+    assert_eq!(to, ["ann@example.com", "bob@example.com"]);
+    let got = sink.wait_for(1, Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = if got.len() < sink.messages().len() { sink.messages() } else { got };
+    assert_eq!(got.len(), 1, "only the live invitation is delivered: {got:?}");
+    assert!(got[0].text.contains(&new) && !got[0].text.contains(&old));
+    // The cancelled bodies (they held the dead tokens) are erased.
+    let rows = app.core.store().list_mail(Some("cancelled"), 10).await.unwrap();
+    assert!(rows.iter().all(|r| r.body.is_empty() && r.attachments == "[]"));
+    app.stop().await;
+}
+
+/// `POST /api/v1/mail/test` sends at once and returns the SMTP server's answer: its
+/// acceptance, a refusal with its code, or the connection error.
+async fn mail_test_returns_the_servers_answer(b: Backend) {
+    let app = TestApp::spawn(b).await;
+    let (s, v) = app.call("POST", "/api/v1/mail/test", Some(json!({"to": "ann@example.com"}))).await;
+    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "smtp_not_configured");
+
+    let mut sink = SmtpSink::start().await;
+    configure_smtp(&app, &sink).await;
+    let (s, v) = app.call("POST", "/api/v1/mail/test", Some(json!({"to": "ann@example.com"}))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["delivered"].as_bool(), v["code"].as_i64()), (Some(true), Some(250)), "{v}");
+    assert_eq!(v["reply"], "OK stored", "the sink's own reply text: {v}");
+    assert_eq!(v["server"], format!("127.0.0.1:{}", sink.port()));
+    let got = sink.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(
+        (got[0].to.as_slice(), got[0].subject.as_str()),
+        (&["ann@example.com".to_owned()][..], "Onramp test message")
+    );
+    let (s, v) = app.call("POST", "/api/v1/mail/test", Some(json!({"to": "not an address"}))).await;
+    assert_eq!(error_code(s, &v, StatusCode::BAD_REQUEST), "invalid_input");
+
+    // A relay that requires a login refuses us: its code and text come back.
+    let dir = tempfile::tempdir().unwrap();
+    let (_, cert, key) = localhost_pki(dir.path());
+    let login = Some(("onramp".to_owned(), "pw".to_owned()));
+    let strict = SmtpSink::start_tls(SinkTls { implicit: false, cert_file: cert, key_file: key, login }).await;
+    let smtp =
+        json!({"smtp": {"host": "127.0.0.1", "port": strict.port(), "security": "none", "sender": "vpn@example.com"}});
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(smtp)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = app.call("POST", "/api/v1/mail/test", Some(json!({"to": "ann@example.com"}))).await;
+    assert_eq!(v["delivered"], false, "{v}");
+    assert!(v["code"].as_i64().is_some_and(|c| (500..600).contains(&c)), "a permanent SMTP refusal: {v}");
+    assert!(!v["reply"].as_str().unwrap().is_empty(), "{v}");
+
+    // Nobody listening: no code, the connection error.
+    sink.stop().await;
+    configure_smtp(&app, &sink).await;
+    let (_, v) = app.call("POST", "/api/v1/mail/test", Some(json!({"to": "ann@example.com"}))).await;
+    assert_eq!((v["delivered"].as_bool(), v["code"].clone()), (Some(false), Value::Null), "{v}");
+    assert!(v["reply"].as_str().unwrap().to_lowercase().contains("connect"), "{v}");
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=mail.test_sent", None).await;
+    assert_eq!(ev.as_array().unwrap().len(), 3, "{ev}");
+    app.stop().await;
+}
+
+/// PATCH with an `smtp` object replaces the stored one: a login saved for one relay does
+/// not survive a switch to a relay without authentication; `null` clears a field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn smtp_object_replaces_the_stored_one() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let login = json!({"smtp": {"host": "mx.example.com", "port": 587, "username": "u", "password": "old-secret",
+                                "sender": "vpn@example.com", "timeout_secs": 30}});
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(login)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["smtp"]["password_set"], true);
+    let relay = json!({"smtp": {"host": "relay.example.com", "port": 25, "security": "none", "sender": "vpn@example.com",
+                                "ca_file": null}});
+    let (s, v) = app.call("PATCH", "/api/v1/settings", Some(relay)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!((v["smtp"]["username"].clone(), v["smtp"]["password_set"].clone()), (Value::Null, json!(false)), "{v}");
+    assert_eq!(v["smtp"]["timeout_secs"], 15, "left out: the default again");
+    let smtp = app.core.settings().await.smtp;
+    assert_eq!((smtp.username, smtp.password), (None, None));
+    // The audit entry says what changed, the password only as "changed".
+    let (_, ev) = app.call("GET", "/api/v1/audit?action=settings.updated", None).await;
+    let d = &ev[0]["details"];
+    assert_eq!(d["smtp.host"], json!(["mx.example.com", "relay.example.com"]), "{d}");
+    assert_eq!(d["smtp.username"], json!(["u", null]), "{d}");
+    assert_eq!(d["smtp.password"], "changed", "{d}");
+    assert!(!ev.to_string().contains("old-secret"), "{ev}");
+    app.stop().await;
+}
 
 /// Two cores on one database both run the outbox worker: every message is delivered once.
 async fn two_cores_send_each_message_once(b: Backend) {
@@ -88,6 +245,9 @@ async fn invitation_and_desktop_mail(b: Backend) {
         "https://edge.example.com/",
         token,
         &format!("onramp://enroll?url=https%3A%2F%2Fedge.example.com%2F&token={token}"),
+        // Phones open the browser wizard (the QR code holds the same URL).
+        "On a phone, scan the attached QR code or open:",
+        &format!("  https://edge.example.com/?token={token}"),
         "valid for 24 hours",
         "10 minutes",
         "Ada Admin <admin@example.com> +1 555 0100",
@@ -149,7 +309,7 @@ async fn outbox_survives_outage_and_restart(b: Backend) {
     // Wait for a failed attempt to be recorded.
     let mut pending = Value::Null;
     for _ in 0..100 {
-        let (_, v) = app.call("GET", "/api/v1/mail?status=pending", None).await;
+        let (_, v) = app.call("GET", "/api/v1/mail?status=retrying", None).await;
         if v[0]["attempts"].as_i64().unwrap_or(0) >= 1 {
             pending = v;
             break;

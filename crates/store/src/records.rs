@@ -218,6 +218,8 @@ pub struct OutboxRow {
     pub last_error: Option<String>,
     pub created_at: i64,
     pub sent_at: Option<i64>,
+    /// The token the message carries, checked at send time.
+    pub token_id: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -229,6 +231,9 @@ pub struct NewOutbox {
     /// JSON array of attachments.
     pub attachments: String,
     pub created_at: i64,
+    /// The token the message carries: a message whose token is revoked before it is sent
+    /// is cancelled rather than delivered with a dead link.
+    pub token_id: Option<i64>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]

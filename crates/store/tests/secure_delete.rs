@@ -19,6 +19,7 @@ async fn blanked_mail_bodies_leave_no_bytes_in_the_sqlite_files() {
             body: format!("open onramp://enroll?token={m} now").repeat(20),
             attachments: format!("[{{\"data\": \"{m}\"}}]"),
             created_at: 1,
+            token_id: None,
         };
         ids.push(store.enqueue_mail(&mail).await.unwrap());
     }

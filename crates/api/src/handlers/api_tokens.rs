@@ -15,13 +15,13 @@ pub struct ApiTokenInput {
     pub username: Option<String>,
 }
 
-#[utoipa::path(get, path = "/api/v1/api_token", tag = "api tokens", security(("bearer" = [])), responses((status = 200, body = [ApiTokenInfo])))]
+#[utoipa::path(get, summary = "List API tokens", path = "/api/v1/api_token", tag = "api tokens", security(("bearer" = [])), responses((status = 200, body = [ApiTokenInfo])))]
 pub async fn list(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<Vec<ApiTokenInfo>>> {
     Ok(Json(s.core.list_api_tokens().await?))
 }
 
 /// Creates a token; the secret is in this response only.
-#[utoipa::path(post, path = "/api/v1/api_token", tag = "api tokens", security(("bearer" = [])), request_body = ApiTokenInput,
+#[utoipa::path(post, summary = "Create an API token", path = "/api/v1/api_token", tag = "api tokens", security(("bearer" = [])), request_body = ApiTokenInput,
     responses((status = 201, body = NewApiToken), (status = 400, body = ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
@@ -32,7 +32,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(s.core.create_api_token(&actor, &i.name, &username).await?)))
 }
 
-#[utoipa::path(delete, path = "/api/v1/api_token/{id}", tag = "api tokens", security(("bearer" = [])), params(("id" = i64, Path)),
+#[utoipa::path(delete, summary = "Revoke an API token", path = "/api/v1/api_token/{id}", tag = "api tokens", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke(
     State(s): State<AppState>,

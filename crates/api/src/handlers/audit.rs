@@ -21,7 +21,7 @@ pub struct AuditParams {
     pub limit: Option<i64>,
 }
 
-#[utoipa::path(get, path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditParams),
+#[utoipa::path(get, summary = "List audit events", path = "/api/v1/audit", tag = "audit", security(("bearer" = [])), params(AuditParams),
     responses((status = 200, body = [AuditEntry])))]
 pub async fn list(
     State(s): State<AppState>,

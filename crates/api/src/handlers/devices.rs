@@ -25,7 +25,7 @@ pub struct DeviceRename {
     pub name: String,
 }
 
-#[utoipa::path(get, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), params(DeviceFilter),
+#[utoipa::path(get, summary = "List devices", path = "/api/v1/device", tag = "devices", security(("bearer" = [])), params(DeviceFilter),
     responses((status = 200, body = [DeviceInfo], headers(("X-Total-Count" = i64, description = "devices in all")))))]
 pub async fn list(
     State(s): State<AppState>,
@@ -36,7 +36,7 @@ pub async fn list(
     Ok(paged(s.core.list_devices_page(f.username.as_deref(), limit, offset).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/device", tag = "devices", security(("bearer" = [])), request_body = DeviceInput,
+#[utoipa::path(post, summary = "Add a device for a user", path = "/api/v1/device", tag = "devices", security(("bearer" = [])), request_body = DeviceInput,
     responses((status = 201, body = DeviceInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
@@ -46,13 +46,13 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(s.core.add_device(&actor, input).await?)))
 }
 
-#[utoipa::path(get, path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
+#[utoipa::path(get, summary = "Get a device", path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody)))]
 pub async fn get(State(s): State<AppState>, _a: Admin, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<DeviceInfo>> {
     Ok(Json(s.core.get_device(id).await?))
 }
 
-#[utoipa::path(put, path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
+#[utoipa::path(put, summary = "Rename a device", path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
     request_body = DeviceRename, responses((status = 200, body = DeviceInfo), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn rename(
     State(s): State<AppState>,
@@ -63,7 +63,7 @@ pub async fn rename(
     Ok(Json(s.core.rename_device(&actor, id, &r.name).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
+#[utoipa::path(delete, summary = "Delete a device", path = "/api/v1/device/{id}", tag = "devices", security(("bearer" = [])), params(("id" = i64, Path)),
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(s): State<AppState>,

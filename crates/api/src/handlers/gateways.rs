@@ -15,7 +15,7 @@ pub struct GatewayTokenInput {
 }
 
 /// Creates a token for the location's gateway agent; the secret is in this response only.
-#[utoipa::path(post, path = "/api/v1/location/{id}/gateway_token", tag = "gateways", security(("bearer" = [])),
+#[utoipa::path(post, summary = "Create a gateway token", path = "/api/v1/location/{id}/gateway_token", tag = "gateways", security(("bearer" = [])),
     params(("id" = i64, Path)), request_body = GatewayTokenInput,
     responses((status = 201, body = NewGatewayToken), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn create_token(
@@ -28,7 +28,7 @@ pub async fn create_token(
 }
 
 /// The location's gateway tokens (never the secrets).
-#[utoipa::path(get, path = "/api/v1/location/{id}/gateway_token", tag = "gateways", security(("bearer" = [])),
+#[utoipa::path(get, summary = "List a location's gateway tokens", path = "/api/v1/location/{id}/gateway_token", tag = "gateways", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = [GatewayTokenInfo]), (status = 404, body = ErrorBody)))]
 pub async fn list_tokens(
     State(s): State<AppState>,
@@ -39,7 +39,7 @@ pub async fn list_tokens(
 }
 
 /// Revokes a token; gateways connected with it are disconnected.
-#[utoipa::path(delete, path = "/api/v1/location/{id}/gateway_token/{token_id}", tag = "gateways", security(("bearer" = [])),
+#[utoipa::path(delete, summary = "Revoke a gateway token", path = "/api/v1/location/{id}/gateway_token/{token_id}", tag = "gateways", security(("bearer" = [])),
     params(("id" = i64, Path), ("token_id" = i64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn revoke_token(
     State(s): State<AppState>,
@@ -52,7 +52,7 @@ pub async fn revoke_token(
 
 /// The location's gateways (connected or not, version, last contact) and its devices'
 /// counters as the gateway reported them.
-#[utoipa::path(get, path = "/api/v1/location/{id}/stats", tag = "gateways", security(("bearer" = [])),
+#[utoipa::path(get, summary = "Peer statistics of a location", path = "/api/v1/location/{id}/stats", tag = "gateways", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = LocationStats), (status = 404, body = ErrorBody)))]
 pub async fn stats(State(s): State<AppState>, _a: Admin, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<LocationStats>> {
     Ok(Json(s.core.location_stats(id).await?))

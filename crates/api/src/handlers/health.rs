@@ -5,7 +5,7 @@ use axum::response::IntoResponse;
 use axum::Json;
 
 /// Liveness and database reachability.
-#[utoipa::path(get, path = "/api/v1/health", tag = "system",
+#[utoipa::path(get, summary = "Health check", path = "/api/v1/health", tag = "system",
     responses((status = 200, description = "core and database up"), (status = 503, description = "database unreachable")))]
 pub async fn health(State(s): State<AppState>) -> impl IntoResponse {
     if s.core.health().await {

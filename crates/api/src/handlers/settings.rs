@@ -16,13 +16,13 @@ fn view(s: Settings) -> serde_json::Value {
     v
 }
 
-#[utoipa::path(get, path = "/api/v1/settings", tag = "settings", security(("bearer" = [])),
+#[utoipa::path(get, summary = "Get the settings", path = "/api/v1/settings", tag = "settings", security(("bearer" = [])),
     responses((status = 200, description = "settings; smtp.password is never returned, smtp.password_set tells whether one is stored")))]
 pub async fn get(State(s): State<AppState>, _a: Admin) -> ApiResult<Json<serde_json::Value>> {
     Ok(Json(view(s.core.settings().await)))
 }
 
-#[utoipa::path(patch, path = "/api/v1/settings", tag = "settings", security(("bearer" = [])), request_body = SettingsPatch,
+#[utoipa::path(patch, summary = "Update the settings", path = "/api/v1/settings", tag = "settings", security(("bearer" = [])), request_body = SettingsPatch,
     responses((status = 200, description = "updated settings"), (status = 400, body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,

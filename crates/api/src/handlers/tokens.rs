@@ -8,7 +8,7 @@ use onramp_core::{BulkOutcome, BulkRequest, PendingToken};
 use onramp_proto::{StartEnrollmentRequest, StartEnrollmentResponse};
 use serde::Serialize;
 
-#[utoipa::path(post, path = "/api/v1/user/{username}/start_enrollment", tag = "provisioning", security(("bearer" = [])),
+#[utoipa::path(post, summary = "Issue an enrollment token", path = "/api/v1/user/{username}/start_enrollment", tag = "provisioning", security(("bearer" = [])),
     params(("username" = String, Path)), request_body = StartEnrollmentRequest,
     responses((status = 201, body = StartEnrollmentResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn start_enrollment(
@@ -21,7 +21,7 @@ pub async fn start_enrollment(
     Ok((StatusCode::CREATED, Json(r)))
 }
 
-#[utoipa::path(post, path = "/api/v1/user/{username}/start_desktop", tag = "provisioning", security(("bearer" = [])),
+#[utoipa::path(post, summary = "Issue a desktop-configuration token", path = "/api/v1/user/{username}/start_desktop", tag = "provisioning", security(("bearer" = [])),
     params(("username" = String, Path)), request_body = StartEnrollmentRequest,
     responses((status = 201, body = StartEnrollmentResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn start_desktop(
@@ -34,7 +34,7 @@ pub async fn start_desktop(
     Ok((StatusCode::CREATED, Json(r)))
 }
 
-#[utoipa::path(get, path = "/api/v1/user/{username}/tokens", tag = "provisioning", security(("bearer" = [])),
+#[utoipa::path(get, summary = "List a user's pending tokens", path = "/api/v1/user/{username}/tokens", tag = "provisioning", security(("bearer" = [])),
     params(("username" = String, Path)), responses((status = 200, body = [PendingToken]), (status = 404, body = ErrorBody)))]
 pub async fn pending(
     State(s): State<AppState>,
@@ -49,7 +49,7 @@ pub struct Revoked {
     pub revoked: u64,
 }
 
-#[utoipa::path(delete, path = "/api/v1/user/{username}/tokens", tag = "provisioning", security(("bearer" = [])),
+#[utoipa::path(delete, summary = "Revoke all of a user's pending tokens", path = "/api/v1/user/{username}/tokens", tag = "provisioning", security(("bearer" = [])),
     params(("username" = String, Path)), responses((status = 200, body = Revoked), (status = 404, body = ErrorBody)))]
 pub async fn revoke_all(
     State(s): State<AppState>,
@@ -59,7 +59,7 @@ pub async fn revoke_all(
     Ok(Json(Revoked { revoked: s.core.revoke_tokens(&actor, &username, None).await? }))
 }
 
-#[utoipa::path(delete, path = "/api/v1/user/{username}/tokens/{id}", tag = "provisioning", security(("bearer" = [])),
+#[utoipa::path(delete, summary = "Revoke one pending token", path = "/api/v1/user/{username}/tokens/{id}", tag = "provisioning", security(("bearer" = [])),
     params(("username" = String, Path), ("id" = i64, Path)), responses((status = 200, body = Revoked), (status = 404, body = ErrorBody)))]
 pub async fn revoke_one(
     State(s): State<AppState>,
@@ -94,7 +94,7 @@ pub struct BulkResponse {
 }
 
 /// Issues tokens for a whole group and/or a list of users in one transaction.
-#[utoipa::path(post, path = "/api/v1/provisioning/bulk", tag = "provisioning", security(("bearer" = [])), request_body = BulkRequest,
+#[utoipa::path(post, summary = "Issue tokens in bulk", path = "/api/v1/provisioning/bulk", tag = "provisioning", security(("bearer" = [])), request_body = BulkRequest,
     responses((status = 201, body = BulkResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn bulk(
     State(s): State<AppState>,

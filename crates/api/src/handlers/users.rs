@@ -7,14 +7,14 @@ use axum::http::StatusCode;
 use axum::Json;
 use onramp_core::{UserInfo, UserInput, UserPatch};
 
-#[utoipa::path(get, path = "/api/v1/user", tag = "users", security(("bearer" = [])), params(Paging),
+#[utoipa::path(get, summary = "List users", path = "/api/v1/user", tag = "users", security(("bearer" = [])), params(Paging),
     responses((status = 200, body = [UserInfo], headers(("X-Total-Count" = i64, description = "users in all"))), (status = 401, body = ErrorBody)))]
 pub async fn list(State(s): State<AppState>, _a: Admin, ApiQuery(p): ApiQuery<Paging>) -> ApiResult<Paged<UserInfo>> {
     let (limit, offset) = p.bounds()?;
     Ok(paged(s.core.list_users_page(limit, offset).await?))
 }
 
-#[utoipa::path(post, path = "/api/v1/user", tag = "users", security(("bearer" = [])), request_body = UserInput,
+#[utoipa::path(post, summary = "Create a user", path = "/api/v1/user", tag = "users", security(("bearer" = [])), request_body = UserInput,
     responses((status = 201, body = UserInfo), (status = 400, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn create(
     State(s): State<AppState>,
@@ -24,7 +24,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(s.core.create_user(&actor, input).await?)))
 }
 
-#[utoipa::path(get, path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(get, summary = "Get a user", path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)), responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(s): State<AppState>,
@@ -34,7 +34,7 @@ pub async fn get(
     Ok(Json(s.core.get_user(&username).await?))
 }
 
-#[utoipa::path(put, path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])), request_body = UserPatch,
+#[utoipa::path(put, summary = "Update a user", path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])), request_body = UserPatch,
     params(("username" = String, Path)), responses((status = 200, body = UserInfo), (status = 404, body = ErrorBody)))]
 pub async fn update(
     State(s): State<AppState>,
@@ -45,7 +45,7 @@ pub async fn update(
     Ok(Json(s.core.update_user(&actor, &username, patch).await?))
 }
 
-#[utoipa::path(delete, path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])),
+#[utoipa::path(delete, summary = "Delete a user", path = "/api/v1/user/{username}", tag = "users", security(("bearer" = [])),
     params(("username" = String, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn remove(
     State(s): State<AppState>,

@@ -64,3 +64,34 @@ pub(super) async fn send(t: &Transport, s: &SmtpSettings, m: &OutboxRow) -> Resu
     .map_err(|e| format!("building message: {e}"))?;
     t.send(message).await.map(|_| ()).map_err(|e| format!("SMTP {}:{}: {e}", s.host, s.port))
 }
+
+/// An SMTP failure: the server's reply code when it answered with one, and the message.
+#[derive(Debug)]
+pub(super) struct Refusal {
+    pub code: Option<u16>,
+    pub message: String,
+}
+
+/// Sends one plain-text message and returns the server's final reply (code, text).
+pub(super) async fn send_plain(
+    t: &Transport,
+    s: &SmtpSettings,
+    to: &str,
+    subject: &str,
+    body: &str,
+) -> Result<(u16, String), Refusal> {
+    let refusal = |message: String| Refusal { code: None, message };
+    let from: Mailbox = s.sender.parse().map_err(|e| refusal(format!("sender {:?}: {e}", s.sender)))?;
+    let to: Mailbox = to.parse().map_err(|e| refusal(format!("recipient {to:?}: {e}")))?;
+    let message = Message::builder()
+        .from(from)
+        .to(to)
+        .subject(subject)
+        .header(ContentType::TEXT_PLAIN)
+        .body(body.to_owned())
+        .map_err(|e| refusal(format!("building message: {e}")))?;
+    match t.send(message).await {
+        Ok(r) => Ok((u16::from(r.code()), r.message().collect::<Vec<_>>().join(" "))),
+        Err(e) => Err(Refusal { code: e.status().map(u16::from), message: onramp_proto::error_chain(&e) }),
+    }
+}

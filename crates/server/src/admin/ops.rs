@@ -252,11 +252,16 @@ pub async fn mail(core: &Core, cmd: MailCommand) -> anyhow::Result<()> {
             eprintln!("message {id} queued for another attempt");
         }
         MailCommand::Test { to, json } => {
-            let answer = core.send_test_mail(&Actor::system("cli"), &to).await.map_err(|e| flag_error(e, &[]))?;
+            let outcome = core.send_test_mail(&Actor::system("cli"), &to).await.map_err(|e| flag_error(e, &[]))?;
             if json {
-                return print_json(&serde_json::json!({"to": to, "answer": answer}));
+                print_json(&outcome)?;
+            } else {
+                let code = outcome.code.map(|c| format!("{c} ")).unwrap_or_default();
+                println!("{code}{} ({})", outcome.reply, outcome.server);
             }
-            println!("{answer}");
+            if !outcome.delivered {
+                anyhow::bail!("{} did not accept the test message to {to}", outcome.server);
+            }
         }
     }
     Ok(())

@@ -1,22 +1,23 @@
 use super::*;
 
 const OUTBOX_COLS: &str =
-    "id, kind, to_addr, subject, body, attachments, status, attempts, next_attempt_at, last_error, created_at, sent_at";
+    "id, kind, to_addr, subject, body, attachments, status, attempts, next_attempt_at, last_error, created_at, sent_at, token_id";
 
 impl Store {
     pub async fn enqueue_mail(&self, m: &NewOutbox) -> StoreResult<i64> {
         let (id,) = self
             .write_row(
             sqlx::query_as::<_, (i64,)>(
-                "INSERT INTO mail_outbox (kind, to_addr, subject, body, attachments, status, attempts, next_attempt_at, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6) RETURNING id",
+                "INSERT INTO mail_outbox (kind, to_addr, subject, body, attachments, status, attempts, next_attempt_at, created_at, token_id) \
+                 VALUES ($1, $2, $3, $4, $5, 'pending', 0, $6, $6, $7) RETURNING id",
             )
             .bind(&m.kind)
             .bind(&m.to_addr)
             .bind(&m.subject)
             .bind(&m.body)
             .bind(&m.attachments)
-            .bind(m.created_at),
+            .bind(m.created_at)
+            .bind(m.token_id),
         )
         .await?;
         Ok(id)
@@ -31,7 +32,7 @@ impl Store {
         let mut w = self.write_tx().await?;
         let mut rows = sqlx::query_as::<_, OutboxRow>(&format!(
             "UPDATE mail_outbox SET next_attempt_at = $1 WHERE id IN (SELECT id FROM mail_outbox \
-             WHERE status = 'pending' AND next_attempt_at <= $2 ORDER BY id LIMIT $3{lock}) RETURNING {OUTBOX_COLS}"
+             WHERE status IN ('pending', 'retrying') AND next_attempt_at <= $2 ORDER BY id LIMIT $3{lock}) RETURNING {OUTBOX_COLS}"
         ))
         .bind(lease_until)
         .bind(now)
@@ -44,9 +45,9 @@ impl Store {
         Ok(rows)
     }
 
-    /// Earliest future attempt among pending messages (for the worker's sleep).
+    /// Earliest future attempt among queued messages (for the worker's sleep).
     pub async fn next_mail_attempt(&self) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM mail_outbox WHERE status = 'pending'")
+        sqlx::query_scalar("SELECT MIN(next_attempt_at) FROM mail_outbox WHERE status IN ('pending', 'retrying')")
             .fetch_one(&self.pool)
             .await
             .map_err(map_err)
@@ -66,7 +67,7 @@ impl Store {
         Ok(())
     }
 
-    /// A failed attempt: retry at `next_attempt_at`, or give up (`failed`) when `None`. A
+    /// A failed attempt: `retrying` at `next_attempt_at`, or give up (`failed`) when `None`. A
     /// message given up on loses its body and attachments when `erase` (they hold a token),
     /// keeping the envelope and the error for the admin.
     pub async fn mark_mail_attempt_failed(
@@ -78,12 +79,12 @@ impl Store {
     ) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
         let (status, next, erase) = match next_attempt_at {
-            Some(t) => ("pending", t, false),
+            Some(t) => ("retrying", t, false),
             None => ("failed", 0, erase),
         };
         sqlx::query(
             "UPDATE mail_outbox SET status = $1, attempts = attempts + 1, last_error = $2, \
-             next_attempt_at = CASE WHEN $1 = 'pending' THEN $3 ELSE next_attempt_at END, \
+             next_attempt_at = CASE WHEN $1 = 'retrying' THEN $3 ELSE next_attempt_at END, \
              body = CASE WHEN $5 THEN '' ELSE body END, \
              attachments = CASE WHEN $5 THEN '[]' ELSE attachments END WHERE id = $4",
         )
@@ -108,24 +109,44 @@ impl Store {
         q.fetch_all(&self.pool).await.map_err(map_err)
     }
 
-    /// Puts a failed message back in the queue for an immediate attempt. `NotFound` when no
-    /// failed message has this id, `MailErased` when its body was erased.
+    /// Makes a failed or retrying message due now. `NotFound` when no failed or retrying
+    /// message has this id, `MailErased` when its body was erased.
     pub async fn retry_mail(&self, id: i64, now: i64) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
-        let body: String = sqlx::query_scalar("SELECT body FROM mail_outbox WHERE id = $1 AND status = 'failed'")
-            .bind(id)
-            .fetch_optional(&mut *w.tx)
-            .await
-            .found()?;
+        let body: String =
+            sqlx::query_scalar("SELECT body FROM mail_outbox WHERE id = $1 AND status IN ('failed', 'retrying')")
+                .bind(id)
+                .fetch_optional(&mut *w.tx)
+                .await
+                .found()?;
         if body.is_empty() {
             return Err(StoreError::MailErased);
         }
-        sqlx::query("UPDATE mail_outbox SET status = 'pending', next_attempt_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(id)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?;
+        // A failed message gets one more attempt; a retrying one keeps its place in the round.
+        sqlx::query(
+            "UPDATE mail_outbox SET next_attempt_at = $1, \
+             status = CASE WHEN status = 'failed' THEN 'pending' ELSE status END WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?;
         w.commit().await
+    }
+
+    /// Not sent on purpose (its token died before delivery): `cancelled` with the reason in
+    /// `last_error`, body and attachments erased (they hold that token).
+    pub async fn cancel_mail(&self, id: i64, reason: &str) -> StoreResult<()> {
+        self.write(
+            sqlx::query(
+                "UPDATE mail_outbox SET status = 'cancelled', last_error = $1, body = '', attachments = '[]' \
+                 WHERE id = $2",
+            )
+            .bind(reason)
+            .bind(id),
+        )
+        .await?;
+        Ok(())
     }
 }

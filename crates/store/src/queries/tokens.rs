@@ -354,6 +354,27 @@ impl Store {
         .await
         .found()
     }
+
+    /// The admin who issued the token whose session registered `device_id`, if known.
+    pub async fn device_token_issuer(&self, device_id: i64) -> StoreResult<Option<i64>> {
+        let issuer: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT issued_by FROM tokens WHERE device_id = $1 ORDER BY id DESC LIMIT 1")
+                .bind(device_id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(issuer.flatten())
+    }
+
+    /// Whether `hash` was the polling token of a device deleted since.
+    pub async fn polling_token_removed(&self, hash: &str) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM removed_polling_tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)?;
+        Ok(n > 0)
+    }
 }
 
 /// The first use of a token counts; later ones within its session leave the time alone.
