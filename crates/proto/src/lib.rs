@@ -151,9 +151,12 @@ mod tests {
         let resp = StartEnrollmentResponse {
             enrollment_token: "T".into(),
             enrollment_url: "https://e/".into(),
-            expires_at: String::new(),
+            expires_at: "2026-12-03T08:00:00Z".into(),
         };
-        assert_eq!(serde_json::to_string(&resp).unwrap(), r#"{"enrollment_token":"T","enrollment_url":"https://e/"}"#);
+        assert_eq!(
+            serde_json::to_string(&resp).unwrap(),
+            r#"{"enrollment_token":"T","enrollment_url":"https://e/","expires_at":"2026-12-03T08:00:00Z"}"#
+        );
         assert!(!format!("{resp:?}").contains("\"T\""));
     }
 

@@ -158,6 +158,14 @@ async fn key_files_are_private() {
 
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // Only serve and migrate --create make a database; the admin CLI then makes the key.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_onramp"))
+        .args(["migrate", "--create"])
+        .env("ONRAMP_DATA_DIR", &data)
+        .env_remove("ONRAMP_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_onramp"))
         .args(["admin", "api-token", "create", "--name", "ci"])
         .env("ONRAMP_DATA_DIR", &data)

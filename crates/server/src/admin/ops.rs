@@ -200,10 +200,18 @@ pub async fn settings(core: &Core, cmd: SettingsCommand) -> anyhow::Result<()> {
                             anyhow::anyhow!("unknown setting {key:?}; `onramp admin settings get` lists them")
                         })?
                     };
-                    let mut v = typed(&key, &current, value)?;
-                    for part in key.rsplit('.') {
-                        v = serde_json::json!({ part: v });
-                    }
+                    let v = typed(&key, &current, value)?;
+                    let v = match key.strip_prefix("smtp.") {
+                        // A patch's smtp object replaces the stored one (so a login cannot
+                        // outlive a relay switch): one field changes, the rest is resent,
+                        // the stored password included.
+                        Some(field) => {
+                            let mut smtp = serde_json::to_value(core.settings().await.smtp)?;
+                            smtp[field] = v;
+                            serde_json::json!({ "smtp": smtp })
+                        }
+                        None => key.rsplit('.').fold(v, |v, part| serde_json::json!({ part: v })),
+                    };
                     (v, Some(key))
                 }
                 (None, None) => anyhow::bail!("KEY VALUE or --file is needed"),
