@@ -30,12 +30,23 @@ const FULL_RECOMPUTE: Duration = Duration::from_secs(30);
 /// How often a session refreshes its gateway's `last_seen_at` (well inside
 /// `GATEWAY_LIVE_SECS`), so a live connection stays "connected" between reports.
 const HEARTBEAT: Duration = Duration::from_secs(10);
-/// Least time between two recomputes of one session. The gap adapts to what a recompute
-/// costs (twice its duration, within these bounds): a lone change goes out at once, and a
-/// burst (a bulk enrollment) spends at most about a third of the time reading peer sets
-/// instead of one read per change.
+/// Least time between two recomputes of one session while changes keep arriving (see
+/// [`next_gap`]).
 const MIN_GAP: Duration = Duration::from_millis(20);
 const MAX_GAP: Duration = Duration::from_secs(1);
+
+/// The pause before the next recompute. A change that finds the session idle goes out at
+/// once: nothing arrived while the last recompute ran, so there is no burst to batch. When
+/// changes did arrive meanwhile (a bulk enrollment), the next recompute waits twice what
+/// this one cost (within [`MIN_GAP`], [`MAX_GAP`]), so a burst spends at most about a third
+/// of the time reading peer sets instead of one read per change.
+fn next_gap(cost: Duration, changed_meanwhile: bool) -> Duration {
+    if changed_meanwhile {
+        (cost * 2).clamp(MIN_GAP, MAX_GAP)
+    } else {
+        Duration::ZERO
+    }
+}
 /// Pause before recomputing again after the database failed.
 const RETRY: Duration = Duration::from_secs(1);
 /// Longest hostname, version or endpoint stored from a gateway.
@@ -305,7 +316,7 @@ struct Updates {
     next_full: Instant,
     next_heartbeat: Instant,
     last_recompute: Instant,
-    /// Least time before the next recompute (see [`MIN_GAP`]).
+    /// Least time before the next recompute (see [`next_gap`]).
     gap: Duration,
 }
 
@@ -337,7 +348,7 @@ impl Updates {
             self.epoch.borrow_and_update();
             self.last_recompute = Instant::now();
             let outcome = self.recompute().await;
-            self.gap = (self.last_recompute.elapsed() * 2).clamp(MIN_GAP, MAX_GAP);
+            self.gap = next_gap(self.last_recompute.elapsed(), self.epoch.has_changed().unwrap_or(false));
             match outcome {
                 Ok(true) => self.dirty = false,
                 Ok(false) => {
@@ -466,3 +477,17 @@ impl GatewayReporter for Reporter {
 }
 
 const _: () = assert!(HEARTBEAT.as_secs() * 2 < GATEWAY_LIVE_SECS as u64);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lone_change_never_waits_and_a_burst_is_paced_by_the_cost() {
+        assert_eq!(next_gap(Duration::from_millis(40), false), Duration::ZERO);
+        assert_eq!(next_gap(Duration::from_secs(5), false), Duration::ZERO);
+        assert_eq!(next_gap(Duration::from_millis(40), true), Duration::from_millis(80));
+        assert_eq!(next_gap(Duration::from_millis(1), true), MIN_GAP);
+        assert_eq!(next_gap(Duration::from_secs(5), true), MAX_GAP);
+    }
+}
