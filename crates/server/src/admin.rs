@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::Subcommand;
 use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, CoreError, GroupInput};
 use onramp_domain::provisioning::ProvisioningFile;
-use onramp_proto::StartEnrollmentRequest;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -305,21 +304,8 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
             }
         },
         AdminCommand::StartEnrollment { username, expires, send_email, who } => {
-            let a = actor(core, &who.user).await;
             let email = if send_email { Some(core.get_user(&username).await?.email) } else { None };
-            let r = core
-                .start_enrollment(
-                    &a,
-                    &username,
-                    StartEnrollmentRequest {
-                        send_enrollment_notification: send_email,
-                        email,
-                        token_expiration_time: expires,
-                    },
-                )
-                .await
-                .map_err(|e| flag_error(e, &[("token_expiration_time", "--expires")]))?;
-            print_json(&ProvisioningFile { enrollment_token: r.enrollment_token, enrollment_url: r.enrollment_url })?;
+            print_json(&users::start(core, &who.user, &username, expires, email, false).await?)?;
         }
         AdminCommand::ProvisionGroup { group, out, expires, include_token, who } => {
             let a = actor(core, &who.user).await;

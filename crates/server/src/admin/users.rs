@@ -138,19 +138,30 @@ pub async fn run(core: &Core, cmd: UserCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn issue(core: &Core, args: IssueArgs, desktop: bool) -> anyhow::Result<()> {
-    let a = actor(core, &args.who.user).await;
-    let req = StartEnrollmentRequest {
-        send_enrollment_notification: args.email.is_some(),
-        email: args.email.clone(),
-        token_expiration_time: args.expires,
-    };
+/// Issues an enrollment (or desktop-configuration) token as `issuer`, e-mailing it to
+/// `email` when given; errors name the CLI flag.
+pub(crate) async fn start(
+    core: &Core,
+    issuer: &str,
+    username: &str,
+    expires: Option<String>,
+    email: Option<String>,
+    desktop: bool,
+) -> anyhow::Result<ProvisioningFile> {
+    let a = actor(core, issuer).await;
+    let req =
+        StartEnrollmentRequest { send_enrollment_notification: email.is_some(), email, token_expiration_time: expires };
     let result = if desktop {
-        core.start_desktop(&a, &args.username, req).await
+        core.start_desktop(&a, username, req).await
     } else {
-        core.start_enrollment(&a, &args.username, req).await
+        core.start_enrollment(&a, username, req).await
     };
     let r = result.map_err(|e| flag_error(e, &[("token_expiration_time", "--expires")]))?;
+    Ok(ProvisioningFile { enrollment_token: r.enrollment_token, enrollment_url: r.enrollment_url })
+}
+
+async fn issue(core: &Core, args: IssueArgs, desktop: bool) -> anyhow::Result<()> {
+    let file = start(core, &args.who.user, &args.username, args.expires, args.email.clone(), desktop).await?;
     let what = if desktop { "desktop-configuration" } else { "enrollment" };
     if let Some(to) = &args.email {
         eprintln!(
@@ -159,7 +170,6 @@ async fn issue(core: &Core, args: IssueArgs, desktop: bool) -> anyhow::Result<()
         );
         return Ok(());
     }
-    let file = ProvisioningFile { enrollment_token: r.enrollment_token, enrollment_url: r.enrollment_url };
     if let Some(path) = &args.provisioning_file {
         write_private(path, serde_json::to_string_pretty(&file)?.as_bytes())?;
         eprintln!("{what} token for {} written to {}", args.username, path.display());
