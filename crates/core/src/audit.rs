@@ -118,9 +118,13 @@ impl Core {
 }
 
 /// Field names whose values never go into the audit log: a change shows as "changed".
+/// Whole names or `_`-suffixes only, so `token_lifetime_secs` or
+/// `password_reset_cooldown_secs` keep their values.
 fn is_secret(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
-    ["password", "token", "secret", "private_key", "password_hash"].iter().any(|s| k.contains(s))
+    ["password", "token", "secret", "private_key", "password_hash"]
+        .iter()
+        .any(|s| k == *s || k.ends_with(&format!("_{s}")))
 }
 
 /// What an update changed, for the audit log: `{"a.b": [old, new]}` per leaf field that
@@ -178,6 +182,12 @@ mod tests {
         // A secret cleared is a change too, still without its value.
         let cleared = super::audit_diff(&json!({"password": "x"}), &json!({"password": null}));
         assert_eq!(cleared, json!({"password": "changed"}));
+        // Settings named after a secret but holding none keep their values.
+        let lifetimes = super::audit_diff(
+            &json!({"token_lifetime_secs": 60, "api_token": "a"}),
+            &json!({"token_lifetime_secs": 90, "api_token": "b"}),
+        );
+        assert_eq!(lifetimes, json!({"token_lifetime_secs": [60, 90], "api_token": "changed"}));
     }
 
     #[test]
