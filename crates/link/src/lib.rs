@@ -225,17 +225,11 @@ pub fn addr_text(addr: Option<std::net::SocketAddr>) -> String {
 /// A gRPC status as a person reads it. Its `Display` lists details and a `MetadataMap`
 /// dump, which say nothing to someone reading the log.
 pub fn status_text(status: &Status) -> String {
-    let mut text = format!("{}: {}", status.code().description(), status.message());
-    let mut cur = std::error::Error::source(status);
-    while let Some(s) = cur {
-        let part = s.to_string();
-        if !text.contains(&part) {
-            text.push_str(": ");
-            text.push_str(&part);
-        }
-        cur = s.source();
+    let text = format!("{}: {}", status.code().description(), status.message());
+    match std::error::Error::source(status).map(onramp_proto::error_chain) {
+        Some(causes) if !text.contains(&causes) => format!("{text}: {causes}"),
+        _ => text,
     }
-    text
 }
 
 /// The leaf client certificate must be valid for `name` (its subjectAltName DNS entries).
