@@ -11,7 +11,7 @@ pub use docs::ApiDoc;
 pub use error::ApiError;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::Router;
 use onramp_core::Core;
 
@@ -66,7 +66,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/docs/", get(docs::page))
         .route("/api/docs/{file}", get(docs::asset))
         .route("/metrics", get(health::metrics))
-        .fallback(error::not_found)
+        // Unknown API paths answer in the API's JSON envelope (after authentication); every
+        // other path belongs to the web UI, merged beside this router.
+        .route("/api/{*rest}", any(error::not_found))
         .method_not_allowed_fallback(error::method_not_allowed)
         // Deny by default: only the routes `extract::is_public` lists answer without a token.
         .layer(axum::middleware::from_fn_with_state(state.clone(), extract::require_admin))

@@ -211,6 +211,17 @@ impl Core {
         self.device_info(d, &user.username).await
     }
 
+    /// Deletes a device only if it belongs to `username` (the web UI's per-user pages and
+    /// the self-service portal, where a device id from another user must not work).
+    pub async fn delete_device_of(&self, actor: &Actor, username: &str, id: i64) -> CoreResult<()> {
+        let user = self.user_row(username).await?;
+        let d = self.store().device_by_id(id).await.or_not_found("device", &id.to_string())?;
+        if d.user_id != user.id {
+            return Err(CoreError::not_found("device", id));
+        }
+        self.delete_device(actor, id).await
+    }
+
     pub async fn delete_device(&self, actor: &Actor, id: i64) -> CoreResult<()> {
         let d = self.store().device_by_id(id).await.or_not_found("device", &id.to_string())?;
         self.store().delete_device(id).await.or_not_found("device", &id.to_string())?;

@@ -114,7 +114,11 @@ impl Core {
                 is_admin,
             },
             deadline_timestamp: started.deadline,
-            final_page_content: template::render(&settings.enrollment.welcome_message, &vars, template::plain),
+            final_page_content: if settings.enrollment.show_welcome_message {
+                template::render(&settings.enrollment.welcome_message, &vars, template::plain)
+            } else {
+                String::new()
+            },
             instance: self.instance_info(&user.username).await,
             settings: EnrollmentSettings {
                 vpn_setup_optional: settings.enrollment.vpn_setup_optional,

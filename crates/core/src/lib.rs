@@ -20,6 +20,7 @@ pub mod secrets;
 pub mod settings;
 mod tokens;
 mod users;
+pub mod web;
 
 pub use apitokens::{ApiTokenInfo, AuthenticatedAdmin, NewApiToken};
 pub use audit::{audit_diff, Actor, AuditEntry, AuditQuery};
@@ -32,7 +33,9 @@ pub use groups::{GroupInfo, GroupInput};
 pub use locations::{LocationInfo, LocationInput, StringOrList};
 pub use settings::{AdminContact, Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
 pub use tokens::{BulkOutcome, BulkRequest, IssuedToken, PendingToken, SessionStart};
-pub use users::{UserInfo, UserInput, UserPatch};
+pub use onramp_store::UserFilter;
+pub use users::{UserInfo, UserInput, UserPatch, UserSearch, UserSearchPage};
+pub use web::{NewWebLogin, WebSession};
 
 use onramp_store::Store;
 use std::sync::Arc;
@@ -52,6 +55,10 @@ pub struct CoreConfig {
     /// first start. Every process sharing the database must use the same file. `None` = a
     /// random key for this process only (tests; nothing encrypted survives a restart).
     pub secret_key_file: Option<std::path::PathBuf>,
+    /// A web UI session ends after this long without a request...
+    pub web_session_idle_secs: i64,
+    /// ...and this long after sign-in, whatever happens.
+    pub web_session_max_secs: i64,
 }
 
 impl Default for CoreConfig {
@@ -62,6 +69,8 @@ impl Default for CoreConfig {
             mail_max_attempts: 10,
             max_concurrent_hashes: 2,
             secret_key_file: None,
+            web_session_idle_secs: 30 * 60,
+            web_session_max_secs: 12 * 3600,
         }
     }
 }

@@ -229,6 +229,11 @@ impl Core {
             .collect())
     }
 
+    /// Whether any location exists (desktop configuration needs one).
+    pub async fn has_locations(&self) -> CoreResult<bool> {
+        Ok(self.store().count_locations().await? > 0)
+    }
+
     pub async fn get_location(&self, id: i64) -> CoreResult<LocationInfo> {
         let row = self.store().location_by_id(id).await.or_not_found("location", &id.to_string())?;
         self.location_info(row).await

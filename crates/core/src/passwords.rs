@@ -58,6 +58,48 @@ impl Hasher {
         .await
         .map_err(|e| CoreError::Internal(e.to_string()))?
     }
+
+    /// Whether `password` matches the PHC string `stored`, under the same permits and
+    /// working memory as hashing. `None` (no such user or no password) still costs one
+    /// hash, so response times do not tell which usernames exist.
+    pub async fn verify(&self, password: String, stored: Option<String>) -> CoreResult<bool> {
+        let _permit = self.permits.acquire().await.map_err(|e| CoreError::Internal(e.to_string()))?;
+        let buffers = self.buffers.clone();
+        tokio::task::spawn_blocking(move || {
+            let taken = buffers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut memory = taken.unwrap_or_else(|| vec![Block::default(); Params::default().block_count()]);
+            let result = match stored.as_deref().map(PasswordHash::new) {
+                Some(Ok(phc)) => verify_with(password.as_bytes(), &phc, &mut memory),
+                Some(Err(e)) => Err(format!("stored hash: {e}")),
+                None => hash_with(password.as_bytes(), &mut memory).map(|_| false),
+            };
+            buffers.lock().unwrap_or_else(|p| p.into_inner()).push(memory);
+            result.map_err(|e| CoreError::Internal(format!("argon2: {e}")))
+        })
+        .await
+        .map_err(|e| CoreError::Internal(e.to_string()))?
+    }
+}
+
+/// Recomputes the hash with the stored salt and parameters; constant-time comparison.
+fn verify_with(password: &[u8], phc: &PasswordHash<'_>, memory: &mut [Block]) -> Result<bool, String> {
+    let params = Params::try_from(phc).map_err(|e| e.to_string())?;
+    let expected = phc.hash.ok_or("stored hash has no output")?;
+    let salt = phc.salt.ok_or("stored hash has no salt")?;
+    let mut raw = [0u8; 64];
+    let salt = salt.decode_b64(&mut raw).map_err(|e| e.to_string())?;
+    let mut out = vec![0u8; expected.len()];
+    if params.block_count() > memory.len() {
+        // Hashes made with larger parameters (imported users) get their own memory.
+        let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+        a.hash_password_into(password, salt, &mut out).map_err(|e| e.to_string())?;
+    } else {
+        let a = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone());
+        a.hash_password_into_with_memory(password, salt, &mut out, &mut memory[..params.block_count()])
+            .map_err(|e| e.to_string())?;
+    }
+    // `Output`'s equality is constant-time.
+    Ok(Output::new(&out).map_err(|e| e.to_string())? == expected)
 }
 
 #[cfg(test)]
@@ -78,5 +120,21 @@ mod tests {
         assert!(Argon2::default().verify_password(b"wrong", &parsed).is_err());
         assert!(Argon2::default().verify_password(b"Str0ng!Pass", &PasswordHash::new(&b).unwrap()).is_ok());
         assert_eq!(h.buffers.lock().unwrap().len(), 1, "sequential hashes share one buffer");
+    }
+
+    #[tokio::test]
+    async fn verify_accepts_the_password_only() {
+        let h = Hasher::new(1);
+        let a = h.hash("Str0ng!Pass".into()).await.unwrap();
+        assert!(h.verify("Str0ng!Pass".into(), Some(a.clone())).await.unwrap());
+        assert!(!h.verify("Str0ng!Pas".into(), Some(a.clone())).await.unwrap());
+        assert!(!h.verify("Str0ng!Pass".into(), None).await.unwrap());
+        // A hash made by the stock implementation with other parameters verifies too.
+        let other = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 3, 1, None).unwrap());
+        let salt = SaltString::generate(&mut OsRng);
+        let phc = argon2::PasswordHasher::hash_password(&other, b"pw", &salt).unwrap().to_string();
+        assert!(h.verify("pw".into(), Some(phc.clone())).await.unwrap());
+        assert!(!h.verify("pW".into(), Some(phc)).await.unwrap());
+        assert!(h.verify("x".into(), Some("not a hash".into())).await.is_err());
     }
 }

@@ -64,6 +64,9 @@ pub struct EnrollmentSettings {
     pub password_reset_lifetime_secs: i64,
     /// Onboarding page shown at the end (markdown with variables).
     pub welcome_message: String,
+    /// Show `welcome_message` on the last page of enrollment; when false that page has no
+    /// onboarding content (the message may still be the welcome e-mail's body).
+    pub show_welcome_message: bool,
     pub welcome_email_subject: String,
     /// Send `welcome_message` as the welcome e-mail body instead of `templates.welcome_body`.
     pub use_welcome_message_as_email: bool,
@@ -147,6 +150,7 @@ impl Default for EnrollmentSettings {
             welcome_message: "# Welcome, {{ first_name }}!\n\nYour VPN access to {{ instance_name }} is ready. \
                 Questions? Contact {{ admin_first_name }} {{ admin_last_name }} ({{ admin_email }})."
                 .into(),
+            show_welcome_message: true,
             welcome_email_subject: "Welcome to {{ instance_name }}".into(),
             use_welcome_message_as_email: false,
         }

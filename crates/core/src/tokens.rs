@@ -56,6 +56,52 @@ pub enum BulkOutcome {
     Skipped { username: String, email: String, reason: String },
 }
 
+impl BulkOutcome {
+    /// Columns of the bulk summary CSV (`provisioning.csv`), without and with the token.
+    pub fn csv_header(include_token: bool) -> Vec<&'static str> {
+        let mut h = vec!["username", "email", "kind", "enrollment_url", "expires_at", "note"];
+        if include_token {
+            h.push("enrollment_token");
+        }
+        h
+    }
+
+    /// This outcome as a row of the bulk summary CSV.
+    pub fn csv_record(&self, include_token: bool) -> Vec<String> {
+        let mut rec = match self {
+            Self::Issued(t) => vec![
+                t.username.clone(),
+                t.email.clone(),
+                t.kind.as_str().to_owned(),
+                t.enrollment_url.clone(),
+                chrono::DateTime::from_timestamp(t.expires_at, 0).map(|d| d.to_rfc3339()).unwrap_or_default(),
+                String::new(),
+            ],
+            Self::Skipped { username, email, reason } => {
+                vec![username.clone(), email.clone(), String::new(), String::new(), String::new(), format!("skipped: {reason}")]
+            }
+        };
+        if include_token {
+            rec.push(match self {
+                Self::Issued(t) => t.token.expose().to_owned(),
+                Self::Skipped { .. } => String::new(),
+            });
+        }
+        rec
+    }
+
+    /// The `provisioning.json` of an issued token.
+    pub fn provisioning_file(&self) -> Option<onramp_domain::provisioning::ProvisioningFile> {
+        match self {
+            Self::Issued(t) => Some(onramp_domain::provisioning::ProvisioningFile {
+                enrollment_token: t.token.expose().to_owned(),
+                enrollment_url: t.enrollment_url.clone(),
+            }),
+            Self::Skipped { .. } => None,
+        }
+    }
+}
+
 /// Result of `enrollment/start`.
 #[derive(Debug, Clone)]
 pub struct SessionStart {
@@ -64,6 +110,18 @@ pub struct SessionStart {
     pub deadline: i64,
     /// True for the call that opened the session, false for a resumed one.
     pub opened: bool,
+}
+
+pub(crate) fn pending_of(r: TokenRow, issued_by: Option<String>) -> PendingToken {
+    PendingToken {
+        id: r.id,
+        kind: TokenKind::parse(&r.kind).map(TokenKind::as_str).unwrap_or("unknown"),
+        created_at: r.created_at,
+        expires_at: r.expires_at,
+        session_deadline: r.session_deadline,
+        issued_by,
+        email: r.email,
+    }
 }
 
 impl Core {
@@ -298,15 +356,7 @@ impl Core {
                 Some(id) => self.store().user_by_id(id).await.ok().map(|u| u.username),
                 None => None,
             };
-            out.push(PendingToken {
-                id: r.id,
-                kind: TokenKind::parse(&r.kind).map(TokenKind::as_str).unwrap_or("unknown"),
-                created_at: r.created_at,
-                expires_at: r.expires_at,
-                session_deadline: r.session_deadline,
-                issued_by,
-                email: r.email,
-            });
+            out.push(pending_of(r, issued_by));
         }
         Ok(out)
     }

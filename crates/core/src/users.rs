@@ -62,6 +62,21 @@ pub struct UserInfo {
     pub created_at: i64,
 }
 
+/// A users-list query (web UI).
+#[derive(Debug, Clone, Default)]
+pub struct UserSearch {
+    pub text: Option<String>,
+    pub filter: Option<onramp_store::UserFilter>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct UserSearchPage {
+    pub users: Vec<(UserInfo, Vec<crate::PendingToken>)>,
+    pub total: i64,
+}
+
 /// The fields a user update can change, for the audit log's diff (no password hash).
 fn profile(r: &UserRow) -> serde_json::Value {
     serde_json::json!({"first_name": r.first_name, "last_name": r.last_name, "email": r.email,
@@ -196,6 +211,34 @@ impl Core {
             })
             .collect();
         Ok((page, total))
+    }
+
+    /// The web UI's users list: one page of a search (username, name or e-mail) with a
+    /// state filter, each user with their usable tokens, and the number of matches. Four
+    /// queries whatever the page size.
+    pub async fn search_users(&self, q: &UserSearch) -> CoreResult<UserSearchPage> {
+        let (rows, total) =
+            self.store().search_users_page(q.text.as_deref(), q.filter, q.limit.clamp(1, 500), q.offset.max(0)).await?;
+        let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let mut groups: std::collections::HashMap<i64, (Vec<String>, bool)> = Default::default();
+        for (user_id, group, admin) in self.store().groups_of_users(&ids).await? {
+            let e = groups.entry(user_id).or_default();
+            e.0.push(group);
+            e.1 |= admin;
+        }
+        let mut tokens: std::collections::HashMap<i64, Vec<crate::PendingToken>> = Default::default();
+        for t in self.store().pending_tokens_of_users(&ids, self.now()).await? {
+            tokens.entry(t.user_id).or_default().push(crate::tokens::pending_of(t, None));
+        }
+        let users = rows
+            .into_iter()
+            .map(|r| {
+                let id = r.id;
+                let (g, admin) = groups.remove(&id).unwrap_or_default();
+                (UserInfo::from_row(r, g, admin), tokens.remove(&id).unwrap_or_default())
+            })
+            .collect();
+        Ok(UserSearchPage { users, total })
     }
 
     pub async fn update_user(&self, actor: &Actor, username: &str, patch: UserPatch) -> CoreResult<UserInfo> {

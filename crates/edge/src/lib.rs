@@ -405,6 +405,7 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
         "app.css" => ("text/css; charset=utf-8", include_str!("../assets/app.css")),
         "qrcode.js" => ("text/javascript; charset=utf-8", include_str!("../assets/qrcode.js")),
         "common.js" => ("text/javascript; charset=utf-8", include_str!("../assets/common.js")),
+        "markdown.js" => ("text/javascript; charset=utf-8", include_str!("../assets/markdown.js")),
         "password.js" => ("text/javascript; charset=utf-8", include_str!("../assets/password.js")),
         "reset.js" => ("text/javascript; charset=utf-8", include_str!("../assets/reset.js")),
         _ => return edge_error(StatusCode::NOT_FOUND, "not found"),

@@ -11,7 +11,6 @@ use crate::serve::open_core;
 use anyhow::Context;
 use clap::Subcommand;
 use onramp_core::{Actor, BulkOutcome, BulkRequest, Core, CoreError, GroupInput};
-use onramp_domain::provisioning::ProvisioningFile;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -59,6 +58,14 @@ pub enum AdminCommand {
     },
     /// The audit log, newest first.
     Audit(ops::AuditArgs),
+    /// Set a user's password, e.g. the first admin's, to sign in to the web UI. The password
+    /// is read from a file or standard input, never from the command line.
+    SetPassword {
+        username: String,
+        /// File holding the password (its first line); `-` or left out: standard input.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Issue an enrollment token for one user and print {enrollment_token, enrollment_url}
     /// (a provisioning.json); `user start-enrollment` has more options.
     StartEnrollment {
@@ -201,6 +208,28 @@ pub enum GroupCommand {
 }
 
 /// The CLI acts as an admin user when one exists (so tokens name a contact), else as "cli".
+/// A password from a file or standard input (prompted twice, unechoed, on a terminal).
+fn read_password(file: Option<&Path>) -> anyhow::Result<String> {
+    use std::io::IsTerminal;
+    let text = match file.filter(|f| *f != Path::new("-")) {
+        Some(f) => std::fs::read_to_string(f).with_context(|| format!("--password-file {}", f.display()))?,
+        None if std::io::stdin().is_terminal() => {
+            let a = rpassword::prompt_password("New password: ").context("cannot read the password")?;
+            let b = rpassword::prompt_password("Again: ").context("cannot read the password")?;
+            anyhow::ensure!(a == b, "the two passwords differ");
+            a
+        }
+        None => {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("cannot read standard input")?;
+            s
+        }
+    };
+    let password = text.lines().next().unwrap_or_default().to_owned();
+    anyhow::ensure!(!password.is_empty(), "the password is empty");
+    Ok(password)
+}
+
 pub(crate) async fn actor(core: &Core, username: &str) -> Actor {
     match core.get_user(username).await {
         Ok(u) => Actor { user_id: Some(u.id), name: u.username, ..Actor::default() },
@@ -280,6 +309,11 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Settings { command } => ops::settings(core, command).await?,
         AdminCommand::Mail { command } => ops::mail(core, command).await?,
         AdminCommand::Audit(args) => ops::audit(core, args).await?,
+        AdminCommand::SetPassword { username, password_file } => {
+            let password = read_password(password_file.as_deref())?;
+            core.set_password(&Actor::system("cli"), &username, password).await?;
+            eprintln!("Password of {username} set. Sign in to the web UI at core's admin address (ONRAMP_HTTP_ADDR).");
+        }
         AdminCommand::Group { command } => match command {
             GroupCommand::Create { name, admin } => {
                 core.create_group(
@@ -451,48 +485,19 @@ async fn provision_group(
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let mut csv = csv::Writer::from_writer(Vec::new());
-    let mut header = vec!["username", "email", "kind", "enrollment_url", "expires_at", "note"];
-    if include_token {
-        header.push("enrollment_token");
-    }
-    csv.write_record(&header)?;
+    csv.write_record(BulkOutcome::csv_header(include_token))?;
     let (mut written, mut skipped) = (0, 0);
     for o in outcomes {
-        match o {
-            BulkOutcome::Issued(t) => {
+        csv.write_record(o.csv_record(include_token))?;
+        match (&o, o.provisioning_file()) {
+            (BulkOutcome::Issued(t), Some(file)) => {
                 bar.set_message(t.username.clone());
                 let dir = out.join(&t.username);
                 private_dir(&dir)?;
-                let file = ProvisioningFile {
-                    enrollment_token: t.token.expose().to_owned(),
-                    enrollment_url: t.enrollment_url.clone(),
-                };
                 write_private(&dir.join("provisioning.json"), serde_json::to_string_pretty(&file)?.as_bytes())?;
-                let expires =
-                    chrono::DateTime::from_timestamp(t.expires_at, 0).map(|d| d.to_rfc3339()).unwrap_or_default();
-                let mut rec = vec![
-                    t.username.clone(),
-                    t.email.clone(),
-                    t.kind.as_str().to_owned(),
-                    t.enrollment_url.clone(),
-                    expires,
-                    String::new(),
-                ];
-                if include_token {
-                    rec.push(t.token.expose().to_owned());
-                }
-                csv.write_record(&rec)?;
                 written += 1;
             }
-            BulkOutcome::Skipped { username, email, reason } => {
-                let mut rec =
-                    vec![username, email, String::new(), String::new(), String::new(), format!("skipped: {reason}")];
-                if include_token {
-                    rec.push(String::new());
-                }
-                csv.write_record(&rec)?;
-                skipped += 1;
-            }
+            _ => skipped += 1,
         }
         bar.inc(1);
     }

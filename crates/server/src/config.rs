@@ -43,6 +43,13 @@ pub struct Config {
     pub log_format: LogFormat,
     pub mail_retry_base_secs: i64,
     pub mail_poll_interval_secs: u64,
+    /// Mark the web UI's cookies `Secure` (the admin address is reached over HTTPS, e.g.
+    /// through a reverse proxy).
+    pub web_secure_cookies: bool,
+    /// Web UI sessions end after this long without a request...
+    pub web_session_idle_secs: i64,
+    /// ...and this long after sign-in.
+    pub web_session_max_secs: i64,
     /// Timeouts and connection caps of every HTTP listener (admin API and public edge).
     pub http_limits: HttpLimits,
     /// Key encrypting secrets at rest (mail bodies, SMTP password); default
@@ -115,6 +122,9 @@ pub struct Raw {
     pub bootstrap_admin_email: Option<String>,
     pub log_format: Option<String>,
     pub mail_retry_base_secs: Option<toml::Value>,
+    pub web_secure_cookies: Option<toml::Value>,
+    pub web_session_idle_secs: Option<toml::Value>,
+    pub web_session_max_secs: Option<toml::Value>,
     pub mail_poll_interval_secs: Option<toml::Value>,
     pub http_header_timeout_secs: Option<toml::Value>,
     pub http_body_timeout_secs: Option<toml::Value>,
@@ -151,6 +161,9 @@ const ENV: &[(&str, &str)] = &[
     ("bootstrap_admin_email", "ONRAMP_BOOTSTRAP_ADMIN_EMAIL"),
     ("log_format", "ONRAMP_LOG_FORMAT"),
     ("mail_retry_base_secs", "ONRAMP_MAIL_RETRY_BASE_SECS"),
+    ("web_secure_cookies", "ONRAMP_WEB_SECURE_COOKIES"),
+    ("web_session_idle_secs", "ONRAMP_WEB_SESSION_IDLE_SECS"),
+    ("web_session_max_secs", "ONRAMP_WEB_SESSION_MAX_SECS"),
     ("mail_poll_interval_secs", "ONRAMP_MAIL_POLL_INTERVAL_SECS"),
     ("http_header_timeout_secs", "ONRAMP_HTTP_HEADER_TIMEOUT_SECS"),
     ("http_body_timeout_secs", "ONRAMP_HTTP_BODY_TIMEOUT_SECS"),
@@ -291,6 +304,9 @@ impl Raw {
             bootstrap_admin_email: v("bootstrap_admin_email"),
             log_format: v("log_format"),
             mail_retry_base_secs: v("mail_retry_base_secs").map(toml::Value::String),
+            web_secure_cookies: v("web_secure_cookies").map(toml::Value::String),
+            web_session_idle_secs: v("web_session_idle_secs").map(toml::Value::String),
+            web_session_max_secs: v("web_session_max_secs").map(toml::Value::String),
             mail_poll_interval_secs: v("mail_poll_interval_secs").map(toml::Value::String),
             http_header_timeout_secs: v("http_header_timeout_secs").map(toml::Value::String),
             http_body_timeout_secs: v("http_body_timeout_secs").map(toml::Value::String),
@@ -345,6 +361,9 @@ impl Raw {
             bootstrap_admin_email: other.bootstrap_admin_email.or(self.bootstrap_admin_email),
             log_format: other.log_format.or(self.log_format),
             mail_retry_base_secs: other.mail_retry_base_secs.or(self.mail_retry_base_secs),
+            web_secure_cookies: other.web_secure_cookies.or(self.web_secure_cookies),
+            web_session_idle_secs: other.web_session_idle_secs.or(self.web_session_idle_secs),
+            web_session_max_secs: other.web_session_max_secs.or(self.web_session_max_secs),
             mail_poll_interval_secs: other.mail_poll_interval_secs.or(self.mail_poll_interval_secs),
             http_header_timeout_secs: other.http_header_timeout_secs.or(self.http_header_timeout_secs),
             http_body_timeout_secs: other.http_body_timeout_secs.or(self.http_body_timeout_secs),
@@ -520,6 +539,9 @@ impl Raw {
             bootstrap_admin_email,
             log_format,
             mail_retry_base_secs: int("mail_retry_base_secs", self.mail_retry_base_secs, 30, 1, 3600)?,
+            web_secure_cookies: boolean("web_secure_cookies", self.web_secure_cookies, false)?,
+            web_session_idle_secs: int("web_session_idle_secs", self.web_session_idle_secs, 1800, 60, 86_400)?,
+            web_session_max_secs: int("web_session_max_secs", self.web_session_max_secs, 43_200, 300, 2_592_000)?,
             mail_poll_interval_secs: int("mail_poll_interval_secs", self.mail_poll_interval_secs, 5, 1, 3600)? as u64,
         })
     }
@@ -546,6 +568,9 @@ impl std::fmt::Debug for Config {
             .field("bootstrap_admin_email", &self.bootstrap_admin_email)
             .field("log_format", &self.log_format)
             .field("mail_retry_base_secs", &self.mail_retry_base_secs)
+            .field("web_secure_cookies", &self.web_secure_cookies)
+            .field("web_session_idle_secs", &self.web_session_idle_secs)
+            .field("web_session_max_secs", &self.web_session_max_secs)
             .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
             .field("secret_key_file", &self.secret_key_file)
             .field("http_limits", &self.http_limits)
@@ -580,6 +605,9 @@ impl std::fmt::Debug for Raw {
             .field("bootstrap_admin_email", &self.bootstrap_admin_email)
             .field("log_format", &self.log_format)
             .field("mail_retry_base_secs", &self.mail_retry_base_secs)
+            .field("web_secure_cookies", &self.web_secure_cookies)
+            .field("web_session_idle_secs", &self.web_session_idle_secs)
+            .field("web_session_max_secs", &self.web_session_max_secs)
             .field("mail_poll_interval_secs", &self.mail_poll_interval_secs)
             .field("gateway_addr", &self.gateway_addr)
             .field("gateway_tls_cert_file", &self.gateway_tls_cert_file)

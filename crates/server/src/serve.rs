@@ -124,6 +124,8 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
         public_url: cfg.public_url.clone(),
         mail_retry_base_secs: cfg.mail_retry_base_secs,
         secret_key_file: Some(cfg.secret_key_file.clone()),
+        web_session_idle_secs: cfg.web_session_idle_secs,
+        web_session_max_secs: cfg.web_session_max_secs,
         ..CoreConfig::default()
     }
 }
@@ -222,8 +224,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
         .collect();
     let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
-    let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
-    tracing::info!(addr = %admin_listener.local_addr()?, "admin API listening; docs at /api/docs");
+    let ui = onramp_ui::UiConfig { secure_cookies: cfg.web_secure_cookies };
+    let app = onramp_api::router(onramp_api::AppState::new(core.clone())).merge(onramp_ui::router(core.clone(), ui));
+    let admin_addr = admin_listener.local_addr()?;
+    tracing::info!(addr = %admin_addr, "admin web UI at http://{admin_addr}/, REST API docs at /api/docs");
     let admin =
         crate::listener::Listener { name: "admin API", limits: cfg.http_limits.clone(), exempt: vec![], tls: None };
     crate::listener::serve(admin_listener, app, admin, shutdown_signal()).await?;

@@ -316,3 +316,20 @@ pub struct PeerStatsRow {
     pub tx_bytes: i64,
     pub updated_at: i64,
 }
+
+/// A web UI session as stored (the secret itself is only in the user's cookie).
+#[derive(Debug, Clone)]
+pub struct WebSessionRow {
+    pub id: i64,
+    pub csrf: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+}
+
+pub struct NewWebSession<'a> {
+    pub hash: &'a str,
+    pub user_id: i64,
+    pub csrf: &'a str,
+    pub ip: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+}

@@ -222,7 +222,8 @@ impl TestAppBuilder {
         let token = core.create_api_token(&Actor::system("test"), "test", "admin").await.expect("api token").token;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = onramp_api::router(onramp_api::AppState::new(core.clone()));
+        let app = onramp_api::router(onramp_api::AppState::new(core.clone()))
+            .merge(onramp_ui::router(core.clone(), onramp_ui::UiConfig::default()));
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app.into_make_service_with_connect_info::<std::net::SocketAddr>()).await;
         });

@@ -10,12 +10,14 @@ mod mail;
 mod settings;
 mod tokens;
 mod users;
+mod web;
 
 pub(crate) use audit::{insert_audit, insert_audits};
 pub(crate) use devices::AddressCache;
 pub use devices::DeviceLimits;
 pub(crate) use tokens::mark_used;
 pub use tokens::ResetRequest;
+pub use web::UserFilter;
 pub(crate) use users::USER_COLS;
 
 pub(crate) use crate::db::{map_err, DatabaseKind, Store, StoreError, StoreResult, UniqueKey, WriteTx};

@@ -1,6 +1,6 @@
 use super::*;
 
-const TOKEN_COLS: &str =
+pub(super) const TOKEN_COLS: &str =
     "id, kind, user_id, issued_by, email, created_at, expires_at, session_deadline, used_at, revoked_at";
 
 /// The kinds a new token of `kind` supersedes: the unused tokens of the same purpose only.
