@@ -228,7 +228,7 @@ async fn render(ui: &Ui, me: &SignedIn, id: i64, f: Option<LocationForm>, err: O
                     } } } }
                 form method="post" action={ (base) "/gateway-tokens" } {
                     (csrf(me))
-                    (field("Token name", "name", "text", "", None, false))
+                    (field("Token name", "token_name", "text", "", None, false))
                     button #new-gateway-token type="submit" { "Create gateway token" }
                 }
             }
@@ -283,7 +283,7 @@ pub async fn delete(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Path
 #[derive(Deserialize)]
 pub struct TokenForm {
     #[serde(default)]
-    name: String,
+    token_name: String,
 }
 
 pub async fn create_gateway_token(
@@ -292,7 +292,7 @@ pub async fn create_gateway_token(
     Path(id): Path<i64>,
     axum::Form(f): axum::Form<TokenForm>,
 ) -> Response {
-    match ui.core.create_gateway_token(&me.actor, id, Some(&f.name)).await {
+    match ui.core.create_gateway_token(&me.actor, id, Some(&f.token_name)).await {
         Ok(t) => {
             let shown = html! {
                 div.notice role="status" {
