@@ -31,9 +31,9 @@ pub use error::{CoreError, CoreResult};
 pub use gateways::{DevicePeerStats, GatewayInfo, GatewayTokenInfo, LocationPeerStats, LocationStats, NewGatewayToken};
 pub use groups::{GroupInfo, GroupInput};
 pub use locations::{LocationInfo, LocationInput, StringOrList};
+pub use onramp_store::UserFilter;
 pub use settings::{AdminContact, Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
 pub use tokens::{BulkOutcome, BulkRequest, IssuedToken, PendingToken, SessionStart};
-pub use onramp_store::UserFilter;
 pub use users::{UserInfo, UserInput, UserPatch, UserSearch, UserSearchPage};
 pub use web::{NewWebLogin, WebSession};
 

@@ -78,7 +78,14 @@ impl BulkOutcome {
                 String::new(),
             ],
             Self::Skipped { username, email, reason } => {
-                vec![username.clone(), email.clone(), String::new(), String::new(), String::new(), format!("skipped: {reason}")]
+                vec![
+                    username.clone(),
+                    email.clone(),
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("skipped: {reason}"),
+                ]
             }
         };
         if include_token {

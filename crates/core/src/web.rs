@@ -63,10 +63,7 @@ impl Core {
             self.audit(actor, "web.login_throttled", Some(username.to_owned()), serde_json::json!({})).await;
             return Err(CoreError::refused(
                 "too_many_attempts",
-                format!(
-                    "too many failed sign-ins; try again in {} minutes",
-                    FAILURE_WINDOW_SECS / 60
-                ),
+                format!("too many failed sign-ins; try again in {} minutes", FAILURE_WINDOW_SECS / 60),
             ));
         }
         let user = match self.store().user_by_username(username).await {
@@ -172,15 +169,26 @@ impl Core {
         self.store_password(actor, &user, new, Some(session.id)).await
     }
 
-    async fn store_password(&self, actor: &Actor, user: &UserRow, password: String, keep: Option<i64>) -> CoreResult<()> {
+    async fn store_password(
+        &self,
+        actor: &Actor,
+        user: &UserRow,
+        password: String,
+        keep: Option<i64>,
+    ) -> CoreResult<()> {
         if let Some(why) = onramp_domain::password::explain(&password) {
             return Err(CoreError::invalid("password", why));
         }
         let hash = self.inner.passwords.hash(password).await?;
         self.store().set_password_hash(user.id, &hash, self.now()).await?;
         let ended = self.store().delete_web_sessions_of_user(user.id, keep).await?;
-        self.audit(actor, "user.password_set", Some(user.username.clone()), serde_json::json!({"sessions_ended": ended}))
-            .await;
+        self.audit(
+            actor,
+            "user.password_set",
+            Some(user.username.clone()),
+            serde_json::json!({"sessions_ended": ended}),
+        )
+        .await;
         Ok(())
     }
 }

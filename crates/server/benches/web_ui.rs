@@ -55,7 +55,13 @@ async fn sign_in(base: &str) -> String {
     cookie.unwrap().to_str().unwrap().split(';').next().unwrap().to_owned()
 }
 
-async fn run(backend: &'static str, env: Vec<(String, String)>, users: usize, samples: usize, dir: &std::path::Path) -> Vec<Row> {
+async fn run(
+    backend: &'static str,
+    env: Vec<(String, String)>,
+    users: usize,
+    samples: usize,
+    dir: &std::path::Path,
+) -> Vec<Row> {
     let addr = format!("127.0.0.1:{}", common::free_port());
     let mut env = env;
     env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
@@ -99,7 +105,13 @@ async fn run(backend: &'static str, env: Vec<(String, String)>, users: usize, sa
             bytes = r.bytes().await.unwrap().len();
             times.push(start.elapsed());
         }
-        rows.push(Row { backend, page: name, p50: quantile_ms(&mut times, 0.5), p99: quantile_ms(&mut times, 0.99), bytes });
+        rows.push(Row {
+            backend,
+            page: name,
+            p50: quantile_ms(&mut times, 0.5),
+            p99: quantile_ms(&mut times, 0.99),
+            bytes,
+        });
     }
     rows
 }
@@ -129,7 +141,14 @@ fn main() {
     println!("| backend  | page                              | p50 (ms) | p99 (ms) | page size (KiB) |");
     println!("|----------|-----------------------------------|---------:|---------:|----------------:|");
     for r in rows {
-        println!("| {:<8} | {:<33} | {:>8.2} | {:>8.2} | {:>15.1} |", r.backend, r.page, r.p50, r.p99, r.bytes as f64 / 1024.0);
+        println!(
+            "| {:<8} | {:<33} | {:>8.2} | {:>8.2} | {:>15.1} |",
+            r.backend,
+            r.page,
+            r.p50,
+            r.p99,
+            r.bytes as f64 / 1024.0
+        );
     }
     println!("Target: p99 < 30 ms for the first page and for a search.");
 }

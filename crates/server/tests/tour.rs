@@ -230,10 +230,21 @@ fn the_readme_tour_runs_as_written() {
     assert!(!stdout.contains("\"error\""), "a tour step answered an error:\n{}", report());
     // The client enrolled and stored the tour's location.
     assert!(stdout.contains("office"), "the client's locations are missing from the output:\n{}", report());
+    // The admin signs in to the web UI with the password the tour set, and sees Jane.
+    let sign_in = r#"set -e; jar=$(mktemp)
+page=$(curl -sf -c "$jar" http://127.0.0.1:8000/login)
+csrf=$(printf '%s' "$page" | sed -n 's/.*name="_csrf" value="\([^"]*\)".*/\1/p' | head -n 1)
+curl -s -o /dev/null -w '%{http_code}\n' -b "$jar" -c "$jar" --data-urlencode "_csrf=$csrf" \
+  --data-urlencode username=admin --data-urlencode 'password=Adm1n!Passw0rd' http://127.0.0.1:8000/login
+curl -sf -b "$jar" http://127.0.0.1:8000/users | grep -c 'data-user="jdoe"'"#;
+    let out = ns.command("bash").args(["-c", sign_in]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["303", "1"], "web UI sign-in after the tour: {text}");
     server.end(libc::SIGTERM);
     // No password or token the tour handled reached the server's log.
     let log = std::fs::read_to_string(&server_log).unwrap();
     assert!(!log.contains("Str0ng!Pass"), "the server log holds the tour's password");
+    assert!(!log.contains("Adm1n!Passw0rd"), "the server log holds the admin's web UI password");
     for token in stdout.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| w.len() >= 32) {
         assert!(!log.contains(token), "the server log holds a token the tour printed");
     }

@@ -92,7 +92,8 @@ async fn csrf_is_required_on_every_change() {
     let r = h.post(app.url("/users/jdoe/active")).form(&[("active", "false")]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert!(r.headers()["location"].to_str().unwrap().starts_with("/login"));
-    let r = h.post(app.url("/login")).form(&[("username", "admin"), ("password", ADMIN_PASSWORD)]).send().await.unwrap();
+    let r =
+        h.post(app.url("/login")).form(&[("username", "admin"), ("password", ADMIN_PASSWORD)]).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a sign-in without the form's token is refused");
     // Security headers on every page.
     let r = h.get(app.url("/users")).header("cookie", &cookie).send().await.unwrap();
@@ -251,13 +252,22 @@ async fn self_service_portal_and_403_for_non_admins() {
 
     // Delete my device.
     click(&c, "table.devices button.danger").await;
+    for _ in 0..100 {
+        if text(&c, "p.notice").await.contains("Device deleted") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert!(text(&c, "p.notice").await.contains("Device deleted"));
     assert_eq!(app.call("GET", &format!("/api/v1/device/{}", mine["id"]), None).await.0, StatusCode::NOT_FOUND);
 
     // Sign out ends the session for good.
     click(&c, "form.logout button").await;
     wait_for(&c, "main.signin").await;
-    assert_eq!(http().get(app.url("/me")).header("cookie", &cookie).send().await.unwrap().status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        http().get(app.url("/me")).header("cookie", &cookie).send().await.unwrap().status(),
+        StatusCode::SEE_OTHER
+    );
     app.stop().await;
 }
 

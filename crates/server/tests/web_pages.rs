@@ -43,8 +43,14 @@ async fn groups_and_locations() {
     click(&c, "form.card button.primary").await;
     let err = text(&c, "#f-address-error").await;
     assert!(!err.is_empty());
-    assert_eq!(c.find(Locator::Id("f-endpoint")).await.unwrap().prop("value").await.unwrap().as_deref(), Some("vpn.example.com"));
-    assert_eq!(c.find(Locator::Id("g-engineering")).await.unwrap().prop("checked").await.unwrap().as_deref(), Some("true"));
+    assert_eq!(
+        c.find(Locator::Id("f-endpoint")).await.unwrap().prop("value").await.unwrap().as_deref(),
+        Some("vpn.example.com")
+    );
+    assert_eq!(
+        c.find(Locator::Id("g-engineering")).await.unwrap().prop("checked").await.unwrap().as_deref(),
+        Some("true")
+    );
     fill(&c, "#f-address", "10.1.0.1/24").await;
     click(&c, "form.card button.primary").await;
     wait_for(&c, "p.notice").await;

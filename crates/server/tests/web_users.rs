@@ -144,7 +144,8 @@ async fn users_list_dialogs_and_a_shown_token_enrolls_the_client() {
     // With a location and SMTP, Configure desktop client sends by e-mail.
     app.create_location("office", "10.1.0.1/24").await;
     let sink = SmtpSink::start().await;
-    let smtp = json!({"smtp": {"host": "127.0.0.1", "port": sink.port(), "security": "none", "sender": "vpn@example.com"}});
+    let smtp =
+        json!({"smtp": {"host": "127.0.0.1", "port": sink.port(), "security": "none", "sender": "vpn@example.com"}});
     assert_eq!(app.call("PATCH", "/api/v1/settings", Some(smtp)).await.0, StatusCode::OK);
     c.goto(&app.url("/users?q=jdoe")).await.unwrap();
     let menu = open_menu(&c, "jdoe").await;
@@ -163,11 +164,7 @@ async fn users_list_dialogs_and_a_shown_token_enrolls_the_client() {
     // Search narrows the list as you type (htmx), and the state filter works.
     c.goto(&app.url("/users")).await.unwrap();
     fill(&c, "#q", "asm").await;
-    c.wait()
-        .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("#users .count"))
-        .await
-        .unwrap();
+    c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#users .count")).await.unwrap();
     for _ in 0..50 {
         if c.find(Locator::Css("tr[data-user=\"jdoe\"]")).await.is_err() {
             break;
@@ -223,11 +220,11 @@ async fn users_list_dialogs_and_a_shown_token_enrolls_the_client() {
     let devices = text(&c, "table.devices").await;
     assert!(devices.contains("office"), "{devices}");
     let (cookie, csrf) = session_of(&c).await;
-    let href = c.find(Locator::Css("td.row-actions a.button")).await.unwrap().attr("href").await.unwrap().unwrap();
+    let href = c.find(Locator::Css(".row-actions a.button")).await.unwrap().attr("href").await.unwrap().unwrap();
     let conf = http.get(app.url(&href)).header("cookie", &cookie).send().await.unwrap().text().await.unwrap();
     assert!(conf.contains("[Interface]") && conf.contains("10.1.0."), "{conf}");
     screenshot(&c, "user-devices").await;
-    click(&c, "td.row-actions button.danger").await;
+    click(&c, ".row-actions button.danger").await;
     wait_for(&c, "p.notice").await;
     let (_, d) = app.call("GET", "/api/v1/device?username=jdoe", None).await;
     assert_eq!(d.as_array().map(Vec::len).unwrap_or_else(|| d["devices"].as_array().unwrap().len()), 0, "{d}");
@@ -238,7 +235,14 @@ async fn users_list_dialogs_and_a_shown_token_enrolls_the_client() {
     let r = http
         .post(app.url("/users/bulk"))
         .header("cookie", &cookie)
-        .form(&[("_csrf", csrf.as_str()), ("user", "bsmith"), ("user", "cjones"), ("user", "jdoe"), ("user", "asmith"), ("mode", "zip")])
+        .form(&[
+            ("_csrf", csrf.as_str()),
+            ("user", "bsmith"),
+            ("user", "cjones"),
+            ("user", "jdoe"),
+            ("user", "asmith"),
+            ("mode", "zip"),
+        ])
         .send()
         .await
         .unwrap();
@@ -248,7 +252,10 @@ async fn users_list_dialogs_and_a_shown_token_enrolls_the_client() {
     let mut names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
     names.sort();
     // Enrolled jdoe gets a desktop token; disabled asmith is skipped, with the reason in the CSV.
-    assert_eq!(names, ["bsmith/provisioning.json", "cjones/provisioning.json", "jdoe/provisioning.json", "provisioning.csv"]);
+    assert_eq!(
+        names,
+        ["bsmith/provisioning.json", "cjones/provisioning.json", "jdoe/provisioning.json", "provisioning.csv"]
+    );
     let mut csv = String::new();
     std::io::Read::read_to_string(&mut zip.by_name("provisioning.csv").unwrap(), &mut csv).unwrap();
     assert!(csv.lines().any(|l| l.starts_with("jdoe,") && l.contains("desktop_config")), "{csv}");

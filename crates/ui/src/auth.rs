@@ -244,7 +244,12 @@ pub async fn login(State(ui): State<Ui>, parts: Parts, Form(f): Form<LoginForm>)
     let q = LoginQuery { next: f.next.clone(), expired: None };
     let expected = cookie(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(expected.as_bytes(), f.csrf.as_bytes()) {
-        return login_form(&ui, &q, Some("The sign-in form expired or came from another site; try again."), &f.username);
+        return login_form(
+            &ui,
+            &q,
+            Some("The sign-in form expired or came from another site; try again."),
+            &f.username,
+        );
     }
     let (ip, ua) = request_meta(&parts);
     let actor = Actor { name: f.username.trim().to_owned(), ip, user_agent: ua, ..Actor::default() };

@@ -55,8 +55,15 @@ pub async fn wait_for(c: &Client, css: &str) -> fantoccini::elements::Element {
         .unwrap_or_else(|e| panic!("{css} never appeared: {e}"))
 }
 
+/// The text of the first match; retried while a navigation replaces the page under it.
 pub async fn text(c: &Client, css: &str) -> String {
-    wait_for(c, css).await.text().await.unwrap()
+    for _ in 0..50 {
+        if let Ok(t) = wait_for(c, css).await.text().await {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{css}: the element kept going stale");
 }
 
 pub async fn body_text(c: &Client) -> String {

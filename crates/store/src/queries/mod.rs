@@ -17,8 +17,8 @@ pub(crate) use devices::AddressCache;
 pub use devices::DeviceLimits;
 pub(crate) use tokens::mark_used;
 pub use tokens::ResetRequest;
-pub use web::UserFilter;
 pub(crate) use users::USER_COLS;
+pub use web::UserFilter;
 
 pub(crate) use crate::db::{map_err, DatabaseKind, Store, StoreError, StoreResult, UniqueKey, WriteTx};
 pub(crate) use crate::records::*;

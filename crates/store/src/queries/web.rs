@@ -152,7 +152,9 @@ impl Store {
     /// Ends every session of a user except `keep` (after a password change); returns how many.
     pub async fn delete_web_sessions_of_user(&self, user_id: i64, keep: Option<i64>) -> StoreResult<u64> {
         self.write(
-            sqlx::query("DELETE FROM web_sessions WHERE user_id = $1 AND id <> $2").bind(user_id).bind(keep.unwrap_or(0)),
+            sqlx::query("DELETE FROM web_sessions WHERE user_id = $1 AND id <> $2")
+                .bind(user_id)
+                .bind(keep.unwrap_or(0)),
         )
         .await
     }

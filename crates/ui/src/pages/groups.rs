@@ -25,7 +25,13 @@ pub struct GroupForm {
     is_admin: Option<String>,
 }
 
-async fn render_list(ui: &Ui, me: &crate::auth::SignedIn, done: Option<&str>, f: &GroupForm, err: Option<FormError>) -> Response {
+async fn render_list(
+    ui: &Ui,
+    me: &crate::auth::SignedIn,
+    done: Option<&str>,
+    f: &GroupForm,
+    err: Option<FormError>,
+) -> Response {
     let groups = match ui.core.list_groups().await {
         Ok(g) => g,
         Err(e) => return layout::core_error_page(Some(me), &e),
@@ -76,7 +82,13 @@ pub async fn create(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form
     }
 }
 
-async fn render_group(ui: &Ui, me: &crate::auth::SignedIn, name: &str, done: Option<&str>, err: Option<String>) -> Response {
+async fn render_group(
+    ui: &Ui,
+    me: &crate::auth::SignedIn,
+    name: &str,
+    done: Option<&str>,
+    err: Option<String>,
+) -> Response {
     let g = match ui.core.get_group(name).await {
         Ok(g) => g,
         Err(e) => return layout::core_error_page(Some(me), &e),

@@ -85,7 +85,14 @@ impl LocationForm {
     }
 }
 
-fn form(me: &SignedIn, action: &str, f: &LocationForm, groups: &[String], err: &Option<FormError>, new: bool) -> Markup {
+fn form(
+    me: &SignedIn,
+    action: &str,
+    f: &LocationForm,
+    groups: &[String],
+    err: &Option<FormError>,
+    new: bool,
+) -> Markup {
     let shown = ["name", "address", "endpoint", "port", "allowed_ips", "dns", "keepalive_interval", "allowed_groups"];
     let e = |n: &str| FormError::on(err, n);
     html! {
@@ -174,7 +181,14 @@ pub async fn create(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, body
     }
 }
 
-async fn render(ui: &Ui, me: &SignedIn, id: i64, f: Option<LocationForm>, err: Option<FormError>, extra: Markup) -> Response {
+async fn render(
+    ui: &Ui,
+    me: &SignedIn,
+    id: i64,
+    f: Option<LocationForm>,
+    err: Option<FormError>,
+    extra: Markup,
+) -> Response {
     let l = match ui.core.get_location(id).await {
         Ok(l) => l,
         Err(e) => return layout::core_error_page(Some(me), &e),
@@ -253,11 +267,21 @@ fn bytes(n: i64) -> String {
     }
 }
 
-pub async fn show(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Path(id): Path<i64>, Query(q): Query<Done>) -> Response {
+pub async fn show(
+    State(ui): State<Ui>,
+    SignedInAdmin(me): SignedInAdmin,
+    Path(id): Path<i64>,
+    Query(q): Query<Done>,
+) -> Response {
     render(&ui, &me, id, None, None, notice_banner(q.done.as_deref())).await
 }
 
-pub async fn update(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Path(id): Path<i64>, body: Bytes) -> Response {
+pub async fn update(
+    State(ui): State<Ui>,
+    SignedInAdmin(me): SignedInAdmin,
+    Path(id): Path<i64>,
+    body: Bytes,
+) -> Response {
     let f = LocationForm::parse(&body);
     let result = match f.input() {
         Ok(input) => ui.core.update_location(&me.actor, id, input).await.map_err(|e| FormError::of(&e)),

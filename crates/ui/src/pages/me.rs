@@ -77,7 +77,6 @@ pub async fn page(State(ui): State<Ui>, me: SignedIn, Query(q): Query<MeQuery>) 
     render(&ui, &me, q.done.as_deref(), None).await
 }
 
-
 pub async fn desktop(State(ui): State<Ui>, me: SignedIn) -> Response {
     let username = me.session.user.username.clone();
     match ui.core.start_desktop(&me.actor, &username, StartEnrollmentRequest::default()).await {

@@ -39,7 +39,14 @@ impl Kind {
 
 /// The dialog body (`#dialog-body`): htmx lifts it into the page's `<dialog>`; without
 /// script the same page is shown on its own.
-fn dialog(me: &SignedIn, kind: Kind, u: &UserInfo, smtp: bool, unavailable: Option<&str>, error: Option<&str>) -> Markup {
+fn dialog(
+    me: &SignedIn,
+    kind: Kind,
+    u: &UserInfo,
+    smtp: bool,
+    unavailable: Option<&str>,
+    error: Option<&str>,
+) -> Markup {
     html! {
         div #dialog-body .dialog-card {
             h2 { (kind.title()) " for " (u.first_name) " " (u.last_name) " (" (u.username) ")" }

@@ -335,7 +335,11 @@ pub async fn update(
     }
 }
 
-pub async fn delete_form(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Path(username): Path<String>) -> Response {
+pub async fn delete_form(
+    State(ui): State<Ui>,
+    SignedInAdmin(me): SignedInAdmin,
+    Path(username): Path<String>,
+) -> Response {
     let u = match ui.core.get_user(&username).await {
         Ok(u) => u,
         Err(e) => return layout::core_error_page(Some(&me), &e),
@@ -392,7 +396,12 @@ pub async fn revoke(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Path
 }
 
 /// A device table; `delete_base` is where each row's delete form posts (admin or self).
-pub fn devices_table(me: &crate::auth::SignedIn, devices: &[onramp_core::DeviceInfo], delete_base: &str, config_base: Option<&str>) -> Markup {
+pub fn devices_table(
+    me: &crate::auth::SignedIn,
+    devices: &[onramp_core::DeviceInfo],
+    delete_base: &str,
+    config_base: Option<&str>,
+) -> Markup {
     html! {
         table.devices {
             thead { tr { th scope="col" { "Name" } th scope="col" { "Addresses" } th scope="col" { "Public key" }
@@ -404,7 +413,7 @@ pub fn devices_table(me: &crate::auth::SignedIn, devices: &[onramp_core::DeviceI
                         td { @for c in &d.configs { span.addr { (c.network_name) ": " (c.assigned_ip) } " " } }
                         td { code { (d.pubkey) } }
                         td { (time(d.created_at)) }
-                        td.row-actions {
+                        td { div.row-actions {
                             @if let Some(base) = config_base {
                                 @for c in &d.configs {
                                     a.button href={ (base) "/" (d.id) "/config?location=" (c.network_id) } {
@@ -415,7 +424,7 @@ pub fn devices_table(me: &crate::auth::SignedIn, devices: &[onramp_core::DeviceI
                                 (csrf(me))
                                 button.danger type="submit" aria-label={ "Delete device " (d.name) } { "Delete" }
                             }
-                        }
+                        } }
                     }
                 }
                 @if devices.is_empty() { tr { td colspan="5" { "No devices." } } }
@@ -555,6 +564,11 @@ fn bulk_zip(outcomes: &[BulkOutcome]) -> Result<Vec<u8>, String> {
 
 /// A file name from a location name: letters, digits, `-` and `_` only.
 fn file_stem(name: &str) -> String {
-    let s: String = name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    if s.is_empty() { "onramp".into() } else { s }
+    let s: String =
+        name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+    if s.is_empty() {
+        "onramp".into()
+    } else {
+        s
+    }
 }
