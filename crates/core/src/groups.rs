@@ -87,6 +87,11 @@ impl Core {
             .collect())
     }
 
+    /// Group names only (pickers in the web UI), without loading every membership.
+    pub async fn group_names(&self) -> CoreResult<Vec<String>> {
+        Ok(self.store().list_groups().await?.into_iter().map(|g| g.name).collect())
+    }
+
     pub async fn list_groups(&self) -> CoreResult<Vec<GroupInfo>> {
         self.group_infos(self.store().list_groups().await?).await
     }

@@ -34,7 +34,7 @@ pub use locations::{LocationInfo, LocationInput, StringOrList};
 pub use onramp_store::UserFilter;
 pub use settings::{AdminContact, Settings, SettingsPatch, SmtpSecurity, SmtpSettings};
 pub use tokens::{BulkOutcome, BulkRequest, IssuedToken, PendingToken, SessionStart};
-pub use users::{UserInfo, UserInput, UserPatch, UserSearch, UserSearchPage};
+pub use users::{TokenActions, UserInfo, UserInput, UserPatch, UserSearch, UserSearchPage};
 pub use web::{NewWebLogin, WebSession};
 
 use onramp_store::Store;

@@ -62,6 +62,36 @@ pub struct UserInfo {
     pub created_at: i64,
 }
 
+/// Whether a user's token actions are possible now, and if not, why (the web UI greys them
+/// out with the reason; the use cases refuse them with the same rules).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenActions {
+    pub enrollment: Option<&'static str>,
+    pub desktop: Option<&'static str>,
+}
+
+impl UserInfo {
+    pub fn token_actions(&self, has_locations: bool) -> TokenActions {
+        let disabled = "The user is disabled; enable them first.";
+        TokenActions {
+            enrollment: if !self.is_active {
+                Some(disabled)
+            } else if self.enrolled {
+                Some("Already enrolled: use Configure desktop client.")
+            } else {
+                None
+            },
+            desktop: if !self.is_active {
+                Some(disabled)
+            } else if !has_locations {
+                Some("No VPN location exists yet; create one first.")
+            } else {
+                None
+            },
+        }
+    }
+}
+
 /// A users-list query (web UI).
 #[derive(Debug, Clone, Default)]
 pub struct UserSearch {
@@ -265,6 +295,11 @@ impl Core {
             .await
             .map_err(user_conflict)?
             .ok_or_else(|| last_admin(format!("disabling {username}")))?;
+        if !row.is_active {
+            // A disabled user is signed out of the web UI everywhere (re-enabling them
+            // must not bring an old session back).
+            self.store().delete_web_sessions_of_user(row.id, None).await?;
+        }
         let changes = crate::audit_diff(&before, &profile(&row));
         self.audit(actor, "user.updated", Some(row.username.clone()), changes).await;
         self.user_info(row).await
@@ -309,5 +344,37 @@ mod tests {
         };
         let text = format!("{u:?}");
         assert!(!text.contains("Sup3r$ecretPW") && text.contains("<redacted>") && text.contains("jdoe"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod token_action_tests {
+    use super::*;
+
+    fn user(is_active: bool, enrolled: bool) -> UserInfo {
+        UserInfo {
+            id: 1,
+            username: "jdoe".into(),
+            first_name: "Jane".into(),
+            last_name: "Doe".into(),
+            email: "jdoe@example.com".into(),
+            phone: None,
+            is_active,
+            enrolled,
+            enrollment_state: if enrolled { "enrolled" } else { "pending" },
+            groups: vec![],
+            is_admin: false,
+            created_at: 0,
+        }
+    }
+
+    #[test]
+    fn token_actions_say_why_they_are_unavailable() {
+        let a = user(true, false).token_actions(true);
+        assert_eq!((a.enrollment, a.desktop), (None, None));
+        assert!(user(true, true).token_actions(true).enrollment.unwrap().contains("Already enrolled"));
+        assert!(user(true, false).token_actions(false).desktop.unwrap().contains("No VPN location"));
+        let off = user(false, true).token_actions(false);
+        assert!(off.enrollment.unwrap().contains("disabled") && off.desktop.unwrap().contains("disabled"));
     }
 }

@@ -55,11 +55,16 @@ impl Core {
     /// Checks a username and password and opens a session. Failures are counted per account
     /// and per address (in the database, so every replica sees them) and audited.
     pub async fn web_login(&self, actor: &Actor, username: &str, password: String) -> CoreResult<NewWebLogin> {
-        let username = username.trim();
+        // Long junk must not fill the table: no username is longer than this.
+        let username: String = username.trim().chars().take(64).collect();
+        let username = username.as_str();
         let ip = actor.ip.clone().unwrap_or_default();
         let now = self.now();
+        // The attempt counts as a failure before the password is checked (and is forgotten
+        // on success), so parallel guesses cannot all see a count below the limit.
+        self.store().record_login_failure(username, &ip, now).await?;
         let (by_user, by_ip) = self.store().login_failures(username, &ip, now - FAILURE_WINDOW_SECS).await?;
-        if by_user >= MAX_FAILURES_PER_ACCOUNT || by_ip >= MAX_FAILURES_PER_IP {
+        if by_user > MAX_FAILURES_PER_ACCOUNT || by_ip > MAX_FAILURES_PER_IP {
             self.audit(actor, "web.login_throttled", Some(username.to_owned()), serde_json::json!({})).await;
             return Err(CoreError::refused(
                 "too_many_attempts",
@@ -75,7 +80,6 @@ impl Core {
         let user = match user {
             Some(u) if ok && u.is_active => u,
             other => {
-                self.store().record_login_failure(username, &ip, now).await?;
                 let reason = match other {
                     None => "unknown user",
                     Some(u) if u.password_hash.is_none() => "no password set",

@@ -241,3 +241,46 @@ mod tests {
         }
     }
 }
+
+/// The client's address behind reverse proxies: the peer, unless the peer is trusted; then
+/// the `X-Forwarded-For` hops (in header order) are walked from the right, each proxy
+/// having appended the address it saw, past every trusted proxy. A client cannot forge its
+/// address by sending the header itself: its own entries are left of the first untrusted hop.
+pub fn forwarded_client(trusted: &[IpNet], peer: IpAddr, hops: &[&str]) -> IpAddr {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in hops.iter().rev() {
+        let Ok(ip) = hop.trim().parse::<IpAddr>() else { break };
+        client = ip;
+        if !is_trusted(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+#[cfg(test)]
+mod forwarded_tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let lb: IpNet = "10.0.0.0/8".parse().unwrap();
+        let peer: IpAddr = "10.0.0.5".parse().unwrap();
+        let outside: IpAddr = "203.0.113.9".parse().unwrap();
+        assert_eq!(forwarded_client(&[lb], outside, &["1.2.3.4"]), outside);
+        assert_eq!(
+            forwarded_client(&[lb], peer, &["1.2.3.4", "198.51.100.7"]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(
+            forwarded_client(&[lb], peer, &["198.51.100.7", "10.0.0.9"]),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(forwarded_client(&[lb], peer, &["junk"]), peer);
+        assert_eq!(forwarded_client(&[], peer, &["1.2.3.4"]), peer);
+    }
+}

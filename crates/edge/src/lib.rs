@@ -125,26 +125,9 @@ fn client_ip(cfg: &EdgeConfig, req: &Request) -> Option<IpAddr> {
 }
 
 fn forwarded_client(trusted: &[ipnet::IpNet], peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
-    if !is_trusted(&peer) {
-        return peer;
-    }
-    let hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .collect();
-    let mut client = peer;
-    for hop in hops.iter().rev() {
-        let Ok(ip) = hop.parse::<IpAddr>() else { break };
-        client = ip;
-        if !is_trusted(&ip) {
-            break;
-        }
-    }
-    client
+    let hops: Vec<&str> =
+        headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).collect();
+    onramp_domain::net::forwarded_client(trusted, peer, &hops)
 }
 
 fn meta(cfg: &EdgeConfig, req: &Request) -> ClientMeta {

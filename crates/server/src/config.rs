@@ -20,6 +20,9 @@ pub struct Config {
     pub edge_enabled: bool,
     /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` the edge believes.
     pub edge_trusted_proxies: Vec<ipnet::IpNet>,
+    /// Reverse proxies / load balancers in front of the admin address whose
+    /// `X-Forwarded-For` counts (the web UI's sign-in limits and audit log use it).
+    pub http_trusted_proxies: Vec<ipnet::IpNet>,
     /// Public API requests per second per client IP (0 = no limit).
     pub edge_rate_limit: u32,
     /// Edges core dials (standalone `onramp edge` processes), e.g. `http://edge1:50051`.
@@ -108,6 +111,7 @@ pub struct Raw {
     pub edge_addr: Option<String>,
     pub edge_enabled: Option<toml::Value>,
     pub edge_trusted_proxies: Option<String>,
+    pub http_trusted_proxies: Option<String>,
     pub edge_rate_limit: Option<toml::Value>,
     pub edge_urls: Option<String>,
     pub edge_link_addr: Option<String>,
@@ -147,6 +151,7 @@ const ENV: &[(&str, &str)] = &[
     ("edge_addr", "ONRAMP_EDGE_ADDR"),
     ("edge_enabled", "ONRAMP_EDGE_ENABLED"),
     ("edge_trusted_proxies", "ONRAMP_EDGE_TRUSTED_PROXIES"),
+    ("http_trusted_proxies", "ONRAMP_HTTP_TRUSTED_PROXIES"),
     ("edge_rate_limit", "ONRAMP_EDGE_RATE_LIMIT"),
     ("edge_urls", "ONRAMP_EDGE_URLS"),
     ("edge_link_addr", "ONRAMP_EDGE_LINK_ADDR"),
@@ -290,6 +295,7 @@ impl Raw {
             edge_addr: v("edge_addr"),
             edge_enabled: v("edge_enabled").map(toml::Value::String),
             edge_trusted_proxies: v("edge_trusted_proxies"),
+            http_trusted_proxies: v("http_trusted_proxies"),
             edge_rate_limit: v("edge_rate_limit").map(toml::Value::String),
             edge_urls: v("edge_urls"),
             edge_link_addr: v("edge_link_addr"),
@@ -347,6 +353,7 @@ impl Raw {
             edge_addr: other.edge_addr.or(self.edge_addr),
             edge_enabled: other.edge_enabled.or(self.edge_enabled),
             edge_trusted_proxies: other.edge_trusted_proxies.or(self.edge_trusted_proxies),
+            http_trusted_proxies: other.http_trusted_proxies.or(self.http_trusted_proxies),
             edge_rate_limit: other.edge_rate_limit.or(self.edge_rate_limit),
             edge_urls: other.edge_urls.or(self.edge_urls),
             edge_link_addr: other.edge_link_addr.or(self.edge_link_addr),
@@ -460,21 +467,23 @@ impl Raw {
             ("gateway_tls_cert_file", self.gateway_tls_cert_file),
             ("gateway_tls_key_file", self.gateway_tls_key_file),
         )?;
-        let edge_trusted_proxies = match &self.edge_trusted_proxies {
-            None => vec![],
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    p.parse::<ipnet::IpNet>()
-                        .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
-                        .map_err(|_| {
-                            names.err("edge_trusted_proxies", format!("{p:?} is not an IP address or CIDR range"))
-                        })
-                })
-                .collect::<anyhow::Result<_>>()?,
+        let proxies = |field: &str, value: &Option<String>| -> anyhow::Result<Vec<ipnet::IpNet>> {
+            match value {
+                None => Ok(vec![]),
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| {
+                        p.parse::<ipnet::IpNet>()
+                            .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                            .map_err(|_| names.err(field, format!("{p:?} is not an IP address or CIDR range")))
+                    })
+                    .collect(),
+            }
         };
+        let edge_trusted_proxies = proxies("edge_trusted_proxies", &self.edge_trusted_proxies)?;
+        let http_trusted_proxies = proxies("http_trusted_proxies", &self.http_trusted_proxies)?;
         let link_core_name = match self.link_core_name.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(n) if rustls::pki_types::DnsName::try_from(n).is_ok() => Some(n.to_owned()),
@@ -526,6 +535,7 @@ impl Raw {
             edge_tls,
             edge_enabled,
             edge_trusted_proxies,
+            http_trusted_proxies,
             edge_rate_limit: int("edge_rate_limit", self.edge_rate_limit, 30, 0, 1_000_000)? as u32,
             secret_key_file: match self.secret_key_file {
                 Some(f) => PathBuf::from(f),
@@ -556,6 +566,7 @@ impl std::fmt::Debug for Config {
             .field("edge_addr", &self.edge_addr)
             .field("edge_enabled", &self.edge_enabled)
             .field("edge_trusted_proxies", &self.edge_trusted_proxies)
+            .field("http_trusted_proxies", &self.http_trusted_proxies)
             .field("edge_rate_limit", &self.edge_rate_limit)
             .field("edge_urls", &self.edge_urls)
             .field("edge_link_addr", &self.edge_link_addr)
@@ -591,6 +602,7 @@ impl std::fmt::Debug for Raw {
             .field("edge_addr", &self.edge_addr)
             .field("edge_enabled", &self.edge_enabled)
             .field("edge_trusted_proxies", &self.edge_trusted_proxies)
+            .field("http_trusted_proxies", &self.http_trusted_proxies)
             .field("edge_rate_limit", &self.edge_rate_limit)
             .field("edge_urls", &self.edge_urls)
             .field("edge_link_addr", &self.edge_link_addr)

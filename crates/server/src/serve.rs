@@ -187,7 +187,8 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
     if let Some(admin) = core.bootstrap(&cfg.bootstrap_admin_email).await? {
         tracing::info!(
             "empty database: created admin group \"admin\" and admin user \"{admin}\" (no password). \
-             Get an API token with: onramp admin api-token create --name <NAME>"
+             Give it a password for the web UI with: onramp admin set-password {admin} --password-file <FILE> \
+             (or on standard input), or get an API token with: onramp admin api-token create --name <NAME>"
         );
     }
     let public_url = core.public_url().await;
@@ -224,7 +225,10 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
         .collect();
     let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
-    let ui = onramp_ui::UiConfig { secure_cookies: cfg.web_secure_cookies };
+    let ui = onramp_ui::UiConfig {
+        secure_cookies: cfg.web_secure_cookies,
+        trusted_proxies: cfg.http_trusted_proxies.clone(),
+    };
     let app = onramp_api::router(onramp_api::AppState::new(core.clone())).merge(onramp_ui::router(core.clone(), ui));
     let admin_addr = admin_listener.local_addr()?;
     tracing::info!(addr = %admin_addr, "admin web UI at http://{admin_addr}/, REST API docs at /api/docs");

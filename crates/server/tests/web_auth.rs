@@ -94,7 +94,7 @@ async fn csrf_is_required_on_every_change() {
     assert!(r.headers()["location"].to_str().unwrap().starts_with("/login"));
     let r =
         h.post(app.url("/login")).form(&[("username", "admin"), ("password", ADMIN_PASSWORD)]).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "a sign-in without the form's token is refused");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "a sign-in without the form's token is refused");
     // Security headers on every page.
     let r = h.get(app.url("/users")).header("cookie", &cookie).send().await.unwrap();
     let csp = r.headers()["content-security-policy"].to_str().unwrap();
@@ -157,14 +157,21 @@ async fn sign_in_is_rate_limited_and_audited() {
     }
     // The sixth try is refused even with the right password, without checking it.
     let (s, body) = sign_in_http(&app, "admin", ADMIN_PASSWORD).await.unwrap_err();
-    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
     assert!(body.contains("too many failed sign-ins"), "{body}");
     // An unknown user reads the same as a wrong password.
     let (_, body) = sign_in_http(&app, "nobody", "x").await.unwrap_err();
     assert!(body.contains("wrong username or password"));
+    // Parallel guesses cannot slip past the limit: each counts before its password is checked.
+    let other = app.create_user("jdoe").await;
+    assert_eq!(other["username"], "jdoe");
+    let guesses: Vec<_> = (0..12).map(|_| sign_in_http(&app, "jdoe", "guess")).collect();
+    let results = futures::future::join_all(guesses).await;
+    let checked = results.iter().filter(|r| matches!(r, Err((s, _)) if *s == StatusCode::UNAUTHORIZED)).count();
+    assert!(checked <= 5, "{checked} parallel guesses were checked");
     let (_, audit) = app.call("GET", "/api/v1/audit?action=web.login_failed", None).await;
     let entries = audit.as_array().cloned().unwrap_or_else(|| audit["entries"].as_array().unwrap().clone());
-    assert_eq!(entries.len(), 6, "{audit}");
+    assert_eq!(entries.len(), 6 + checked, "{audit}");
     assert!(!audit.to_string().contains("wrong\""), "no password in the audit log");
     app.stop().await;
 }

@@ -39,7 +39,7 @@ async fn groups_and_locations() {
     fill(&c, "#f-name", "office").await;
     fill(&c, "#f-address", "10.1.0.1/33").await;
     fill(&c, "#f-endpoint", "vpn.example.com").await;
-    click(&c, "#g-engineering").await;
+    click(&c, "input[name=allowed_groups][value=engineering]").await;
     click(&c, "form.card button.primary").await;
     let err = text(&c, "#f-address-error").await;
     assert!(!err.is_empty());
@@ -48,7 +48,13 @@ async fn groups_and_locations() {
         Some("vpn.example.com")
     );
     assert_eq!(
-        c.find(Locator::Id("g-engineering")).await.unwrap().prop("checked").await.unwrap().as_deref(),
+        c.find(Locator::Css("input[name=allowed_groups][value=engineering]"))
+            .await
+            .unwrap()
+            .prop("checked")
+            .await
+            .unwrap()
+            .as_deref(),
         Some("true")
     );
     fill(&c, "#f-address", "10.1.0.1/24").await;

@@ -260,5 +260,31 @@ async fn users_list_dialogs_and_a_shown_token_enrolls_the_client() {
     std::io::Read::read_to_string(&mut zip.by_name("provisioning.csv").unwrap(), &mut csv).unwrap();
     assert!(csv.lines().any(|l| l.starts_with("jdoe,") && l.contains("desktop_config")), "{csv}");
     assert!(csv.lines().any(|l| l.starts_with("asmith,") && l.contains("skipped")), "{csv}");
+
+    // Or the invitations by e-mail, for a whole group.
+    let (s, v) =
+        app.call("POST", "/api/v1/group", Some(json!({"name": "sales", "members": ["bsmith", "cjones"]}))).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let r = http
+        .post(app.url("/users/bulk"))
+        .header("cookie", &cookie)
+        .form(&[("_csrf", csrf.as_str()), ("group", "sales"), ("mode", "mail")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("2 invitation(s) queued"));
+    let invited = |m: &onramp_testkit::smtp::ReceivedMail| {
+        m.to.iter().any(|t| t == "bsmith@example.com" || t == "cjones@example.com")
+    };
+    let mut got = 0;
+    for _ in 0..300 {
+        got = sink.messages().iter().filter(|m| invited(m)).count();
+        if got >= 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(got, 2, "one invitation each to bsmith and cjones");
     app.stop().await;
 }

@@ -45,9 +45,19 @@ fn set_cookie(ui: &Ui, name: &str, value: &str, max_age: Option<i64>) -> HeaderV
     HeaderValue::from_str(&c).expect("cookie value is ASCII")
 }
 
-/// Request metadata for the audit log.
-pub fn request_meta(parts: &Parts) -> (Option<String>, Option<String>) {
-    let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
+/// Request metadata for the audit log and the sign-in limits: the client's address (past
+/// trusted proxies) and user agent.
+pub fn request_meta(ui: &Ui, parts: &Parts) -> (Option<String>, Option<String>) {
+    let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| {
+        let hops: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .collect();
+        onramp_domain::net::forwarded_client(&ui.cfg.trusted_proxies, c.0.ip(), &hops).to_string()
+    });
     let ua = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
     (ip, ua)
 }
@@ -96,13 +106,13 @@ impl FromRequestParts<Ui> for SignedIn {
 
     async fn from_request_parts(parts: &mut Parts, ui: &Ui) -> Result<Self, Self::Rejection> {
         if let Some(s) = parts.extensions.get::<WebSession>() {
-            let (ip, ua) = request_meta(parts);
+            let (ip, ua) = request_meta(ui, parts);
             return Ok(Self { actor: s.actor(ip, ua), session: s.clone() });
         }
         let had_cookie = cookie(&parts.headers, SESSION_COOKIE).is_some_and(|c| !c.is_empty());
         match session_of(ui, &parts.headers).await {
             Ok(Some(session)) => {
-                let (ip, ua) = request_meta(parts);
+                let (ip, ua) = request_meta(ui, parts);
                 Ok(Self { actor: session.actor(ip, ua), session })
             }
             Ok(None) => Err(to_login(parts, had_cookie)),
@@ -182,8 +192,13 @@ pub struct LoginQuery {
 
 /// Only same-site paths: `next` must not send the user to another site after sign-in.
 fn safe_next(next: Option<&str>) -> &str {
+    // Printable ASCII without backslashes only: browsers drop tabs and newlines from URLs,
+    // so `/\t/evil.example` would otherwise become `//evil.example`.
+    let same_site = |n: &str| {
+        n.starts_with('/') && !n.starts_with("//") && n.bytes().all(|b| (0x21..=0x7e).contains(&b) && b != b'\\')
+    };
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.starts_with("/\\") => n,
+        Some(n) if same_site(n) => n,
         _ => "/",
     }
 }
@@ -192,7 +207,7 @@ fn random_token() -> String {
     onramp_domain::token::TokenSecret::generate(&mut rand::rngs::OsRng).expose().to_owned()
 }
 
-fn login_form(ui: &Ui, q: &LoginQuery, error: Option<&str>, username: &str) -> Response {
+fn login_form(ui: &Ui, q: &LoginQuery, error: Option<&str>, username: &str, status: StatusCode) -> Response {
     let csrf = random_token();
     let notice = if q.expired.is_some() { Some("Your session ended. Sign in again.") } else { None };
     let body = html! {
@@ -213,10 +228,7 @@ fn login_form(ui: &Ui, q: &LoginQuery, error: Option<&str>, username: &str) -> R
                 code { "onramp admin set-password USERNAME --password-file FILE" } }
         }
     };
-    let mut resp = layout::bare("Sign in", body).into_response();
-    if error.is_some() {
-        *resp.status_mut() = StatusCode::UNAUTHORIZED;
-    }
+    let mut resp = (status, layout::bare("Sign in", body)).into_response();
     resp.headers_mut().append(header::SET_COOKIE, set_cookie(ui, LOGIN_CSRF_COOKIE, &csrf, Some(3600)));
     resp
 }
@@ -225,7 +237,7 @@ pub async fn login_page(State(ui): State<Ui>, headers: HeaderMap, Query(q): Quer
     if let Ok(Some(_)) = session_of(&ui, &headers).await {
         return Redirect::to(safe_next(q.next.as_deref())).into_response();
     }
-    login_form(&ui, &q, None, "")
+    login_form(&ui, &q, None, "", StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -244,14 +256,10 @@ pub async fn login(State(ui): State<Ui>, parts: Parts, Form(f): Form<LoginForm>)
     let q = LoginQuery { next: f.next.clone(), expired: None };
     let expected = cookie(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(expected.as_bytes(), f.csrf.as_bytes()) {
-        return login_form(
-            &ui,
-            &q,
-            Some("The sign-in form expired or came from another site; try again."),
-            &f.username,
-        );
+        let why = "The sign-in form expired or came from another site; try again.";
+        return login_form(&ui, &q, Some(why), &f.username, StatusCode::FORBIDDEN);
     }
-    let (ip, ua) = request_meta(&parts);
+    let (ip, ua) = request_meta(&ui, &parts);
     let actor = Actor { name: f.username.trim().to_owned(), ip, user_agent: ua, ..Actor::default() };
     match ui.core.web_login(&actor, &f.username, f.password).await {
         Ok(login) => {
@@ -262,8 +270,11 @@ pub async fn login(State(ui): State<Ui>, parts: Parts, Form(f): Form<LoginForm>)
             resp.headers_mut().append(header::SET_COOKIE, set_cookie(&ui, LOGIN_CSRF_COOKIE, "", Some(0)));
             resp
         }
-        Err(e @ (CoreError::Unauthorized(_) | CoreError::Refused { .. })) => {
-            login_form(&ui, &q, Some(&e.to_string()), &f.username)
+        Err(e @ CoreError::Unauthorized(_)) => {
+            login_form(&ui, &q, Some(&e.to_string()), &f.username, StatusCode::UNAUTHORIZED)
+        }
+        Err(e @ CoreError::Refused { .. }) => {
+            login_form(&ui, &q, Some(&e.to_string()), &f.username, StatusCode::TOO_MANY_REQUESTS)
         }
         Err(e) => layout::core_error_page(None, &e),
     }
@@ -293,6 +304,9 @@ mod tests {
         assert_eq!(safe_next(Some("//evil.example/")), "/");
         assert_eq!(safe_next(Some("/\\evil.example/")), "/");
         assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\t/evil.example")), "/");
+        assert_eq!(safe_next(Some("/\n/evil.example")), "/");
+        assert_eq!(safe_next(Some("/ok path")), "/");
         assert_eq!(safe_next(None), "/");
     }
 

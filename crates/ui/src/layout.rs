@@ -202,6 +202,15 @@ pub fn notice_banner(done: Option<&str>) -> Markup {
     html! { @if let Some(n) = notice(done) { p.notice role="status" { (n) } } }
 }
 
+/// `s` as one URL path segment (group names may hold `/`, `?`, `#`, spaces, non-ASCII).
+pub fn seg(s: &str) -> String {
+    percent_encoding::utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// Everything but unreserved characters is encoded.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
+
 /// Unix seconds as a UTC date and time.
 pub fn time(ts: i64) -> String {
     chrono::DateTime::from_timestamp(ts, 0).map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string()).unwrap_or_default()

@@ -21,6 +21,8 @@ pub const MAX_FORM_BYTES: usize = 256 * 1024;
 pub struct UiConfig {
     /// Mark cookies `Secure` (the admin address is served over HTTPS).
     pub secure_cookies: bool,
+    /// Proxies in front of the admin address whose `X-Forwarded-For` counts.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 #[derive(Clone)]

@@ -2,7 +2,7 @@
 
 use crate::auth::{page, SignedInAdmin};
 use crate::forms::{checkbox, field, FormError};
-use crate::layout::{self, csrf, notice_banner};
+use crate::layout::{self, csrf, notice_banner, seg};
 use crate::Ui;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -44,7 +44,7 @@ async fn render_list(
             tbody {
                 @for g in &groups {
                     tr {
-                        td { a href={ "/groups/" (g.name) } { (g.name) } }
+                        td { a href={ "/groups/" (seg(&g.name)) } { (g.name) } }
                         td { @if g.is_admin { span.badge.enrolled { "admin" } } }
                         td { (g.members.len()) }
                         td { @if g.vpn_locations.is_empty() { span.muted { "none" } } @else { (g.vpn_locations.join(", ")) } }
@@ -73,7 +73,7 @@ pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(
 pub async fn create(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(f): Form<GroupForm>) -> Response {
     let input = GroupInput { name: f.name.trim().to_owned(), is_admin: f.is_admin.is_some(), members: vec![] };
     match ui.core.create_group(&me.actor, input).await {
-        Ok(g) => Redirect::to(&format!("/groups/{}?done=created-group", g.name)).into_response(),
+        Ok(g) => Redirect::to(&format!("/groups/{}?done=created-group", seg(&g.name))).into_response(),
         Err(e) => {
             let mut r = render_list(&ui, &me, None, &f, Some(FormError::of(&e))).await;
             *r.status_mut() = layout::status_of(&e);
@@ -93,7 +93,7 @@ async fn render_group(
         Ok(g) => g,
         Err(e) => return layout::core_error_page(Some(me), &e),
     };
-    let base = format!("/groups/{}", g.name);
+    let base = format!("/groups/{}", seg(&g.name));
     let body = html! {
         (notice_banner(done))
         @if let Some(e) = err { p.error role="alert" { (e) } }
@@ -106,7 +106,7 @@ async fn render_group(
                 @for m in &g.members {
                     tr {
                         td { a href={ "/users/" (m) } { (m) } }
-                        td { form method="post" action={ (base) "/members/" (m) "/remove" } {
+                        td { form method="post" action={ (base) "/members/" (seg(m)) "/remove" } {
                             (csrf(me))
                             button type="submit" aria-label={ "Remove " (m) " from " (g.name) } { "Remove" }
                         } }
@@ -153,7 +153,7 @@ pub async fn add_member(
     Form(f): Form<MemberForm>,
 ) -> Response {
     match ui.core.add_group_member(&me.actor, &name, f.username.trim()).await {
-        Ok(_) => Redirect::to(&format!("/groups/{name}?done=saved")).into_response(),
+        Ok(_) => Redirect::to(&format!("/groups/{}?done=saved", seg(&name))).into_response(),
         Err(e) => {
             let mut r = render_group(&ui, &me, &name, None, Some(layout::message_of(&e))).await;
             *r.status_mut() = layout::status_of(&e);
@@ -168,7 +168,7 @@ pub async fn remove_member(
     Path((name, username)): Path<(String, String)>,
 ) -> Response {
     match ui.core.remove_group_member(&me.actor, &name, &username).await {
-        Ok(_) => Redirect::to(&format!("/groups/{name}?done=saved")).into_response(),
+        Ok(_) => Redirect::to(&format!("/groups/{}?done=saved", seg(&name))).into_response(),
         Err(e) => {
             let mut r = render_group(&ui, &me, &name, None, Some(layout::message_of(&e))).await;
             *r.status_mut() = layout::status_of(&e);

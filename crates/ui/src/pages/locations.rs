@@ -27,6 +27,7 @@ struct LocationForm {
     allowed_ips: String,
     dns: String,
     keepalive: String,
+    mfa_mode: String,
     groups: Vec<String>,
 }
 
@@ -40,6 +41,7 @@ impl LocationForm {
             allowed_ips: l.allowed_ips.join(", "),
             dns: l.dns.clone().unwrap_or_default(),
             keepalive: l.keepalive_interval.to_string(),
+            mfa_mode: l.mfa_mode.to_string(),
             groups: l.allowed_groups.clone(),
         }
     }
@@ -54,6 +56,7 @@ impl LocationForm {
             allowed_ips: v("allowed_ips"),
             dns: v("dns"),
             keepalive: v("keepalive_interval"),
+            mfa_mode: v("mfa_mode"),
             groups: forms::all_values(body, "allowed_groups"),
         }
     }
@@ -80,7 +83,7 @@ impl LocationForm {
             allowed_groups: self.groups.clone(),
             pubkey: None,
             keepalive_interval: keepalive,
-            mfa_mode: None,
+            mfa_mode: self.mfa_mode.trim().parse::<i64>().ok(),
         })
     }
 }
@@ -93,7 +96,17 @@ fn form(
     err: &Option<FormError>,
     new: bool,
 ) -> Markup {
-    let shown = ["name", "address", "endpoint", "port", "allowed_ips", "dns", "keepalive_interval", "allowed_groups"];
+    let shown = [
+        "name",
+        "address",
+        "endpoint",
+        "port",
+        "allowed_ips",
+        "dns",
+        "keepalive_interval",
+        "mfa_mode",
+        "allowed_groups",
+    ];
     let e = |n: &str| FormError::on(err, n);
     html! {
         form.card method="post" action=(action) {
@@ -106,12 +119,21 @@ fn form(
             (field("Routed networks (allowed IPs; default: the VPN subnet)", "allowed_ips", "text", &f.allowed_ips, e("allowed_ips").as_deref(), false))
             (field("DNS server", "dns", "text", &f.dns, e("dns").as_deref(), false))
             (field("Keepalive (seconds, default 25)", "keepalive_interval", "number", &f.keepalive, e("keepalive_interval").as_deref(), false))
+            div.field {
+                label for="f-mfa_mode" { "Multi-factor authentication" }
+                select #f-mfa_mode name="mfa_mode" {
+                    @for (v, l) in [("1", "Disabled"), ("2", "Internal"), ("3", "External")] {
+                        option value=(v) selected[f.mfa_mode == v] { (l) }
+                    }
+                }
+                @if let Some(m) = e("mfa_mode") { p.field-error { (m) } }
+            }
             fieldset {
                 legend { "Open to groups (none ticked: everyone)" }
-                @for g in groups {
+                @for (i, g) in groups.iter().enumerate() {
                     div.check {
-                        input type="checkbox" id={ "g-" (g) } name="allowed_groups" value=(g) checked[f.groups.contains(g)];
-                        label for={ "g-" (g) } { (g) }
+                        input type="checkbox" id={ "g-" (i) } name="allowed_groups" value=(g) checked[f.groups.contains(g)];
+                        label for={ "g-" (i) } { (g) }
                     }
                 }
                 @if let Some(m) = e("allowed_groups") { p.field-error { (m) } }
@@ -125,7 +147,7 @@ fn form(
 }
 
 async fn group_names(ui: &Ui) -> Vec<String> {
-    ui.core.list_groups().await.map(|g| g.into_iter().map(|g| g.name).collect()).unwrap_or_default()
+    ui.core.group_names().await.unwrap_or_default()
 }
 
 pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(q): Query<Done>) -> Response {
@@ -159,7 +181,7 @@ pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(
 }
 
 pub async fn new_form(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin) -> Response {
-    let f = LocationForm { port: "51820".into(), keepalive: "25".into(), ..Default::default() };
+    let f = LocationForm { port: "51820".into(), keepalive: "25".into(), mfa_mode: "1".into(), ..Default::default() };
     let groups = group_names(&ui).await;
     page(&me, "Add location", form(&me, "/locations/new", &f, &groups, &None, true))
 }
@@ -167,15 +189,17 @@ pub async fn new_form(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin) ->
 pub async fn create(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, body: Bytes) -> Response {
     let f = LocationForm::parse(&body);
     let result = match f.input() {
-        Ok(input) => ui.core.create_location(&me.actor, input).await.map_err(|e| FormError::of(&e)),
-        Err(e) => Err(e),
+        Ok(input) => {
+            ui.core.create_location(&me.actor, input).await.map_err(|e| (layout::status_of(&e), FormError::of(&e)))
+        }
+        Err(e) => Err((axum::http::StatusCode::BAD_REQUEST, e)),
     };
     match result {
         Ok(l) => Redirect::to(&format!("/locations/{}?done=created-location", l.id)).into_response(),
-        Err(e) => {
+        Err((status, e)) => {
             let groups = group_names(&ui).await;
             let mut r = page(&me, "Add location", form(&me, "/locations/new", &f, &groups, &Some(e), true));
-            *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            *r.status_mut() = status;
             r
         }
     }
@@ -206,7 +230,7 @@ async fn render(
                 h2 { "Gateway" }
                 @match &stats {
                     Some(s) if !s.gateways.is_empty() => {
-                        table { thead { tr { th { "Host" } th { "State" } th { "Last seen" } } }
+                        table { thead { tr { th scope="col" { "Host" } th scope="col" { "State" } th scope="col" { "Last seen" } } }
                             tbody { @for g in &s.gateways { tr {
                                 td { (g.hostname) br; code { (g.pubkey) } }
                                 td { @if g.connected { span.badge.up { "connected" } } @else { span.badge.down { "not connected" } } }
@@ -218,7 +242,7 @@ async fn render(
                 h2 { "Devices" }
                 @match &stats {
                     Some(s) if !s.peers.is_empty() => {
-                        table { thead { tr { th { "Device" } th { "User" } th { "Last handshake" } th { "In / out" } } }
+                        table { thead { tr { th scope="col" { "Device" } th scope="col" { "User" } th scope="col" { "Last handshake" } th scope="col" { "In / out" } } }
                             tbody { @for p in &s.peers { tr {
                                 td { (p.device) " " @if p.connected { span.badge.up { "connected" } } }
                                 td { (p.user) }
@@ -231,7 +255,7 @@ async fn render(
                 h2 { "Gateway tokens" }
                 p.hint { "A gateway signs in to core with one of these. Start it with "
                     code { "ONRAMP_GATEWAY_TOKEN_FILE=... onramp gateway" } "." }
-                table { thead { tr { th { "Name" } th { "Created" } th { "Last used" } th { span.visually-hidden { "Actions" } } } }
+                table { thead { tr { th scope="col" { "Name" } th scope="col" { "Created" } th scope="col" { "Last used" } th scope="col" { span.visually-hidden { "Actions" } } } }
                     tbody { @for t in &tokens { tr {
                         td { (t.name.clone().unwrap_or_default()) }
                         td { (time(t.created_at)) " by " (t.created_by) }
@@ -284,14 +308,16 @@ pub async fn update(
 ) -> Response {
     let f = LocationForm::parse(&body);
     let result = match f.input() {
-        Ok(input) => ui.core.update_location(&me.actor, id, input).await.map_err(|e| FormError::of(&e)),
-        Err(e) => Err(e),
+        Ok(input) => {
+            ui.core.update_location(&me.actor, id, input).await.map_err(|e| (layout::status_of(&e), FormError::of(&e)))
+        }
+        Err(e) => Err((axum::http::StatusCode::BAD_REQUEST, e)),
     };
     match result {
         Ok(_) => Redirect::to(&format!("/locations/{id}?done=saved")).into_response(),
-        Err(e) => {
+        Err((status, e)) => {
             let mut r = render(&ui, &me, id, Some(f), Some(e), html! {}).await;
-            *r.status_mut() = axum::http::StatusCode::BAD_REQUEST;
+            *r.status_mut() = status;
             r
         }
     }

@@ -3,7 +3,6 @@
 
 use crate::auth::{page, SignedIn, SignedInAdmin};
 use crate::layout::{self, csrf};
-use crate::pages::users::availability;
 use crate::Ui;
 use axum::extract::{Path, State};
 use axum::http::header;
@@ -102,8 +101,8 @@ async fn show_dialog(ui: &Ui, me: &SignedIn, kind: Kind, username: &str) -> Resp
         Ok(b) => b,
         Err(e) => return layout::core_error_page(Some(me), &e),
     };
-    let a = availability(&u, has_locations);
-    let why = if kind == Kind::Enrollment { a.enroll } else { a.desktop };
+    let a = u.token_actions(has_locations);
+    let why = if kind == Kind::Enrollment { a.enrollment } else { a.desktop };
     let smtp = ui.core.settings().await.smtp.is_configured();
     page(me, kind.title(), dialog(me, kind, &u, smtp, why, None))
 }
@@ -139,7 +138,10 @@ async fn issue(ui: &Ui, me: &SignedIn, kind: Kind, username: &str, f: IssueForm)
     };
     match result {
         Ok(r) if by_mail => {
-            let to = f.email.unwrap_or_default();
+            let to = match f.email.filter(|e| !e.trim().is_empty()) {
+                Some(e) => e,
+                None => ui.core.get_user(username).await.map(|u| u.email).unwrap_or_default(),
+            };
             let body = html! {
                 div #dialog-body .dialog-card {
                     p.notice role="status" #sent { "The token is on its way to " strong { (to) } ". Valid until " (r.expires_at) "." }

@@ -10,7 +10,9 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
-use onramp_core::{BulkOutcome, BulkRequest, PendingToken, UserFilter, UserInfo, UserInput, UserPatch, UserSearch};
+use onramp_core::{
+    BulkOutcome, BulkRequest, PendingToken, TokenActions, UserFilter, UserInfo, UserInput, UserPatch, UserSearch,
+};
 use serde::Deserialize;
 
 pub const PAGE_SIZE: i64 = 50;
@@ -36,31 +38,6 @@ fn filter_of(s: Option<&str>) -> Option<UserFilter> {
     }
 }
 
-/// Why an action is unavailable for a user, if it is.
-pub struct Availability {
-    pub enroll: Option<&'static str>,
-    pub desktop: Option<&'static str>,
-}
-
-pub fn availability(u: &UserInfo, has_locations: bool) -> Availability {
-    Availability {
-        enroll: if !u.is_active {
-            Some("The user is disabled; enable them first.")
-        } else if u.enrolled {
-            Some("Already enrolled: use Configure desktop client.")
-        } else {
-            None
-        },
-        desktop: if !u.is_active {
-            Some("The user is disabled; enable them first.")
-        } else if !has_locations {
-            Some("No VPN location exists yet; create one first.")
-        } else {
-            None
-        },
-    }
-}
-
 fn state_badge(u: &UserInfo) -> Markup {
     let (class, text) = if !u.is_active {
         ("badge disabled", "disabled")
@@ -82,13 +59,13 @@ fn tokens_cell(tokens: &[PendingToken]) -> Markup {
 }
 
 /// The row's action menu: a disclosure (works without script, keyboard-friendly).
-fn actions(u: &UserInfo, a: &Availability) -> Markup {
+fn actions(u: &UserInfo, a: &TokenActions) -> Markup {
     let base = format!("/users/{}", u.username);
     html! {
         details.menu {
             summary aria-label={ "Actions for " (u.username) } { "Actions" }
             ul role="list" {
-                li { @match a.enroll {
+                li { @match a.enrollment {
                     None => a.action href={ (base) "/enroll" } hx-get={ (base) "/enroll" } hx-target="#dialog"
                         hx-select="#dialog-body" { "Start enrollment" },
                     Some(why) => span.action.disabled aria-disabled="true" title=(why) { "Start enrollment" span.reason { (why) } },
@@ -128,7 +105,7 @@ fn list_url(q: &ListQuery, page: i64) -> String {
 }
 
 pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(q): Query<ListQuery>) -> Response {
-    let page_no = q.page.unwrap_or(1).max(1);
+    let page_no = q.page.unwrap_or(1).clamp(1, i64::MAX / PAGE_SIZE);
     let search = UserSearch {
         text: q.q.clone(),
         filter: filter_of(q.state.as_deref()),
@@ -143,11 +120,16 @@ pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(
         Ok(b) => b,
         Err(e) => return layout::core_error_page(Some(&me), &e),
     };
-    let groups: Vec<String> = match ui.core.list_groups().await {
-        Ok(g) => g.into_iter().map(|g| g.name).collect(),
+    let groups = match ui.core.group_names().await {
+        Ok(g) => g,
         Err(e) => return layout::core_error_page(Some(&me), &e),
     };
+    let smtp = ui.core.settings().await.smtp.is_configured();
     let pages = ((result.total + PAGE_SIZE - 1) / PAGE_SIZE).max(1);
+    if page_no > pages {
+        // Past the end (a stale link after deletions, or a typed number): the last page.
+        return Redirect::to(&list_url(&q, pages)).into_response();
+    }
     let first = if result.total == 0 { 0 } else { search.offset + 1 };
     let last = search.offset + result.users.len() as i64;
     let state = q.state.clone().unwrap_or_default();
@@ -191,7 +173,7 @@ pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(
                                 td { (state_badge(u)) }
                                 td { (tokens_cell(tokens)) }
                                 td { (u.groups.join(", ")) }
-                                td { (actions(u, &availability(u, has_locations))) }
+                                td { (actions(u, &u.token_actions(has_locations))) }
                             }
                         }
                         @if result.users.is_empty() { tr { td colspan="8" { "No user matches." } } }
@@ -210,9 +192,10 @@ pub async fn list(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(
                         option value="" { "(no group: ticked users only)" }
                         @for g in &groups { option value=(g) { (g) } }
                     }
+                    @if !smtp { p.reason { "E-mail is unavailable: SMTP is not configured. " a href="/settings/smtp" { "Configure SMTP" } } }
                     div.buttons {
                         button #bulk-zip type="submit" name="mode" value="zip" { "Download provisioning files (ZIP)" }
-                        button #bulk-mail type="submit" name="mode" value="mail" { "Send invitations by e-mail" }
+                        button #bulk-mail type="submit" name="mode" value="mail" disabled[!smtp] { "Send invitations by e-mail" }
                     }
                 }
             }
