@@ -167,9 +167,22 @@ impl Core {
         new: String,
     ) -> CoreResult<()> {
         let user = self.store().user_by_id(session.user.id).await?;
+        // Guesses of the current password (a session left open) count like sign-ins.
+        let ip = actor.ip.clone().unwrap_or_default();
+        let now = self.now();
+        self.store().record_login_failure(&user.username, &ip, now).await?;
+        let (by_user, _) = self.store().login_failures(&user.username, &ip, now - FAILURE_WINDOW_SECS).await?;
+        if by_user > MAX_FAILURES_PER_ACCOUNT {
+            return Err(CoreError::refused(
+                "too_many_attempts",
+                format!("too many wrong passwords; try again in {} minutes", FAILURE_WINDOW_SECS / 60),
+            ));
+        }
         if !self.inner.passwords.verify(current, user.password_hash.clone()).await? {
+            self.audit(actor, "web.password_check_failed", Some(user.username.clone()), serde_json::json!({})).await;
             return Err(CoreError::invalid("current_password", "the current password is wrong"));
         }
+        self.store().clear_login_failures(&user.username).await?;
         self.store_password(actor, &user, new, Some(session.id)).await
     }
 

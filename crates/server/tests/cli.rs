@@ -189,8 +189,11 @@ async fn full_run(db_url: Option<&str>) {
     assert_eq!(serde_json::from_str::<Value>(&users).unwrap().as_array().unwrap().len(), 3);
 
     let log = server.stop();
-    assert!(log.contains("admin API listening"), "{log}");
-    assert!(log.contains("onramp admin api-token create"), "bootstrap tells the operator how to get in: {log}");
+    assert!(log.contains("admin web UI at"), "{log}");
+    assert!(
+        log.contains("onramp admin api-token create") && log.contains("onramp admin set-password admin"),
+        "bootstrap tells the operator how to get in: {log}"
+    );
     for s in &secrets {
         assert!(!log.contains(s.as_str()), "a secret reached the server log");
         assert!(!cli_err.contains(s.as_str()), "a secret reached the CLI's stderr");

@@ -3,6 +3,15 @@
 "use strict";
 (() => {
   const dialog = () => document.getElementById("dialog");
+  // The control that opened the dialog gets the focus back when it closes.
+  let opener = null;
+  document.addEventListener("htmx:beforeRequest", (e) => {
+    const d = dialog();
+    if (d && e.detail.target === d) opener = e.detail.elt;
+  });
+  document.addEventListener("close", (e) => {
+    if (e.target === dialog() && opener && document.contains(opener)) opener.focus();
+  }, true);
 
   // htmx swapped a dialog body into <dialog id="dialog">: show it as a modal.
   document.addEventListener("htmx:afterSwap", (e) => {

@@ -207,8 +207,19 @@ fn random_token() -> String {
     onramp_domain::token::TokenSecret::generate(&mut rand::rngs::OsRng).expose().to_owned()
 }
 
-fn login_form(ui: &Ui, q: &LoginQuery, error: Option<&str>, username: &str, status: StatusCode) -> Response {
-    let csrf = random_token();
+/// The sign-in page. Its double-submit token is kept while the cookie holding it lives, so
+/// two open sign-in tabs both work.
+fn login_form(
+    ui: &Ui,
+    headers: &HeaderMap,
+    q: &LoginQuery,
+    error: Option<&str>,
+    username: &str,
+    status: StatusCode,
+) -> Response {
+    let csrf = cookie(headers, LOGIN_CSRF_COOKIE)
+        .filter(|c| c.len() == 32 && c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .unwrap_or_else(random_token);
     let notice = if q.expired.is_some() { Some("Your session ended. Sign in again.") } else { None };
     let body = html! {
         main.signin {
@@ -237,7 +248,7 @@ pub async fn login_page(State(ui): State<Ui>, headers: HeaderMap, Query(q): Quer
     if let Ok(Some(_)) = session_of(&ui, &headers).await {
         return Redirect::to(safe_next(q.next.as_deref())).into_response();
     }
-    login_form(&ui, &q, None, "", StatusCode::OK)
+    login_form(&ui, &headers, &q, None, "", StatusCode::OK)
 }
 
 #[derive(Deserialize)]
@@ -257,7 +268,7 @@ pub async fn login(State(ui): State<Ui>, parts: Parts, Form(f): Form<LoginForm>)
     let expected = cookie(&parts.headers, LOGIN_CSRF_COOKIE).unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(expected.as_bytes(), f.csrf.as_bytes()) {
         let why = "The sign-in form expired or came from another site; try again.";
-        return login_form(&ui, &q, Some(why), &f.username, StatusCode::FORBIDDEN);
+        return login_form(&ui, &parts.headers, &q, Some(why), &f.username, StatusCode::FORBIDDEN);
     }
     let (ip, ua) = request_meta(&ui, &parts);
     let actor = Actor { name: f.username.trim().to_owned(), ip, user_agent: ua, ..Actor::default() };
@@ -271,10 +282,10 @@ pub async fn login(State(ui): State<Ui>, parts: Parts, Form(f): Form<LoginForm>)
             resp
         }
         Err(e @ CoreError::Unauthorized(_)) => {
-            login_form(&ui, &q, Some(&e.to_string()), &f.username, StatusCode::UNAUTHORIZED)
+            login_form(&ui, &parts.headers, &q, Some(&e.to_string()), &f.username, StatusCode::UNAUTHORIZED)
         }
         Err(e @ CoreError::Refused { .. }) => {
-            login_form(&ui, &q, Some(&e.to_string()), &f.username, StatusCode::TOO_MANY_REQUESTS)
+            login_form(&ui, &parts.headers, &q, Some(&e.to_string()), &f.username, StatusCode::TOO_MANY_REQUESTS)
         }
         Err(e) => layout::core_error_page(None, &e),
     }

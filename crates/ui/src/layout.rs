@@ -98,7 +98,7 @@ impl IntoResponse for Page<'_> {
                         h1 { (self.title) }
                         (self.body)
                     }
-                    dialog #dialog aria-label="Dialog" {}
+                    dialog #dialog aria-labelledby="dialog-title" {}
                 }
             }
         };

@@ -48,7 +48,7 @@ fn dialog(
 ) -> Markup {
     html! {
         div #dialog-body .dialog-card {
-            h2 { (kind.title()) " for " (u.first_name) " " (u.last_name) " (" (u.username) ")" }
+            h2 #dialog-title { (kind.title()) " for " (u.first_name) " " (u.last_name) " (" (u.username) ")" }
             @if let Some(why) = unavailable {
                 p.error role="alert" { (why) }
                 @if why.starts_with("No VPN") { p { a href="/locations" { "Create a location" } } }
@@ -144,6 +144,7 @@ async fn issue(ui: &Ui, me: &SignedIn, kind: Kind, username: &str, f: IssueForm)
             };
             let body = html! {
                 div #dialog-body .dialog-card {
+                    h2 #dialog-title { "Sent" }
                     p.notice role="status" #sent { "The token is on its way to " strong { (to) } ". Valid until " (r.expires_at) "." }
                     p { a href="/mail" { "Follow it in the mail outbox" } " · " a href="/users" { "Back to users" } }
                 }
@@ -189,6 +190,7 @@ pub fn token_card(me: &SignedIn, r: &StartEnrollmentResponse, username: &str) ->
     let qr = crate::qr::svg_data_url(&link);
     html! {
         div #dialog-body .dialog-card.token-card {
+            h2 #dialog-title { "Token for " (username) }
             p.notice role="status" { "Token for " strong { (username) } ", valid until " (r.expires_at)
                 ". It is shown only now: copy it or download the file before you leave this page." }
             div.copy-row {
