@@ -33,18 +33,7 @@ async fn run(backend: &'static str, env: Vec<(String, String)>, users: usize, cl
     let base = format!("http://{addr}");
     let c = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
 
-    let t = {
-        let (c, base, token) = (c.clone(), base.clone(), token.clone());
-        concurrently(users, clients, move |i| {
-            let (c, base, token) = (c.clone(), base.clone(), token.clone());
-            async move {
-                let body = json!({"username": format!("user{i:05}"), "first_name": "Bench", "last_name": format!("User {i}"),
-                                  "email": format!("user{i:05}@example.com")});
-                post(&c, format!("{base}/api/v1/user"), &token, body).await;
-            }
-        })
-        .await
-    };
+    let t = common::create_users(&c, &base, &token, users, clients).await;
     let users_per_s = users as f64 / t;
     let members: Vec<String> = (0..users).map(|i| format!("user{i:05}")).collect();
     post(&c, format!("{base}/api/v1/group"), &token, json!({"name": "rollout", "members": members})).await;

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{concurrently, post, quantile_ms, Proc, BIN};
+use common::{post, quantile_ms, Proc, BIN};
 use serde_json::json;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -73,18 +73,7 @@ async fn run(
     set_admin_password(&server, dir);
     let base = format!("http://{addr}");
     let c = reqwest::Client::builder().pool_max_idle_per_host(8).build().unwrap();
-    {
-        let (c, base, token) = (c.clone(), base.clone(), token.clone());
-        concurrently(users, 8, move |i| {
-            let (c, base, token) = (c.clone(), base.clone(), token.clone());
-            async move {
-                let body = json!({"username": format!("user{i:05}"), "first_name": "Bench", "last_name": format!("User {i}"),
-                                  "email": format!("user{i:05}@example.com")});
-                post(&c, format!("{base}/api/v1/user"), &token, body).await;
-            }
-        })
-        .await;
-    }
+    common::create_users(&c, &base, &token, users, 8).await;
     // A token per tenth user, so the rows show pending tokens as in a rollout.
     let some: Vec<String> = (0..users).step_by(10).map(|i| format!("user{i:05}")).collect();
     post(&c, format!("{base}/api/v1/provisioning/bulk"), &token, json!({"usernames": some})).await;

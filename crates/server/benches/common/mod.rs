@@ -112,6 +112,21 @@ where
     start.elapsed().as_secs_f64()
 }
 
+/// Creates `n` users `user00000`... over the admin API from `clients` concurrent clients;
+/// returns the seconds it took.
+pub async fn create_users(c: &reqwest::Client, base: &str, token: &str, n: usize, clients: usize) -> f64 {
+    let (c, base, token) = (c.clone(), base.to_owned(), token.to_owned());
+    concurrently(n, clients, move |i| {
+        let (c, base, token) = (c.clone(), base.clone(), token.clone());
+        async move {
+            let body = serde_json::json!({"username": format!("user{i:05}"), "first_name": "Bench",
+                "last_name": format!("User {i}"), "email": format!("user{i:05}@example.com")});
+            post(&c, format!("{base}/api/v1/user"), &token, body).await;
+        }
+    })
+    .await
+}
+
 /// The q-quantile (0..=1) of unsorted samples, in milliseconds.
 pub fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
     if samples.is_empty() {

@@ -1,6 +1,7 @@
 //! Sign-in sessions and failed sign-ins of the web UI, and the users list's search.
 
 use super::*;
+use sqlx::FromRow;
 
 /// Which users the web UI's list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -28,7 +29,11 @@ fn like_pattern(text: &str) -> String {
 
 impl Store {
     /// One page of users matching a search (username, name or e-mail, case-insensitive)
-    /// and a state filter, by username, with the number of matches: two queries.
+    /// and a state filter, by username, with the number of matches.
+    ///
+    /// Without a search this is an index walk plus a count. With one, every row is tested,
+    /// so the page and the count come from one scan (`COUNT(*) OVER ()`). SQLite's `LIKE` is
+    /// already case-insensitive (ASCII, as its `LOWER` would be); PostgreSQL has `ILIKE`.
     pub async fn search_users_page(
         &self,
         search: Option<&str>,
@@ -38,11 +43,16 @@ impl Store {
     ) -> StoreResult<(Vec<UserRow>, i64)> {
         let mut conds = Vec::new();
         let pattern = search.map(str::trim).filter(|s| !s.is_empty()).map(like_pattern);
+        let like = match self.kind() {
+            DatabaseKind::Sqlite => "LIKE",
+            DatabaseKind::Postgres => "ILIKE",
+        };
+        let search_cond = format!(
+            "(username {like} $1 ESCAPE '\\' OR email {like} $1 ESCAPE '\\' \
+             OR (first_name || ' ' || last_name) {like} $1 ESCAPE '\\')"
+        );
         if pattern.is_some() {
-            conds.push(
-                "(LOWER(username) LIKE $1 ESCAPE '\\' OR LOWER(email) LIKE $1 ESCAPE '\\' \
-                 OR LOWER(first_name || ' ' || last_name) LIKE $1 ESCAPE '\\')",
-            );
+            conds.push(search_cond.as_str());
         }
         match filter {
             Some(UserFilter::Pending) => conds.push("is_active = 1 AND enrolled = 0"),
@@ -51,17 +61,30 @@ impl Store {
             None => {}
         }
         let cond = if conds.is_empty() { String::new() } else { format!(" WHERE {}", conds.join(" AND ")) };
-        let n = if pattern.is_some() { 2 } else { 1 };
-        let sql = format!("SELECT {USER_COLS} FROM users{cond} ORDER BY username LIMIT ${n} OFFSET ${}", n + 1);
-        let mut q = sqlx::query_as::<_, UserRow>(&sql);
         let count_sql = format!("SELECT COUNT(*) FROM users{cond}");
-        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
-        if let Some(p) = &pattern {
-            q = q.bind(p.clone());
-            count = count.bind(p.clone());
-        }
-        let rows = q.bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(map_err)?;
-        let total = count.fetch_one(&self.pool).await.map_err(map_err)?;
+        let Some(p) = pattern else {
+            let rows = sqlx::query_as::<_, UserRow>(&format!(
+                "SELECT {USER_COLS} FROM users{cond} ORDER BY username LIMIT $1 OFFSET $2"
+            ))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)?;
+            let total = sqlx::query_scalar::<_, i64>(&count_sql).fetch_one(&self.pool).await.map_err(map_err)?;
+            return Ok((rows, total));
+        };
+        let sql = format!(
+            "SELECT {USER_COLS}, COUNT(*) OVER () AS total FROM users{cond} ORDER BY username LIMIT $2 OFFSET $3"
+        );
+        let found =
+            sqlx::query(&sql).bind(p.clone()).bind(limit).bind(offset).fetch_all(&self.pool).await.map_err(map_err)?;
+        let total = match found.first() {
+            Some(r) => r.try_get::<i64, _>("total").map_err(map_err)?,
+            // A page past the last match carries no count: ask for it.
+            None => sqlx::query_scalar::<_, i64>(&count_sql).bind(p).fetch_one(&self.pool).await.map_err(map_err)?,
+        };
+        let rows = found.iter().map(UserRow::from_row).collect::<Result<Vec<_>, _>>().map_err(map_err)?;
         Ok((rows, total))
     }
 
