@@ -212,8 +212,8 @@ impl Store {
         Ok(true)
     }
 
-    /// Binds a browser session id (its hash) to a token until `expires_at`; expired
-    /// bindings are swept on the way.
+    /// Binds a browser session id (its hash) to a token until `expires_at` (again: the same
+    /// binding twice is one); expired bindings are swept on the way.
     pub async fn add_token_session(&self, hash: &str, token_id: i64, expires_at: i64, now: i64) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
         sqlx::query("DELETE FROM token_sessions WHERE expires_at <= $1")
@@ -221,13 +221,24 @@ impl Store {
             .execute(&mut *w.tx)
             .await
             .map_err(map_err)?;
-        sqlx::query("INSERT INTO token_sessions (hash, token_id, expires_at) VALUES ($1, $2, $3)")
-            .bind(hash)
-            .bind(token_id)
-            .bind(expires_at)
-            .execute(&mut *w.tx)
-            .await
-            .map_err(map_err)?;
+        // Idempotent for the same token: the edge repeats a `start` on another core when the
+        // first one died after binding the id but before answering. The id of another token
+        // (a collision of 32 random characters) stays refused.
+        let n = sqlx::query(
+            "INSERT INTO token_sessions (hash, token_id, expires_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (hash) DO UPDATE SET expires_at = excluded.expires_at \
+             WHERE token_sessions.token_id = excluded.token_id",
+        )
+        .bind(hash)
+        .bind(token_id)
+        .bind(expires_at)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if n == 0 {
+            return Err(StoreError::Conflict { key: UniqueKey::Other });
+        }
         w.commit().await
     }
 
