@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{concurrently, post, Proc};
+use common::{concurrently, post};
 use serde_json::json;
 use std::time::Instant;
 
@@ -22,15 +22,7 @@ struct Row {
 }
 
 async fn run(backend: &'static str, env: Vec<(String, String)>, users: usize, clients: usize) -> Row {
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let mut env = env;
-    env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
-    env.push(("ONRAMP_EDGE_ENABLED".into(), "false".into()));
-    env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
-    let server = Proc::spawn("serve", env);
-    server.wait_healthy();
-    let token = server.api_token();
-    let base = format!("http://{addr}");
+    let (server, base, token) = common::serve_core(env);
     let c = reqwest::Client::builder().pool_max_idle_per_host(clients).build().unwrap();
 
     let t = common::create_users(&c, &base, &token, users, clients).await;

@@ -62,16 +62,8 @@ async fn run(
     samples: usize,
     dir: &std::path::Path,
 ) -> Vec<Row> {
-    let addr = format!("127.0.0.1:{}", common::free_port());
-    let mut env = env;
-    env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
-    env.push(("ONRAMP_EDGE_ENABLED".into(), "false".into()));
-    env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
-    let server = Proc::spawn("serve", env);
-    server.wait_healthy();
-    let token = server.api_token();
+    let (server, base, token) = common::serve_core(env);
     set_admin_password(&server, dir);
-    let base = format!("http://{addr}");
     let c = reqwest::Client::builder().pool_max_idle_per_host(8).build().unwrap();
     common::create_users(&c, &base, &token, users, 8).await;
     // A token per tenth user, so the rows show pending tokens as in a rollout.

@@ -1,23 +1,10 @@
 //! Gateway tables on both backends: the triggers that bump the peer epoch (and only those
 //! writes), the peer set query, and stored counters.
 
-use onramp_store::{DatabaseKind, DeviceLimits, GatewaySeen, LocationData, NewUser, PeerCounters, Store};
+use onramp_store::{DatabaseKind, DeviceLimits, GatewaySeen, LocationData, NewUser, PeerCounters};
 
-async fn store(kind: DatabaseKind) -> (Store, Option<tempfile::TempDir>) {
-    match kind {
-        DatabaseKind::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let s = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), true).await.unwrap();
-            s.migrate().await.unwrap();
-            (s, Some(dir))
-        }
-        DatabaseKind::Postgres => {
-            let s = Store::connect(&onramp_testkit::pg::fresh_database_url().await, false).await.unwrap();
-            s.migrate().await.unwrap();
-            (s, None)
-        }
-    }
-}
+mod common;
+use common::store;
 
 fn location(name: &str, addresses: &str, groups: Vec<i64>) -> LocationData {
     LocationData {

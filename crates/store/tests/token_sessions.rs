@@ -1,23 +1,10 @@
 //! Browser session bindings on both backends: binding the same id to the same token twice
 //! (a `start` the edge repeated on another core) is one binding; another token is refused.
 
-use onramp_store::{DatabaseKind, NewToken, NewUser, Store, StoreError};
+use onramp_store::{DatabaseKind, NewToken, NewUser, StoreError};
 
-async fn store(kind: DatabaseKind) -> (Store, Option<tempfile::TempDir>) {
-    match kind {
-        DatabaseKind::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let s = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), true).await.unwrap();
-            s.migrate().await.unwrap();
-            (s, Some(dir))
-        }
-        DatabaseKind::Postgres => {
-            let s = Store::connect(&onramp_testkit::pg::fresh_database_url().await, false).await.unwrap();
-            s.migrate().await.unwrap();
-            (s, None)
-        }
-    }
-}
+mod common;
+use common::store;
 
 async fn rebinding(kind: DatabaseKind) {
     let (s, _dir) = store(kind).await;

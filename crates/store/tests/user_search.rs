@@ -3,21 +3,8 @@
 
 use onramp_store::{DatabaseKind, NewUser, Store, UserFilter};
 
-async fn store(kind: DatabaseKind) -> (Store, Option<tempfile::TempDir>) {
-    match kind {
-        DatabaseKind::Sqlite => {
-            let dir = tempfile::tempdir().unwrap();
-            let s = Store::connect(&format!("sqlite://{}", dir.path().join("t.db").display()), true).await.unwrap();
-            s.migrate().await.unwrap();
-            (s, Some(dir))
-        }
-        DatabaseKind::Postgres => {
-            let s = Store::connect(&onramp_testkit::pg::fresh_database_url().await, false).await.unwrap();
-            s.migrate().await.unwrap();
-            (s, None)
-        }
-    }
-}
+mod common;
+use common::store;
 
 fn user(name: &str, first: &str, last: &str, email: &str, active: bool) -> NewUser {
     NewUser {

@@ -112,6 +112,19 @@ where
     start.elapsed().as_secs_f64()
 }
 
+/// `onramp serve` with `env` on a free admin port, without the embedded edge, healthy;
+/// returns it with its admin base URL and a fresh API token.
+pub fn serve_core(mut env: Vec<(String, String)>) -> (Proc, String, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    env.push(("ONRAMP_HTTP_ADDR".into(), addr.clone()));
+    env.push(("ONRAMP_EDGE_ENABLED".into(), "false".into()));
+    env.push(("ONRAMP_PUBLIC_URL".into(), "https://edge.example.com".into()));
+    let server = Proc::spawn("serve", env);
+    server.wait_healthy();
+    let token = server.api_token();
+    (server, format!("http://{addr}"), token)
+}
+
 /// Creates `n` users `user00000`... over the admin API from `clients` concurrent clients;
 /// returns the seconds it took.
 pub async fn create_users(c: &reqwest::Client, base: &str, token: &str, n: usize, clients: usize) -> f64 {
