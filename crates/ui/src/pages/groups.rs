@@ -140,6 +140,13 @@ pub async fn show(
     render_group(&ui, &me, &name, q.done.as_deref(), None).await
 }
 
+/// The group's page again with why a change was refused, under the error's status.
+async fn refused(ui: &Ui, me: &crate::auth::SignedIn, name: &str, e: &onramp_core::CoreError) -> Response {
+    let mut r = render_group(ui, me, name, None, Some(layout::message_of(e))).await;
+    *r.status_mut() = layout::status_of(e);
+    r
+}
+
 #[derive(Deserialize)]
 pub struct MemberForm {
     #[serde(default)]
@@ -154,11 +161,7 @@ pub async fn add_member(
 ) -> Response {
     match ui.core.add_group_member(&me.actor, &name, f.username.trim()).await {
         Ok(_) => Redirect::to(&format!("/groups/{}?done=saved", seg(&name))).into_response(),
-        Err(e) => {
-            let mut r = render_group(&ui, &me, &name, None, Some(layout::message_of(&e))).await;
-            *r.status_mut() = layout::status_of(&e);
-            r
-        }
+        Err(e) => refused(&ui, &me, &name, &e).await,
     }
 }
 
@@ -169,21 +172,13 @@ pub async fn remove_member(
 ) -> Response {
     match ui.core.remove_group_member(&me.actor, &name, &username).await {
         Ok(_) => Redirect::to(&format!("/groups/{}?done=saved", seg(&name))).into_response(),
-        Err(e) => {
-            let mut r = render_group(&ui, &me, &name, None, Some(layout::message_of(&e))).await;
-            *r.status_mut() = layout::status_of(&e);
-            r
-        }
+        Err(e) => refused(&ui, &me, &name, &e).await,
     }
 }
 
 pub async fn delete(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Path(name): Path<String>) -> Response {
     match ui.core.delete_group(&me.actor, &name).await {
         Ok(()) => Redirect::to("/groups?done=deleted").into_response(),
-        Err(e) => {
-            let mut r = render_group(&ui, &me, &name, None, Some(layout::message_of(&e))).await;
-            *r.status_mut() = layout::status_of(&e);
-            r
-        }
+        Err(e) => refused(&ui, &me, &name, &e).await,
     }
 }

@@ -401,6 +401,21 @@ struct SmtpView<'a> {
     done: Option<&'a str>,
 }
 
+impl<'a> SmtpView<'a> {
+    /// The view of `form` over the stored settings `s`: nothing failed, nothing tested yet.
+    fn new(me: &SignedIn, s: &onramp_core::Settings, form: &'a SmtpForm) -> Self {
+        Self {
+            form,
+            error: None,
+            has_password: s.smtp.password.is_some(),
+            configured: s.smtp.is_configured(),
+            test_to: me.session.user.email.clone(),
+            test: None,
+            done: None,
+        }
+    }
+}
+
 fn smtp_page(me: &SignedIn, v: SmtpView) -> Response {
     let f = v.form;
     let err = &v.error;
@@ -476,18 +491,7 @@ fn smtp_page(me: &SignedIn, v: SmtpView) -> Response {
 pub async fn smtp(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(q): Query<DoneQuery>) -> Response {
     let s = ui.core.settings().await;
     let form = SmtpForm::of(&s);
-    smtp_page(
-        &me,
-        SmtpView {
-            form: &form,
-            error: None,
-            has_password: s.smtp.password.is_some(),
-            configured: s.smtp.is_configured(),
-            test_to: me.session.user.email.clone(),
-            test: None,
-            done: q.done.as_deref(),
-        },
-    )
+    smtp_page(&me, SmtpView { done: q.done.as_deref(), ..SmtpView::new(&me, &s, &form) })
 }
 
 pub async fn save_smtp(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(f): Form<SmtpForm>) -> Response {
@@ -499,18 +503,7 @@ pub async fn save_smtp(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, F
     match result {
         Ok(()) => Redirect::to("/settings/smtp?done=saved").into_response(),
         Err(e) => {
-            let mut r = smtp_page(
-                &me,
-                SmtpView {
-                    form: &f,
-                    error: Some(FormError::of(&e)),
-                    has_password: stored.smtp.password.is_some(),
-                    configured: stored.smtp.is_configured(),
-                    test_to: me.session.user.email.clone(),
-                    test: None,
-                    done: None,
-                },
-            );
+            let mut r = smtp_page(&me, SmtpView { error: Some(FormError::of(&e)), ..SmtpView::new(&me, &stored, &f) });
             *r.status_mut() = layout::status_of(&e);
             r
         }
@@ -531,18 +524,7 @@ pub async fn test_smtp(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, F
     };
     let s = ui.core.settings().await;
     let form = SmtpForm::of(&s);
-    smtp_page(
-        &me,
-        SmtpView {
-            form: &form,
-            error: None,
-            has_password: s.smtp.password.is_some(),
-            configured: s.smtp.is_configured(),
-            test_to: t.to,
-            test: Some(test),
-            done: None,
-        },
-    )
+    smtp_page(&me, SmtpView { test_to: t.to, test: Some(test), ..SmtpView::new(&me, &s, &form) })
 }
 
 #[cfg(test)]
