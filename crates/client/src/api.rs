@@ -12,18 +12,19 @@ pub enum ApiError {
     /// The edge could not be reached (after retries).
     #[error("cannot reach {url}: {message}")]
     Network { url: String, message: String },
+    // The token cases carry the contact the server named (see [`ApiError::admin`]).
     #[error("the enrollment token has expired; ask your administrator for a new one")]
-    TokenExpired,
+    TokenExpired { admin: Option<String> },
     #[error("the enrollment token was already used; ask your administrator for a new one")]
-    TokenUsed,
+    TokenUsed { admin: Option<String> },
     #[error(
         "the enrollment token was revoked (a newer one was issued); use the newest token or ask your administrator"
     )]
-    TokenRevoked,
+    TokenRevoked { admin: Option<String> },
     #[error(
         "the enrollment session ended (sessions last 10 minutes); start again with a new token from your administrator"
     )]
-    SessionExpired,
+    SessionExpired { admin: Option<String> },
     #[error("the enrollment token is not known to {url}; check the token and the URL, or ask your administrator")]
     UnknownToken { url: String },
     /// The account is disabled; the server's message names whom to contact.
@@ -56,12 +57,23 @@ impl ApiError {
     pub fn is_token_problem(&self) -> bool {
         matches!(
             self,
-            ApiError::TokenExpired
-                | ApiError::TokenUsed
-                | ApiError::TokenRevoked
-                | ApiError::SessionExpired
+            ApiError::TokenExpired { .. }
+                | ApiError::TokenUsed { .. }
+                | ApiError::TokenRevoked { .. }
+                | ApiError::SessionExpired { .. }
                 | ApiError::UnknownToken { .. }
         )
+    }
+
+    /// The administrator the server named for a refused token (`Name <email>, phone`).
+    pub fn admin(&self) -> Option<&str> {
+        match self {
+            ApiError::TokenExpired { admin }
+            | ApiError::TokenUsed { admin }
+            | ApiError::TokenRevoked { admin }
+            | ApiError::SessionExpired { admin } => admin.as_deref(),
+            _ => None,
+        }
     }
 }
 
@@ -190,6 +202,14 @@ impl EdgeClient {
     }
 }
 
+/// `Name <email>, phone`: one line naming an administrator.
+pub fn contact_line(a: &onramp_proto::AdminInfo) -> String {
+    match &a.phone_number {
+        Some(p) if !p.is_empty() => format!("{} <{}>, {}", a.name, a.email, p),
+        _ => format!("{} <{}>", a.name, a.email),
+    }
+}
+
 /// `scheme://host[:port]` of a URL, for messages.
 fn origin(url: &url::Url) -> String {
     url.origin().ascii_serialization()
@@ -210,11 +230,12 @@ fn classify(url: &url::Url, status: u16, v: &Value) -> ApiError {
     let code = v["code"].as_str().map(str::to_owned);
     let base = format!("{}://{}", url.scheme(), url.host_str().unwrap_or(""));
     let is_enrollment = url.path().contains("/enrollment/");
+    let admin = serde_json::from_value::<onramp_proto::AdminInfo>(v["admin"].clone()).ok().map(|a| contact_line(&a));
     match (status, code.as_deref(), message.as_str()) {
-        (_, Some("token_expired"), _) | (401, None, "token expired") => ApiError::TokenExpired,
-        (_, Some("token_used"), _) => ApiError::TokenUsed,
-        (_, Some("token_revoked"), _) => ApiError::TokenRevoked,
-        (_, Some("session_expired"), _) => ApiError::SessionExpired,
+        (_, Some("token_expired"), _) | (401, None, "token expired") => ApiError::TokenExpired { admin },
+        (_, Some("token_used"), _) => ApiError::TokenUsed { admin },
+        (_, Some("token_revoked"), _) => ApiError::TokenRevoked { admin },
+        (_, Some("session_expired"), _) => ApiError::SessionExpired { admin },
         (401 | 403, Some("user_disabled"), _) => ApiError::AccountDisabled {
             message: if message.is_empty() {
                 "your account is disabled; contact your administrator".into()
@@ -248,8 +269,10 @@ mod tests {
     #[test]
     fn classifies_protocol_errors() {
         let u = url::Url::parse("https://edge.example.com/api/v1/enrollment/start").unwrap();
-        assert_eq!(classify(&u, 401, &json!({"error": "token expired"})), ApiError::TokenExpired);
-        assert_eq!(classify(&u, 401, &json!({"error": "invalid token", "code": "token_used"})), ApiError::TokenUsed);
+        assert_eq!(classify(&u, 401, &json!({"error": "token expired"})), ApiError::TokenExpired { admin: None });
+        let used = json!({"error": "invalid token", "code": "token_used",
+            "admin": {"name": "Ada Admin", "email": "ada@example.com", "phone_number": null}});
+        assert_eq!(classify(&u, 401, &used), ApiError::TokenUsed { admin: Some("Ada Admin <ada@example.com>".into()) });
         assert!(matches!(classify(&u, 401, &json!({"error": "invalid token"})), ApiError::UnknownToken { .. }));
         let p = url::Url::parse("https://edge.example.com/api/v1/poll").unwrap();
         assert!(matches!(classify(&p, 402, &json!({})), ApiError::Stopped { .. }));

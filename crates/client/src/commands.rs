@@ -22,7 +22,11 @@ impl From<EnrollError> for Failure {
             EnrollError::Api(ApiError::Network { .. }) => Exit::EdgeUnreachable,
             _ => Exit::Failed,
         };
-        Failure(code, e.to_string())
+        let admin = match &e {
+            EnrollError::Api(a) => a.admin().map(str::to_owned),
+            _ => None,
+        };
+        Failure(code, e.to_string()).with_admin(admin.as_deref())
     }
 }
 
@@ -57,6 +61,9 @@ impl From<tunnel::PickError> for Failure {
 impl Failure {
     /// Names the administrator when the token was the problem.
     fn with_admin(mut self, admin: Option<&str>) -> Failure {
+        if self.1.contains("(administrator: ") {
+            return self;
+        }
         if let Some(a) = admin.filter(|_| self.0 == Exit::TokenProblem) {
             self.1.push_str(&format!(" (administrator: {a})"));
         }

@@ -39,10 +39,7 @@ pub struct Enrolled {
 }
 
 pub fn admin_contact(start: &EnrollmentStartResponse) -> Option<String> {
-    start.admin.as_ref().map(|a| match &a.phone_number {
-        Some(p) if !p.is_empty() => format!("{} <{}>, {}", a.name, a.email, p),
-        _ => format!("{} <{}>", a.name, a.email),
-    })
+    start.admin.as_ref().map(crate::api::contact_line)
 }
 
 /// The longest device name the server accepts (characters).
@@ -97,21 +94,68 @@ pub async fn enroll(
     device_name: &DeviceName,
     ui: &mut dyn Interaction,
 ) -> Result<Enrolled, EnrollError> {
-    let mut client = EdgeClient::new(url);
-    let start = client.start(token).await?;
-    if store.instance(&start.instance.id).await?.is_some() {
-        return Err(EnrollError::Refused(format!(
-            "this machine is already enrolled in {}; use update-instance to apply a new token",
-            start.instance.name
-        )));
-    }
-    ui.show_start(&start);
-    if !start.user.enrolled {
+    let mut session = Session::open(store, url, token).await?;
+    ui.show_start(&session.start);
+    if session.needs_password() {
         let password = ui.password().map_err(EnrollError::Input)?;
-        client.activate_user(&password, None).await?;
+        session.set_password(&password).await?;
     }
-    let resp = register(store, &mut client, url, device_name, &start.user.device_names).await?;
-    finish(store, url, token, &start, resp).await
+    session.register(store, device_name).await
+}
+
+/// An enrollment in steps, for a front end that shows each one (the desktop app): open the
+/// session, set the password when the account needs one, register the device.
+pub struct Session {
+    client: EdgeClient,
+    url: url::Url,
+    token: String,
+    /// What the server sent at the start: the user's data, the admin, the deadline.
+    pub start: EnrollmentStartResponse,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("url", &self.url.as_str()).field("user", &self.start.user.login).finish()
+    }
+}
+
+impl Session {
+    /// Starts the session; refuses an instance this machine already has.
+    pub async fn open(store: &Store, url: &url::Url, token: &str) -> Result<Session, EnrollError> {
+        let mut client = EdgeClient::new(url);
+        let start = client.start(token).await?;
+        if store.instance(&start.instance.id).await?.is_some() {
+            return Err(EnrollError::Refused(format!(
+                "this machine is already enrolled in {}; use update-instance to apply a new token",
+                start.instance.name
+            )));
+        }
+        Ok(Session { client, url: url.clone(), token: token.to_owned(), start })
+    }
+
+    /// A user who has not enrolled yet sets a password; an enrolled one (desktop token) not.
+    pub fn needs_password(&self) -> bool {
+        !self.start.user.enrolled
+    }
+
+    pub fn admin_contact(&self) -> Option<String> {
+        admin_contact(&self.start)
+    }
+
+    /// The name a default registration would take: `base` or its first free suffix.
+    pub fn suggested_name(&self, base: &str) -> String {
+        free_name(base, &self.start.user.device_names, 1).0
+    }
+
+    pub async fn set_password(&mut self, password: &str) -> Result<(), EnrollError> {
+        Ok(self.client.activate_user(password, None).await?)
+    }
+
+    /// Registers this device and stores the instance.
+    pub async fn register(mut self, store: &Store, device_name: &DeviceName) -> Result<Enrolled, EnrollError> {
+        let resp = register(store, &mut self.client, &self.url, device_name, &self.start.user.device_names).await?;
+        finish(store, &self.url, &self.token, &self.start, resp).await
+    }
 }
 
 /// Registers the device, or recovers one registered before a crash: the key pair is saved

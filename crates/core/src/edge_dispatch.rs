@@ -21,10 +21,17 @@ impl Core {
             },
         };
         let call = req.call.name();
+        // A refused but known start token: the answer names whom to ask for a new one.
+        let mut refused_start: Option<TokenSecret> = None;
         let result = match req.call {
             EdgeCall::Start { token, session } => {
                 let session = session.as_deref().map(TokenSecret::from_user);
-                to_json(self.enrollment_start_in(&actor, &TokenSecret::from_user(&token), session.as_ref()).await)
+                let token = TokenSecret::from_user(&token);
+                let r = to_json(self.enrollment_start_in(&actor, &token, session.as_ref()).await);
+                if matches!(r, Err(CoreError::Token(_))) {
+                    refused_start = Some(token);
+                }
+                r
             }
             EdgeCall::ActivateUser { token, password, phone_number } => self
                 .activate_user(&actor, &TokenSecret::from_user(&token), password, phone_number)
@@ -64,11 +71,13 @@ impl Core {
                 if status >= 500 {
                     tracing::error!(call, error = %e, "enrollment request failed");
                 }
-                EdgeReply {
-                    id: req.id,
-                    status,
-                    body: json!({ "error": message, "code": e.code() , "detail": detail(&e) }),
+                let mut body = json!({ "error": message, "code": e.code() , "detail": detail(&e) });
+                if let Some(token) = refused_start {
+                    if let Some(admin) = self.contact_for_token(&token).await {
+                        body["admin"] = json!(admin);
+                    }
                 }
+                EdgeReply { id: req.id, status, body }
             }
         }
     }

@@ -81,6 +81,19 @@ impl Core {
         self.enrollment_start_in(actor, token, None).await
     }
 
+    /// Whom to ask for a new token, for a token this server knows but refuses (expired,
+    /// used, revoked): the holder had a real invitation, so the contact it came with is
+    /// theirs to see. Unknown tokens get no contact.
+    pub async fn contact_for_token(&self, token: &TokenSecret) -> Option<AdminInfo> {
+        let row = self.store().token_by_hash(&token.hash()).await.ok()?;
+        let issuer = match row.issued_by {
+            Some(id) => self.store().user_by_id(id).await.ok(),
+            None => None,
+        };
+        let c = self.contact(issuer.as_ref()).await?;
+        Some(AdminInfo { name: c.name(), phone_number: c.phone, email: c.email })
+    }
+
     /// `enrollment/start` from the edge, binding its browser-session id to the session.
     pub async fn enrollment_start_in(
         &self,

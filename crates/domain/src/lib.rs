@@ -3,6 +3,7 @@
 //! property-tested in isolation.
 
 pub mod duration;
+pub mod link;
 pub mod net;
 pub mod password;
 pub mod provisioning;

@@ -1,0 +1,178 @@
+//! `onramp-desktop [LINK] [--minimised]`: the Onramp app. LINK is an `onramp://enroll?...`
+//! link (the OS passes it when one is clicked); a second launch hands it to the running app.
+
+// A window app on Windows: no console window beside it.
+#![cfg_attr(windows, windows_subsystem = "windows")]
+
+use clap::Parser;
+use onramp_desktop::backend::{Backend, Config, ServiceState};
+use onramp_desktop::single::{self, Claim};
+use onramp_desktop::tray::Tray;
+use onramp_desktop::{icon, prefs::Prefs, DesktopApp, Outside};
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "onramp-desktop", version, about = "The Onramp VPN client app")]
+struct Args {
+    /// An onramp://enroll?url=...&token=... link, or an enrollment URL.
+    link: Option<String>,
+    /// Start in the tray without opening the window.
+    #[arg(long, alias = "minimized")]
+    minimised: bool,
+}
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let args = Args::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_DESKTOP_LOG").unwrap_or_else(|_| "warn".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => return fail(&format!("cannot find the app data folder: {e}")),
+    };
+    if let Err(e) = onramp_client::dirs::ensure_private_dir(&config.data_dir) {
+        return fail(&format!("cannot create {}: {e}", config.data_dir.display()));
+    }
+    let listener = match single::claim(&config.data_dir, &single::message(args.link.as_deref())) {
+        Ok(Claim::Forwarded) => return ExitCode::SUCCESS,
+        Ok(Claim::Primary(l)) => Some(l),
+        Err(e) => {
+            tracing::warn!("running without the single-instance socket: {e}");
+            None
+        }
+    };
+    let prefs = Prefs::load(&config.data_dir);
+    let allow_http = onramp_client::Settings::load(&config.data_dir).allow_http;
+    let hidden = args.minimised || prefs.start_minimised;
+    let backend = match Backend::start(config) {
+        Ok(b) => b,
+        Err(e) => return fail(&e),
+    };
+    let app = DesktopApp::new(backend, prefs, allow_http, args.link);
+    let options = eframe::NativeOptions {
+        renderer: eframe::Renderer::Glow,
+        viewport: egui::ViewportBuilder::default()
+            .with_title("Onramp")
+            .with_app_id("onramp-desktop")
+            .with_inner_size([560.0, 680.0])
+            .with_min_inner_size([420.0, 360.0])
+            .with_icon(icon::egui_icon(64, false))
+            .with_visible(!hidden),
+        ..Default::default()
+    };
+    let result = eframe::run_native(
+        "Onramp",
+        options,
+        Box::new(move |cc| Ok(Box::new(Shell::new(&cc.egui_ctx, app, listener, hidden, started)))),
+    );
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&format!("cannot open the window: {e}")),
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("onramp-desktop: {msg}");
+    ExitCode::FAILURE
+}
+
+/// The window's surroundings: the tray, requests from other launches, close-to-tray.
+struct Shell {
+    app: DesktopApp,
+    tray: Option<Tray>,
+    outside: mpsc::Receiver<Outside>,
+    menu: mpsc::Receiver<tray_icon::menu::MenuId>,
+    quitting: bool,
+    started: Option<Instant>,
+}
+
+impl Shell {
+    fn new(
+        ctx: &egui::Context,
+        app: DesktopApp,
+        listener: Option<single::Listener>,
+        hidden: bool,
+        started: Instant,
+    ) -> Shell {
+        let (tx, outside) = mpsc::channel();
+        let wake = {
+            let ctx = ctx.clone();
+            move |o: Outside| {
+                let _ = tx.send(o);
+                ctx.request_repaint();
+            }
+        };
+        if let Some(l) = listener {
+            l.serve(wake.clone());
+        }
+        let (mtx, menu) = mpsc::channel();
+        let c = ctx.clone();
+        let mtx = std::sync::Mutex::new(mtx);
+        Tray::route(move |id| {
+            let _ = mtx.lock().map(|t| t.send(id));
+            c.request_repaint();
+        });
+        let tray = match Tray::new(wake) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("no tray icon ({e}); closing the window quits");
+                None
+            }
+        };
+        if hidden && tray.is_none() {
+            // Nothing would bring a hidden window back.
+            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
+        }
+        Shell { app, tray, outside, menu, quitting: false, started: Some(started) }
+    }
+
+    fn handle(&mut self, ctx: &egui::Context, o: Outside) {
+        match o {
+            Outside::Show => {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
+                ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(false));
+                ctx.send_viewport_cmd(egui::ViewportCommand::Focus);
+            }
+            Outside::Quit => {
+                self.quitting = true;
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+            Outside::DeepLink(_) => {
+                self.handle(ctx, Outside::Show);
+                self.app.outside(o);
+            }
+            other => self.app.outside(other),
+        }
+    }
+}
+
+impl eframe::App for Shell {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.app.pump(ctx);
+        while let Ok(o) = self.outside.try_recv() {
+            self.handle(ctx, o);
+        }
+        while let Ok(id) = self.menu.try_recv() {
+            if let Some(o) = self.tray.as_ref().and_then(|t| t.action(&id)) {
+                self.handle(ctx, o);
+            }
+        }
+        if let Some(t) = self.tray.as_mut() {
+            t.update(self.app.instances(), *self.app.service() == ServiceState::Running);
+        }
+        if ctx.input(|i| i.viewport().close_requested()) && self.tray.is_some() && !self.quitting {
+            // Close to the tray: tunnels stay up, the tray brings the window back.
+            ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
+            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(false));
+        }
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.app.show(ui);
+        if let Some(t) = self.started.take() {
+            tracing::info!(ms = t.elapsed().as_millis() as u64, "first frame");
+        }
+    }
+}
