@@ -158,6 +158,7 @@ impl DesktopApp {
                 self.screen = Screen::Loading(format!("Found your invitation ({source}); opening it…"));
             }
             Event::SessionOpened(view) => {
+                tracing::info!("screen: enroll");
                 let device = view.suggested_name.clone();
                 self.screen = Screen::Enroll(Box::new(EnrollForm {
                     view,

@@ -234,6 +234,9 @@ struct Sender {
 
 impl Sender {
     fn send(&self, e: Event) {
+        if let Event::Failed(p) = &e {
+            tracing::warn!(headline = p.headline, "{}", p.sentence);
+        }
         if self.tx.send(e).is_ok() {
             self.waker.wake();
         }

@@ -105,7 +105,15 @@ impl Shell {
             }
         };
         if let Some(l) = listener {
-            l.serve(wake.clone());
+            let wake = wake.clone();
+            l.serve(move |o| {
+                // Never the link itself: it carries a token.
+                tracing::info!(
+                    kind = if matches!(o, Outside::Show) { "show" } else { "link" },
+                    "request from another launch"
+                );
+                wake(o)
+            });
         }
         let (mtx, menu) = mpsc::channel();
         let c = ctx.clone();
@@ -115,16 +123,18 @@ impl Shell {
             c.request_repaint();
         });
         let tray = match Tray::new(wake) {
-            Ok(t) => Some(t),
+            Ok(t) => {
+                tracing::info!("tray icon ready");
+                Some(t)
+            }
             Err(e) => {
                 tracing::warn!("no tray icon ({e}); closing the window quits");
                 None
             }
         };
-        if hidden && tray.is_none() {
-            // Nothing would bring a hidden window back.
-            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(true));
-        }
+        // eframe shows the window after its first frame whatever the builder said: hide it
+        // again when asked, but only if the tray can bring it back.
+        ctx.send_viewport_cmd(egui::ViewportCommand::Visible(!hidden || tray.is_none()));
         Shell { app, tray, outside, menu, quitting: false, started: Some(started) }
     }
 
