@@ -547,7 +547,7 @@ impl DesktopApp {
                             _ => "no handshake yet".into(),
                         };
                         format!(
-                            "{} · connected · {hs} · ↓ {} ↑ {}",
+                            "{} · connected · {hs} · received {} · sent {}",
                             l.address,
                             model::bytes(t.rx_bytes),
                             model::bytes(t.tx_bytes)

@@ -3,6 +3,9 @@
 //! HTTP, SQLite) and the app's real worker thread and client store. Each screen is rendered
 //! (wgpu, software adapter) to `target/screenshots/desktop-*.png`.
 
+mod common;
+
+use common::{fill, screenshot, shows, wait_for};
 use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use onramp_desktop::backend::{Backend, Config};
@@ -10,7 +13,7 @@ use onramp_desktop::prefs::Prefs;
 use onramp_desktop::{DesktopApp, Outside};
 use onramp_testkit::app::{Backend as Db, TestApp};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 const PASSWORD: &str = "Str0ng!Pass";
@@ -111,53 +114,6 @@ impl Machine {
         let backend = Backend::start(config).unwrap();
         let app = DesktopApp::new(backend, Prefs::load(&self.data()), true, link);
         Harness::builder().with_size([560.0, 720.0]).build_ui_state(|ui, app: &mut DesktopApp| app.show(ui), app)
-    }
-}
-
-/// Steps the window until `label` shows (the worker answers in the background).
-fn wait_for(h: &mut Harness<'_, DesktopApp>, label: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        h.step();
-        if h.query_all_by_label_contains(label).next().is_some() {
-            h.run_steps(2);
-            return;
-        }
-        if Instant::now() > deadline {
-            panic!("no {label:?} on the screen; it shows:\n{:#?}", h.root());
-        }
-        std::thread::sleep(Duration::from_millis(30));
-    }
-}
-
-/// Some text on the screen contains `text`.
-fn shows(h: &Harness<'_, DesktopApp>, text: &str) -> bool {
-    h.query_all_by_label_contains(text).next().is_some()
-}
-
-/// Puts `text` into the field labelled `label`, replacing what it held.
-fn fill(h: &mut Harness<'_, DesktopApp>, label: &str, text: &str) {
-    h.get_by_label(label).focus();
-    h.run_steps(1);
-    h.key_press_modifiers(egui::Modifiers::COMMAND, egui::Key::A);
-    h.get_by_label(label).type_text(text);
-    h.run_steps(2);
-}
-
-fn screenshot(h: &mut Harness<'_, DesktopApp>, name: &str) {
-    let img = h.render().expect("render the window (install mesa-vulkan-drivers for a software adapter)");
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut dirs = vec![root.join("target/screenshots")];
-    if std::env::var("ONRAMP_UPDATE_DOCS_SCREENSHOTS").as_deref() == Ok("1") {
-        dirs.push(root.join("docs/screenshots"));
-    }
-    for d in dirs {
-        std::fs::create_dir_all(&d).unwrap();
-        let f = std::fs::File::create(d.join(format!("desktop-{name}.png"))).unwrap();
-        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), img.width(), img.height());
-        enc.set_color(png::ColorType::Rgba);
-        enc.set_depth(png::BitDepth::Eight);
-        enc.write_header().unwrap().write_image_data(img.as_raw()).unwrap();
     }
 }
 

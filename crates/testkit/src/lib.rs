@@ -2,5 +2,7 @@
 
 pub mod app;
 pub mod ldap;
+#[cfg(target_os = "linux")]
+pub mod netlab;
 pub mod pg;
 pub mod smtp;
