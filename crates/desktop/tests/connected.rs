@@ -9,7 +9,7 @@
 mod common;
 
 use common::{screenshot, wait_for};
-use egui_kittest::kittest::Queryable;
+use egui_kittest::kittest::{NodeT, Queryable};
 use egui_kittest::Harness;
 use onramp_client::enroll::{self, DeviceName, Interaction};
 use onramp_desktop::backend::{Backend, Config};
@@ -105,6 +105,8 @@ fn the_switch_connects_a_real_tunnel_and_shows_its_traffic() {
     assert!(h.query_by_label_contains("Tunnel service not running").is_none());
     h.get_by_label("Connect office").click();
     wait_for(&mut h, "· connected ·");
+    let toggled = h.get_by_label("Connect office").accesskit_node().toggled();
+    assert_eq!(toggled, Some(egui::accesskit::Toggled::True), "the switch is on");
     // Traffic through the tunnel: the window shows the handshake and the bytes.
     assert!(lab.ping_through_tunnel(), "no ping through the tunnel; service log:\n{}", lab.service_log());
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -121,9 +123,16 @@ fn the_switch_connects_a_real_tunnel_and_shows_its_traffic() {
     h.run_steps(2);
     screenshot(&mut h, "connected");
     assert_eq!(h.state().connected(), vec!["office".to_owned()], "the tray would show a tunnel up");
-    h.get_by_label("Connect office").click();
+    // Off from the tray's menu (the same request its "Disconnect office" item sends).
+    let (instance_id, network_id) = {
+        let i = &h.state().instances()[0];
+        (i.id.clone(), i.locations[0].network_id)
+    };
+    h.state_mut().outside(onramp_desktop::Outside::Disconnect { instance_id, network_id });
     wait_for(&mut h, "not connected");
     assert!(h.state().connected().is_empty());
+    let toggled = h.get_by_label("Connect office").accesskit_node().toggled();
+    assert_eq!(toggled, Some(egui::accesskit::Toggled::False), "the switch is off");
     assert!(!lab.ping_through_tunnel_once(), "the tunnel is down after the switch went off");
     rt.block_on(app.stop());
 }

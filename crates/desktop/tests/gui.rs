@@ -243,13 +243,19 @@ fn each_token_problem_is_its_own_sentence_naming_the_admin() {
     }
 }
 
-/// A TCP forwarder to the edge that can be down, so the edge is "unreachable" first.
-fn forwarder(w: &World, port: u16) -> tokio::task::JoinHandle<()> {
+/// A TCP forwarder to the edge that holds its port from the start (no other test can take
+/// it) and drops every connection while `up` is false: the edge is "unreachable" first.
+fn forwarder(w: &World, up: std::sync::Arc<std::sync::atomic::AtomicBool>) -> (u16, tokio::task::JoinHandle<()>) {
     let target = w.app.edge_url.trim_start_matches("http://").to_owned();
-    w.rt.spawn(async move {
-        let l = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+    let l = w.rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let port = l.local_addr().unwrap().port();
+    let task = w.rt.spawn(async move {
         loop {
             let Ok((mut a, _)) = l.accept().await else { return };
+            if !up.load(std::sync::atomic::Ordering::SeqCst) {
+                drop(a);
+                continue;
+            }
             let target = target.clone();
             tokio::spawn(async move {
                 if let Ok(mut b) = tokio::net::TcpStream::connect(&target).await {
@@ -257,20 +263,22 @@ fn forwarder(w: &World, port: u16) -> tokio::task::JoinHandle<()> {
                 }
             });
         }
-    })
+    });
+    (port, task)
 }
 
 #[test]
 fn an_unreachable_edge_offers_a_retry_that_works() {
     let w = World::new();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (port, fwd) = forwarder(&w, up.clone());
     let m = Machine::new();
     m.provision(&format!("http://127.0.0.1:{port}/"), &w.token("jane", "start_enrollment"));
     let mut h = m.open(None, Duration::from_secs(300));
     wait_for(&mut h, "Cannot reach the server");
     assert!(shows(&h, &format!("127.0.0.1:{port}")));
     screenshot(&mut h, "unreachable");
-    let fwd = forwarder(&w, port);
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
     h.get_by_label("Try again").click();
     wait_for(&mut h, "Welcome, Jane");
     fwd.abort();
