@@ -38,7 +38,6 @@ struct AddForm {
     link: String,
     token: String,
     error: Option<String>,
-    note: Option<String>,
 }
 
 #[derive(Debug)]
@@ -307,9 +306,6 @@ impl DesktopApp {
             ui.add(egui::TextEdit::singleline(&mut f.token).password(true).desired_width(f32::INFINITY))
                 .labelled_by(l.id);
         }
-        if let Some(n) = &f.note {
-            ui.label(RichText::new(n).weak());
-        }
         if let Some(e) = &f.error {
             error_text(ui, e);
         }
@@ -317,20 +313,12 @@ impl DesktopApp {
         let mut next = None;
         ui.horizontal(|ui| {
             if ui.button("Continue").clicked() {
-                match parsed {
-                    Ok(p) => {
-                        let token = p.token.unwrap_or_else(|| f.token.trim().to_owned());
-                        if onramp_domain::token::is_well_formed(&token) {
-                            self.backend.send(Cmd::Start { url: p.url, token, found: None });
-                            next = Some(Screen::Loading("Opening your invitation…".into()));
-                        } else {
-                            f.error = Some(format!(
-                                "The token must be 32 letters and digits (this one has {} characters).",
-                                token.chars().count()
-                            ));
-                        }
+                match model::link_and_token(&f.link, &f.token, self.allow_http) {
+                    Ok((url, token)) => {
+                        self.backend.send(Cmd::Start { url, token, found: None });
+                        next = Some(Screen::Loading("Opening your invitation…".into()));
                     }
-                    Err(e) => f.error = Some(model::sentence_case(&e.to_string())),
+                    Err(e) => f.error = Some(e),
                 }
             }
             if !self.instances.is_empty() && ui.button("Cancel").clicked() {
@@ -581,17 +569,12 @@ impl DesktopApp {
                 }
                 ui.horizontal(|ui| {
                     if ui.button("Apply").clicked() {
-                        match parsed {
-                            Ok(p) => {
-                                let token = p.token.unwrap_or_else(|| u.token.trim().to_owned());
-                                if onramp_domain::token::is_well_formed(&token) {
-                                    u.error = None;
-                                    self.backend.send(Cmd::UpdateInstance { url: p.url, token });
-                                } else {
-                                    u.error = Some("The token must be 32 letters and digits.".into());
-                                }
+                        match model::link_and_token(&u.link, &u.token, self.allow_http) {
+                            Ok((url, token)) => {
+                                u.error = None;
+                                self.backend.send(Cmd::UpdateInstance { url, token });
                             }
-                            Err(e) => u.error = Some(model::sentence_case(&e.to_string())),
+                            Err(e) => u.error = Some(e),
                         }
                     }
                     if ui.button("Cancel").clicked() {

@@ -94,6 +94,20 @@ impl Problem {
     }
 }
 
+/// The enrollment URL and token from what the user pasted: a link that carries the token,
+/// or a URL plus the token typed in its own field.
+pub fn link_and_token(link: &str, typed_token: &str, allow_http: bool) -> Result<(url::Url, String), String> {
+    let p = onramp_domain::link::parse_enroll_link(link, allow_http).map_err(|e| sentence_case(&e.to_string()))?;
+    let token = p.token.unwrap_or_else(|| typed_token.trim().to_owned());
+    if !onramp_domain::token::is_well_formed(&token) {
+        return Err(format!(
+            "The token must be 32 letters and digits (this one has {} characters).",
+            token.chars().count()
+        ));
+    }
+    Ok((p.url, token))
+}
+
 fn origin(url: &str) -> String {
     url::Url::parse(url).map(|u| u.origin().ascii_serialization()).unwrap_or_else(|_| url.to_owned())
 }
@@ -173,6 +187,17 @@ mod tests {
         assert_eq!(bytes(3 * 1024 * 1024 + 200 * 1024), "3.2 MiB");
         assert_eq!(sentence_case("the token was used"), "The token was used.");
         assert_eq!(sentence_case(""), "");
+    }
+
+    #[test]
+    fn pasted_links_and_typed_tokens() {
+        let t = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+        let (u, tok) = link_and_token(&format!("https://vpn.example.com/?token={t}"), "ignored", false).unwrap();
+        assert_eq!((u.as_str(), tok.as_str()), ("https://vpn.example.com/", t));
+        let (_, tok) = link_and_token("https://vpn.example.com/", &format!(" {t}\n"), false).unwrap();
+        assert_eq!(tok, t);
+        assert!(link_and_token("https://vpn.example.com/", "short", false).unwrap_err().contains("has 5 characters"));
+        assert!(link_and_token("", t, false).unwrap_err().starts_with("Paste the enrollment link"));
     }
 
     #[test]

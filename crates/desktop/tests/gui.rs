@@ -117,6 +117,14 @@ impl Machine {
     }
 }
 
+/// The new-user screen's last steps: the password twice, then "Enroll this computer".
+fn set_password_and_enroll(h: &mut Harness<'_, DesktopApp>) {
+    fill(h, "Password", PASSWORD);
+    fill(h, "Confirm password", PASSWORD);
+    h.get_by_label("Enroll this computer").click();
+    wait_for(h, "You're all set");
+}
+
 fn devices(w: &World, user: &str) -> Vec<serde_json::Value> {
     w.call("GET", &format!("/api/v1/device?username={user}"), None).as_array().cloned().unwrap()
 }
@@ -164,7 +172,6 @@ fn new_user_enrolls_from_the_provisioning_file() {
     // The password works: the account was activated with it.
     let v = w.call("GET", "/api/v1/user/jane", None);
     assert_eq!(v["enrolled"], true, "{v}");
-    let _ = PASSWORD;
 }
 
 #[test]
@@ -175,11 +182,7 @@ fn enrolled_user_with_a_desktop_token_sets_no_password() {
     first.provision(&w.edge(), &w.token("jane", "start_enrollment"));
     let mut h = first.open(None, Duration::from_secs(300));
     wait_for(&mut h, "Welcome, Jane");
-    fill(&mut h, "Password", PASSWORD);
-    fill(&mut h, "Confirm password", PASSWORD);
-    h.run_steps(2);
-    h.get_by_label("Enroll this computer").click();
-    wait_for(&mut h, "You're all set");
+    set_password_and_enroll(&mut h);
     // Her second computer, with a desktop-configuration token.
     let m = Machine::new();
     m.provision(&w.edge(), &w.token("jane", "start_desktop"));
@@ -214,11 +217,7 @@ fn each_token_problem_is_its_own_sentence_naming_the_admin() {
     m.provision(&w.edge(), &used);
     let mut h = m.open(None, Duration::from_secs(300));
     wait_for(&mut h, "Welcome, Jane");
-    fill(&mut h, "Password", PASSWORD);
-    fill(&mut h, "Confirm password", PASSWORD);
-    h.run_steps(2);
-    h.get_by_label("Enroll this computer").click();
-    wait_for(&mut h, "You're all set");
+    set_password_and_enroll(&mut h);
     clock.advance(601);
     let cases = [
         (expired.as_str(), "This invitation has expired", "has expired"),
@@ -291,11 +290,7 @@ fn update_instance_applies_a_new_token_and_polls_show_new_locations() {
     m.provision(&w.edge(), &w.token("jane", "start_enrollment"));
     let mut h = m.open(None, Duration::from_secs(1));
     wait_for(&mut h, "Welcome, Jane");
-    fill(&mut h, "Password", PASSWORD);
-    fill(&mut h, "Confirm password", PASSWORD);
-    h.run_steps(2);
-    h.get_by_label("Enroll this computer").click();
-    wait_for(&mut h, "You're all set");
+    set_password_and_enroll(&mut h);
     h.get_by_label("Show my locations").click();
     wait_for(&mut h, "office");
     // The admin adds a location while the window is open: the next poll shows it.
