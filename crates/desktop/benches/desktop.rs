@@ -96,7 +96,10 @@ fn main() {
         store.close().await;
     });
     println!();
-    println!("{:<44} {:>9} {:>9} {:>9}", "idle, 10 s after 3 s to settle", "CPU %", "RSS MB", "peak MB");
+    println!(
+        "{:<44} {:>7} {:>8} {:>8} {:>8} {:>8}",
+        "idle, 10 s after 3 s to settle", "CPU %", "RSS MB", "peak MB", "anon MB", "file MB"
+    );
     for (what, args) in [("window open (locations list)", &[][..]), ("started in the tray", &["--minimised"][..])] {
         let a = x.launch(&data, args);
         a.wait_line(if args.is_empty() { "first frame" } else { "tray icon ready" }, Duration::from_secs(60));
@@ -104,13 +107,16 @@ fn main() {
         let before = a.cpu_time();
         std::thread::sleep(Duration::from_secs(10));
         let used = a.cpu_time() - before;
-        let (rss, peak) = a.rss_kib();
+        let (rss, peak, anon, file) = a.rss_kib();
+        let mb = |k: u64| k as f64 / 1024.0;
         println!(
-            "{:<44} {:>9.2} {:>9.1} {:>9.1}",
+            "{:<44} {:>7.2} {:>8.1} {:>8.1} {:>8.1} {:>8.1}",
             what,
             used.as_secs_f64() / 10.0 * 100.0,
-            rss as f64 / 1024.0,
-            peak as f64 / 1024.0
+            mb(rss),
+            mb(peak),
+            mb(anon),
+            mb(file)
         );
         a.stop();
     }

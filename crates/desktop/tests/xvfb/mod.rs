@@ -57,15 +57,16 @@ impl Display {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start onramp-desktop");
-        let log = Arc::new(Mutex::new(Vec::<String>::new()));
+        let started = Instant::now();
+        let log = Arc::new(Mutex::new(Vec::<(Duration, String)>::new()));
         let stderr = child.stderr.take().unwrap();
         let l = log.clone();
         std::thread::spawn(move || {
             for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().unwrap().push(line);
+                l.lock().unwrap().push((started.elapsed(), line));
             }
         });
-        App { child, log, started: Instant::now() }
+        App { child, log, started }
     }
 
     pub fn command(&self, data: &Path, args: &[&str]) -> Command {
@@ -106,17 +107,18 @@ impl Drop for Display {
 
 pub struct App {
     pub child: Child,
-    log: Arc<Mutex<Vec<String>>>,
+    /// Each line with when it came, from the launch on.
+    log: Arc<Mutex<Vec<(Duration, String)>>>,
     pub started: Instant,
 }
 
 impl App {
-    /// Waits for a log line containing `text`; returns it and when it came.
+    /// Waits for a log line containing `text`; returns it and when it came after the launch.
     pub fn wait_line(&self, text: &str, limit: Duration) -> (String, Duration) {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(l) = self.log.lock().unwrap().iter().find(|l| l.contains(text)) {
-                return (l.clone(), self.started.elapsed());
+            if let Some((at, l)) = self.log.lock().unwrap().iter().find(|(_, l)| l.contains(text)) {
+                return (l.clone(), *at);
             }
             assert!(Instant::now() < deadline, "no log line with {text:?}; the app logged:\n{}", self.log());
             std::thread::sleep(Duration::from_millis(5));
@@ -124,15 +126,16 @@ impl App {
     }
 
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.lock().unwrap().iter().map(|(_, l)| l.as_str()).collect::<Vec<_>>().join("\n")
     }
 
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
-    /// Resident memory now and at its peak, in KiB (from /proc).
-    pub fn rss_kib(&self) -> (u64, u64) {
+    /// Resident memory in KiB (from /proc): now, peak, and now split into anonymous (the
+    /// app's own heap and the driver's buffers) and file-backed (mapped libraries).
+    pub fn rss_kib(&self) -> (u64, u64, u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let field = |k: &str| {
             status
@@ -142,7 +145,7 @@ impl App {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        (field("VmRSS:"), field("VmHWM:"))
+        (field("VmRSS:"), field("VmHWM:"), field("RssAnon:"), field("RssFile:"))
     }
 
     /// CPU time used so far (user + system), from /proc/PID/stat.
