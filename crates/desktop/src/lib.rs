@@ -7,6 +7,7 @@
 pub mod app;
 pub mod backend;
 pub mod icon;
+mod icon_pixels;
 pub mod markdown;
 pub mod model;
 pub mod prefs;

@@ -58,7 +58,7 @@ fn main() -> ExitCode {
             .with_app_id("onramp-desktop")
             .with_inner_size([560.0, 680.0])
             .with_min_inner_size([420.0, 360.0])
-            .with_icon(icon::egui_icon(64, false))
+            .with_icon(icon::egui_icon(64, true))
             .with_visible(!hidden),
         ..Default::default()
     };

@@ -348,7 +348,10 @@ fn a_deep_link_opens_the_enrollment_and_add_instance_reads_pasted_links() {
     let mut h2 = m2.open(None, Duration::from_secs(300));
     wait_for(&mut h2, "Add an instance");
     let other = w.token("jane", "start_enrollment");
-    fill(&mut h2, "Enrollment link or URL", &format!("{}?token={other}", w.edge()));
+    // Pasted from the clipboard (Ctrl+V arrives as a paste event).
+    h2.get_by_label("Enrollment link or URL").focus();
+    h2.run_steps(1);
+    h2.event(egui::Event::Paste(format!("{}?token={other}", w.edge())));
     h2.run_steps(2);
     assert!(h2.query_by_label("Token").is_none(), "the link carries the token");
     h2.get_by_label("Continue").click();
