@@ -14,6 +14,9 @@ pub enum EnrollError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Refused(String),
+    /// The token's instance is already on this machine: the token is for update-instance.
+    #[error("this machine is already enrolled in {instance}; use update-instance to apply a new token")]
+    AlreadyEnrolled { instance: String },
     /// The password prompt was abandoned or could not be read.
     #[error("{0}")]
     Input(String),
@@ -111,6 +114,8 @@ pub struct Session {
     token: String,
     /// What the server sent at the start: the user's data, the admin, the deadline.
     pub start: EnrollmentStartResponse,
+    /// The password was accepted (a retried registration does not send it again).
+    password_set: bool,
 }
 
 impl std::fmt::Debug for Session {
@@ -125,17 +130,14 @@ impl Session {
         let mut client = EdgeClient::new(url);
         let start = client.start(token).await?;
         if store.instance(&start.instance.id).await?.is_some() {
-            return Err(EnrollError::Refused(format!(
-                "this machine is already enrolled in {}; use update-instance to apply a new token",
-                start.instance.name
-            )));
+            return Err(EnrollError::AlreadyEnrolled { instance: start.instance.name });
         }
-        Ok(Session { client, url: url.clone(), token: token.to_owned(), start })
+        Ok(Session { client, url: url.clone(), token: token.to_owned(), start, password_set: false })
     }
 
     /// A user who has not enrolled yet sets a password; an enrolled one (desktop token) not.
     pub fn needs_password(&self) -> bool {
-        !self.start.user.enrolled
+        !self.start.user.enrolled && !self.password_set
     }
 
     pub fn admin_contact(&self) -> Option<String> {
@@ -148,11 +150,14 @@ impl Session {
     }
 
     pub async fn set_password(&mut self, password: &str) -> Result<(), EnrollError> {
-        Ok(self.client.activate_user(password, None).await?)
+        self.client.activate_user(password, None).await?;
+        self.password_set = true;
+        Ok(())
     }
 
-    /// Registers this device and stores the instance.
-    pub async fn register(mut self, store: &Store, device_name: &DeviceName) -> Result<Enrolled, EnrollError> {
+    /// Registers this device and stores the instance. After a refusal (a name already taken)
+    /// the session can register again with another name.
+    pub async fn register(&mut self, store: &Store, device_name: &DeviceName) -> Result<Enrolled, EnrollError> {
         let resp = register(store, &mut self.client, &self.url, device_name, &self.start.user.device_names).await?;
         finish(store, &self.url, &self.token, &self.start, resp).await
     }

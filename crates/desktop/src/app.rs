@@ -9,7 +9,7 @@ use crate::widgets::switch;
 use egui::{Color32, RichText};
 use onramp_client::enroll::DeviceName;
 use onramp_domain::link::parse_enroll_link;
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Something outside the window asks for attention: a second launch, a deep link, the tray.
@@ -22,25 +22,31 @@ pub enum Outside {
     Quit,
 }
 
-#[derive(Debug)]
+/// No `Debug` on the screens and forms: they hold passwords and tokens.
 enum Screen {
+    /// The first discovery: the worker has not said yet what this machine has.
+    Starting,
     Loading(String),
     AddInstance(AddForm),
     Enroll(Box<EnrollForm>),
-    Working(String),
-    Done { instance_name: String, locations: Vec<String>, onboarding: String },
+    /// A step under way; the enrollment form comes back if the step can be tried again.
+    Working(String, Option<Box<EnrollForm>>),
+    Done {
+        instance_name: String,
+        locations: Vec<String>,
+        onboarding: String,
+    },
     Failed(Problem),
     Main,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct AddForm {
     link: String,
     token: String,
     error: Option<String>,
 }
 
-#[derive(Debug)]
 struct EnrollForm {
     view: SessionView,
     password: String,
@@ -49,7 +55,7 @@ struct EnrollForm {
     error: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct UpdateForm {
     instance_name: String,
     link: String,
@@ -64,8 +70,8 @@ pub struct DesktopApp {
     screen: Screen,
     instances: Vec<InstanceView>,
     service: ServiceState,
-    /// Switches flipped whose answer has not come yet.
-    pending: HashSet<(String, i64)>,
+    /// Switches flipped whose answer has not come yet, with the state asked for.
+    pending: HashMap<(String, i64), bool>,
     notice: Option<String>,
     update: Option<UpdateForm>,
     confirm_remove: Option<(String, String)>,
@@ -82,10 +88,10 @@ impl DesktopApp {
             backend,
             prefs,
             allow_http,
-            screen: Screen::Loading("Looking for your invitation…".into()),
+            screen: Screen::Starting,
             instances: vec![],
             service: ServiceState::Unknown,
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             notice: None,
             update: None,
             confirm_remove: None,
@@ -116,18 +122,18 @@ impl DesktopApp {
         match o {
             Outside::Show | Outside::Quit => {}
             Outside::DeepLink(link) => {
-                if matches!(self.screen, Screen::Loading(_)) {
+                if matches!(self.screen, Screen::Starting) {
                     self.queued_link = Some(link);
                 } else {
                     self.open_link(link);
                 }
             }
             Outside::Connect { instance_id, network_id } => {
-                self.pending.insert((instance_id.clone(), network_id));
+                self.pending.insert((instance_id.clone(), network_id), true);
                 self.backend.send(Cmd::Connect { instance_id, network_id });
             }
             Outside::Disconnect { instance_id, network_id } => {
-                self.pending.insert((instance_id.clone(), network_id));
+                self.pending.insert((instance_id.clone(), network_id), false);
                 self.backend.send(Cmd::Disconnect { instance_id, network_id });
             }
         }
@@ -180,24 +186,48 @@ impl DesktopApp {
                     msg.push_str(&format!(" Removed: {}.", removed.join(", ")));
                 }
                 self.notice = Some(msg);
+                // A deep link that turned out to be an update lands on the locations.
+                if matches!(self.screen, Screen::Loading(_) | Screen::Starting) {
+                    self.screen = Screen::Main;
+                }
             }
-            Event::Failed(problem) => {
-                if let Some(u) = self.update.as_mut() {
-                    let mut text = problem.sentence.clone();
-                    if let Some(a) = &problem.admin {
-                        text.push_str(&format!(" Your administrator: {a}"));
+            Event::UpdateFailed(problem) => {
+                let mut text = problem.sentence.clone();
+                if let Some(a) = &problem.admin {
+                    text.push_str(&format!(" Your administrator: {a}"));
+                }
+                match self.update.as_mut() {
+                    Some(u) => u.error = Some(text),
+                    None => self.notice = Some(text),
+                }
+            }
+            Event::Failed(mut problem) => {
+                match std::mem::replace(&mut self.screen, Screen::Main) {
+                    // A step the user can fix on the form (a name taken, a password refused).
+                    Screen::Working(_, Some(mut f)) if !problem.ends_session => {
+                        f.error = Some(problem.sentence);
+                        self.screen = Screen::Enroll(f);
                     }
-                    u.error = Some(text);
-                } else if let (false, Screen::Enroll(f)) = (problem.ends_session, &mut self.screen) {
-                    f.error = Some(problem.sentence);
-                } else {
-                    self.screen = Screen::Failed(problem);
+                    Screen::Working(_, Some(f)) => {
+                        // Later steps' answers name nobody: the session's contact does.
+                        problem.admin = problem.admin.or_else(|| f.view.admin.clone());
+                        self.screen = Screen::Failed(problem);
+                    }
+                    _ => self.screen = Screen::Failed(problem),
                 }
             }
             Event::Instances(v) => {
-                self.pending.clear();
+                // A switch stays busy until its tunnel is in the state asked for.
+                self.pending.retain(|(id, net), want| {
+                    let up = v
+                        .iter()
+                        .find(|i| &i.id == id)
+                        .and_then(|i| i.locations.iter().find(|l| l.network_id == *net))
+                        .map(|l| l.tunnel.is_some());
+                    up.is_some_and(|up| up != *want)
+                });
                 self.instances = v;
-                if matches!(self.screen, Screen::Loading(_)) {
+                if matches!(self.screen, Screen::Starting) {
                     self.screen = Screen::Main;
                 }
             }
@@ -207,7 +237,7 @@ impl DesktopApp {
                 self.notice = Some(n);
             }
         }
-        if !matches!(self.screen, Screen::Loading(_)) {
+        if !matches!(self.screen, Screen::Starting) {
             if let Some(link) = self.queued_link.take() {
                 self.open_link(link);
             }
@@ -245,6 +275,13 @@ impl DesktopApp {
             egui::ScrollArea::vertical().auto_shrink([false, false]).show(ui, |ui| {
                 ui.add_space(8.0);
                 match std::mem::replace(&mut self.screen, Screen::Main) {
+                    Screen::Starting => {
+                        ui.horizontal(|ui| {
+                            ui.spinner();
+                            ui.label("Looking for your invitation…");
+                        });
+                        self.screen = Screen::Starting;
+                    }
                     Screen::Loading(msg) => {
                         ui.horizontal(|ui| {
                             ui.spinner();
@@ -258,14 +295,18 @@ impl DesktopApp {
                     }
                     Screen::Enroll(mut f) => {
                         let next = self.enroll(ui, &mut f);
-                        self.screen = next.unwrap_or(Screen::Enroll(f));
+                        self.screen = match next {
+                            Some(Screen::Working(msg, None)) => Screen::Working(msg, Some(f)),
+                            Some(s) => s,
+                            None => Screen::Enroll(f),
+                        };
                     }
-                    Screen::Working(msg) => {
+                    Screen::Working(msg, form) => {
                         ui.horizontal(|ui| {
                             ui.spinner();
                             ui.label(&msg);
                         });
-                        self.screen = Screen::Working(msg);
+                        self.screen = Screen::Working(msg, form);
                     }
                     Screen::Done { instance_name, locations, onboarding } => {
                         let next = done(ui, &mut self.md_cache, &instance_name, &locations, &onboarding);
@@ -331,7 +372,10 @@ impl DesktopApp {
     fn enroll(&mut self, ui: &mut egui::Ui, f: &mut EnrollForm) -> Option<Screen> {
         let v = &f.view;
         ui.heading(format!("Welcome, {}", v.first_name));
-        ui.label(format!("You are joining {}. Check your details, then enroll this computer.", v.instance_name));
+        ui.label(format!(
+            "You are joining {} at {}. Check your details, then enroll this computer.",
+            v.instance_name, v.host
+        ));
         ui.add_space(8.0);
         let now = (self.now)();
         match model::countdown(v.deadline, now) {
@@ -339,7 +383,11 @@ impl DesktopApp {
                 ui.label(format!("Session ends in {left}"));
                 ui.ctx().request_repaint_after(Duration::from_secs(1));
             }
-            None => error_text(ui, "The session has ended. Ask your administrator for a new token."),
+            // Said, not enforced: this machine's clock may be off, and the server decides.
+            None => error_text(
+                ui,
+                "The session has probably ended; if enrolling fails, ask your administrator for a new token.",
+            ),
         }
         ui.add_space(6.0);
         egui::Grid::new("details").num_columns(2).spacing([16.0, 4.0]).show(ui, |ui| {
@@ -357,7 +405,7 @@ impl DesktopApp {
             }
         });
         ui.add_space(8.0);
-        let mut ok = model::countdown(v.deadline, now).is_some();
+        let mut ok = true;
         if v.needs_password {
             ui.label(RichText::new("Choose a password").strong());
             let l = ui.label("Password");
@@ -406,7 +454,15 @@ impl DesktopApp {
             };
             let password = v.needs_password.then(|| f.password.clone());
             self.backend.send(Cmd::Finish { password, device });
-            return Some(Screen::Working("Registering this computer…".into()));
+            return Some(Screen::Working("Registering this computer…".into(), None));
+        }
+        if ui.button("Cancel").clicked() {
+            self.backend.send(Cmd::Abandon);
+            return Some(if self.instances.is_empty() {
+                Screen::AddInstance(AddForm::default())
+            } else {
+                Screen::Main
+            });
         }
         None
     }
@@ -421,9 +477,9 @@ impl DesktopApp {
         ui.add_space(8.0);
         let mut next = None;
         ui.horizontal(|ui| {
-            if let Retry::Start { url, token } = &p.retry {
+            if let Retry::Start { url, token, found } = &p.retry {
                 if ui.button("Try again").clicked() {
-                    self.backend.send(Cmd::Start { url: url.clone(), token: token.clone(), found: None });
+                    self.backend.send(Cmd::Start { url: url.clone(), token: token.clone(), found: found.clone() });
                     next = Some(Screen::Loading("Trying again…".into()));
                 }
             }
@@ -512,13 +568,13 @@ impl DesktopApp {
     fn location_row(&mut self, ui: &mut egui::Ui, i: &InstanceView, l: &LocationView, can_switch: bool, now: i64) {
         ui.horizontal(|ui| {
             let key = (i.id.clone(), l.network_id);
-            let busy = self.pending.contains(&key);
+            let busy = self.pending.contains_key(&key);
             let mut on = l.tunnel.is_some();
             let resp = ui.add_enabled(can_switch && !busy, |ui: &mut egui::Ui| {
                 switch(ui, &mut on, &format!("Connect {}", l.name))
             });
             if resp.changed() {
-                self.pending.insert(key);
+                self.pending.insert(key, on);
                 let (instance_id, network_id) = (i.id.clone(), l.network_id);
                 self.backend.send(if on {
                     Cmd::Connect { instance_id, network_id }

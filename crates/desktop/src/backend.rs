@@ -3,7 +3,7 @@
 //! sends [`Cmd`]s and drains [`Event`]s; each event wakes the window for one repaint.
 
 use crate::model::{Problem, Retry};
-use onramp_client::enroll::{self, DeviceName, Session};
+use onramp_client::enroll::{self, DeviceName, EnrollError, Session};
 use onramp_client::ipc::TunnelStatus;
 use onramp_client::provision::{self, Found};
 use onramp_client::tunnel::{self, ServiceClient, ServiceError};
@@ -39,7 +39,7 @@ impl Config {
     }
 }
 
-#[derive(Debug)]
+/// No `Debug`: commands carry tokens and passwords.
 pub enum Cmd {
     /// First start: is there an instance, or a provisioning to enroll with?
     Discover,
@@ -54,6 +54,8 @@ pub enum Cmd {
         password: Option<String>,
         device: DeviceName,
     },
+    /// The user left the enrollment screen: the session (and its token) is dropped.
+    Abandon,
     /// Applies a new token from the admin to an instance this machine has.
     UpdateInstance {
         url: url::Url,
@@ -84,6 +86,8 @@ pub struct SessionView {
     pub phone: Option<String>,
     pub admin: Option<String>,
     pub instance_name: String,
+    /// The server the invitation points at, shown so a link cannot hide where it leads.
+    pub host: String,
     pub deadline: i64,
     pub needs_password: bool,
     /// This machine's host name, or its first suffix the user's other devices leave free.
@@ -121,7 +125,7 @@ pub enum ServiceState {
     Unavailable(String),
 }
 
-#[derive(Debug)]
+/// No `Debug`: a failure can carry the token for its retry.
 pub enum Event {
     /// The store has no instance and nothing to enroll with: show "Add instance".
     NothingToEnroll {
@@ -143,6 +147,8 @@ pub enum Event {
         removed: Vec<String>,
     },
     Failed(Problem),
+    /// Update instance failed (shown in its dialog, not as a screen).
+    UpdateFailed(Problem),
     Instances(Vec<InstanceView>),
     Service(ServiceState),
     /// A passing message for the main window (a tunnel refused, a remove done).
@@ -234,7 +240,7 @@ struct Sender {
 
 impl Sender {
     fn send(&self, e: Event) {
-        if let Event::Failed(p) = &e {
+        if let Event::Failed(p) | Event::UpdateFailed(p) = &e {
             tracing::warn!(headline = p.headline, "{}", p.sentence);
         }
         if self.tx.send(e).is_ok() {
@@ -279,29 +285,26 @@ impl Worker {
         match cmd {
             Cmd::Discover => self.discover().await,
             Cmd::Start { url, token, found } => {
-                self.found = found;
+                self.session = None;
+                self.found = found.clone();
                 match Session::open(&self.store, &url, &token).await {
                     Ok(s) => {
-                        let view = session_view(&s);
+                        let view = session_view(&s, &url);
                         self.session = Some(s);
                         self.out.send(Event::SessionOpened(view));
                     }
-                    Err(e) => self.out.send(Event::Failed(Problem::of(&e, Retry::Start { url, token }))),
+                    // A new token for an instance this machine has (a desktop token mailed
+                    // by the admin): what the user wants is the update.
+                    Err(EnrollError::AlreadyEnrolled { .. }) => self.update(url, token, false).await,
+                    Err(e) => self.out.send(Event::Failed(Problem::of(&e, Retry::Start { url, token, found }))),
                 }
             }
             Cmd::Finish { password, device } => self.finish(password, device).await,
-            Cmd::UpdateInstance { url, token } => match enroll::update_instance(&self.store, &url, &token).await {
-                Ok(done) => {
-                    self.out.send(Event::Updated {
-                        instance_name: done.instance_name,
-                        added: done.diff.added,
-                        removed: done.diff.removed,
-                    });
-                    let _ = tunnel::refresh_connected(&self.store, &self.service).await;
-                    self.publish_now().await;
-                }
-                Err(e) => self.out.send(Event::Failed(Problem::of(&e, Retry::None))),
-            },
+            Cmd::Abandon => {
+                self.session = None;
+                self.found = None;
+            }
+            Cmd::UpdateInstance { url, token } => self.update(url, token, true).await,
             Cmd::Remove { instance_id } => {
                 // Its tunnels go first: the service must not keep a tunnel nobody can see.
                 for t in self.service.tunnels().await.unwrap_or_default() {
@@ -353,6 +356,23 @@ impl Worker {
         }
     }
 
+    /// `from_dialog`: the user asked in the Update instance dialog (failures go there).
+    async fn update(&mut self, url: url::Url, token: String, from_dialog: bool) {
+        match enroll::update_instance(&self.store, &url, &token).await {
+            Ok(done) => {
+                self.out.send(Event::Updated {
+                    instance_name: done.instance_name,
+                    added: done.diff.added,
+                    removed: done.diff.removed,
+                });
+                let _ = tunnel::refresh_connected(&self.store, &self.service).await;
+                self.publish_now().await;
+            }
+            Err(e) if from_dialog => self.out.send(Event::UpdateFailed(Problem::of(&e, Retry::None))),
+            Err(e) => self.out.send(Event::Failed(Problem::of(&e, Retry::None))),
+        }
+    }
+
     async fn finish(&mut self, password: Option<String>, device: DeviceName) {
         let Some(mut session) = self.session.take() else {
             return self.out.send(Event::Failed(Problem::plain("The enrollment session is gone; start again.")));
@@ -380,7 +400,14 @@ impl Worker {
                 });
                 self.publish_now().await;
             }
-            Err(e) => self.out.send(Event::Failed(Problem::of(&e, Retry::None))),
+            Err(e) => {
+                let problem = Problem::of(&e, Retry::None);
+                // A refused name leaves the session open: the user picks another.
+                if !problem.ends_session {
+                    self.session = Some(session);
+                }
+                self.out.send(Event::Failed(problem));
+            }
         }
     }
 
@@ -474,7 +501,7 @@ impl Worker {
     }
 }
 
-fn session_view(s: &Session) -> SessionView {
+fn session_view(s: &Session, url: &url::Url) -> SessionView {
     let host = match DeviceName::from_host() {
         DeviceName::Default(h) | DeviceName::Chosen(h) => h,
     };
@@ -487,6 +514,7 @@ fn session_view(s: &Session) -> SessionView {
         phone: u.phone_number.clone().filter(|p| !p.is_empty()),
         admin: s.admin_contact(),
         instance_name: s.start.instance.name.clone(),
+        host: url.host_str().unwrap_or_default().to_owned(),
         deadline: s.start.deadline_timestamp,
         needs_password: s.needs_password(),
         suggested_name: s.suggested_name(&host),

@@ -10,7 +10,7 @@ use onramp_desktop::single::{self, Claim};
 use onramp_desktop::tray::Tray;
 use onramp_desktop::{icon, prefs::Prefs, DesktopApp, Outside};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -35,14 +35,35 @@ fn main() -> ExitCode {
     if let Err(e) = onramp_client::dirs::ensure_private_dir(&config.data_dir) {
         return fail(&format!("cannot create {}: {e}", config.data_dir.display()));
     }
-    let listener = match single::claim(&config.data_dir, &single::message(args.link.as_deref())) {
-        Ok(Claim::Forwarded) => return ExitCode::SUCCESS,
-        Ok(Claim::Primary(l)) => Some(l),
-        Err(e) => {
-            tracing::warn!("running without the single-instance socket: {e}");
-            None
+    // Requests from outside the window (later launches, the tray) queue here from the
+    // start; the window wakes for them once it exists.
+    let (tx, outside) = mpsc::channel();
+    let window: Arc<Mutex<Option<egui::Context>>> = Arc::default();
+    let inbox = {
+        let window = window.clone();
+        move |o: Outside| {
+            let _ = tx.send(o);
+            if let Some(ctx) = window.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                ctx.request_repaint();
+            }
         }
     };
+    match single::claim(&config.data_dir, args.link.as_deref()) {
+        Ok(Claim::Forwarded) => return ExitCode::SUCCESS,
+        // Served at once, so a launch right after this one finds the app.
+        Ok(Claim::Primary(l)) => {
+            let inbox = inbox.clone();
+            l.serve(move |o| {
+                // Never the link itself: it carries a token.
+                tracing::info!(
+                    kind = if matches!(o, Outside::Show) { "show" } else { "link" },
+                    "request from another launch"
+                );
+                inbox(o)
+            });
+        }
+        Err(e) => tracing::warn!("running without the single-instance socket: {e}"),
+    }
     let prefs = Prefs::load(&config.data_dir);
     let allow_http = onramp_client::Settings::load(&config.data_dir).allow_http;
     let hidden = args.minimised || prefs.start_minimised;
@@ -65,11 +86,24 @@ fn main() -> ExitCode {
     let result = eframe::run_native(
         "Onramp",
         options,
-        Box::new(move |cc| Ok(Box::new(Shell::new(&cc.egui_ctx, app, listener, hidden, started)))),
+        Box::new(move |cc| {
+            *window.lock().unwrap_or_else(|e| e.into_inner()) = Some(cc.egui_ctx.clone());
+            Ok(Box::new(Shell::new(&cc.egui_ctx, app, outside, inbox, hidden, started)))
+        }),
     );
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&format!("cannot open the window: {e}")),
+    }
+}
+
+/// Hides the window; Wayland cannot hide a window (winit ignores it there), so it is
+/// minimised instead.
+fn hide(ctx: &egui::Context) {
+    if std::env::var_os("WAYLAND_DISPLAY").is_some() {
+        ctx.send_viewport_cmd(egui::ViewportCommand::Minimized(true));
+    } else {
+        ctx.send_viewport_cmd(egui::ViewportCommand::Visible(false));
     }
 }
 
@@ -92,29 +126,11 @@ impl Shell {
     fn new(
         ctx: &egui::Context,
         app: DesktopApp,
-        listener: Option<single::Listener>,
+        outside: mpsc::Receiver<Outside>,
+        wake: impl Fn(Outside) + Send + Sync + Clone + 'static,
         hidden: bool,
         started: Instant,
     ) -> Shell {
-        let (tx, outside) = mpsc::channel();
-        let wake = {
-            let ctx = ctx.clone();
-            move |o: Outside| {
-                let _ = tx.send(o);
-                ctx.request_repaint();
-            }
-        };
-        if let Some(l) = listener {
-            let wake = wake.clone();
-            l.serve(move |o| {
-                // Never the link itself: it carries a token.
-                tracing::info!(
-                    kind = if matches!(o, Outside::Show) { "show" } else { "link" },
-                    "request from another launch"
-                );
-                wake(o)
-            });
-        }
         let (mtx, menu) = mpsc::channel();
         let c = ctx.clone();
         let mtx = std::sync::Mutex::new(mtx);
@@ -134,7 +150,9 @@ impl Shell {
         };
         // eframe shows the window after its first frame whatever the builder said: hide it
         // again when asked, but only if the tray can bring it back.
-        ctx.send_viewport_cmd(egui::ViewportCommand::Visible(!hidden || tray.is_none()));
+        if hidden && tray.is_some() {
+            hide(ctx);
+        }
         Shell { app, tray, outside, menu, quitting: false, started: Some(started) }
     }
 
@@ -175,7 +193,7 @@ impl eframe::App for Shell {
         if ctx.input(|i| i.viewport().close_requested()) && self.tray.is_some() && !self.quitting {
             // Close to the tray: tunnels stay up, the tray brings the window back.
             ctx.send_viewport_cmd(egui::ViewportCommand::CancelClose);
-            ctx.send_viewport_cmd(egui::ViewportCommand::Visible(false));
+            hide(ctx);
         }
     }
 

@@ -5,14 +5,26 @@ use onramp_client::enroll::EnrollError;
 use onramp_client::ApiError;
 
 /// What "Try again" does after a failure.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Retry {
     None,
-    /// Open the session again (the edge could not be reached).
+    /// Open the session again (the edge could not be reached), with where the token came
+    /// from (so a spent provisioning file is still deleted).
     Start {
         url: url::Url,
         token: String,
+        found: Option<onramp_client::provision::Found>,
     },
+}
+
+/// Leaves the token out.
+impl std::fmt::Debug for Retry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Retry::None => f.write_str("None"),
+            Retry::Start { url, .. } => write!(f, "Start({url})"),
+        }
+    }
 }
 
 /// A failure as the window shows it: one sentence, whom to ask, and whether a retry helps.
@@ -80,10 +92,22 @@ impl Problem {
                 ApiError::AccountDisabled { message } => {
                     ("Your account is disabled", sentence_case(message), Retry::None, true)
                 }
-                ApiError::Rejected { message, .. } => ("The server refused this step", sentence_case(message), Retry::None, false),
+                ApiError::Rejected { message, .. } => (
+                    "The server refused this step",
+                    // The library names the CLI flag; here the field is on the screen.
+                    sentence_case(&message.replace("; choose another with --device-name", "; choose another name")),
+                    Retry::None,
+                    false,
+                ),
                 other => ("Something went wrong", sentence_case(&other.to_string()), Retry::None, true),
             },
-            EnrollError::Refused(m) => ("This computer is already enrolled", sentence_case(m), Retry::None, true),
+            EnrollError::AlreadyEnrolled { instance } => (
+                "This computer is already enrolled",
+                format!("This computer is already enrolled in {instance}."),
+                Retry::None,
+                true,
+            ),
+            EnrollError::Refused(m) => ("The server refused this step", sentence_case(m), Retry::None, true),
             other => ("Something went wrong", sentence_case(&other.to_string()), Retry::None, true),
         };
         let admin = match e {
@@ -203,7 +227,7 @@ mod tests {
     #[test]
     fn token_problems_name_the_admin_and_never_offer_a_retry() {
         let admin = Some("Ada Admin <ada@example.com>".to_owned());
-        let retry = Retry::Start { url: url::Url::parse("https://e/").unwrap(), token: "t".into() };
+        let retry = Retry::Start { url: url::Url::parse("https://e/").unwrap(), token: "t".into(), found: None };
         for e in [
             ApiError::TokenExpired { admin: admin.clone() },
             ApiError::TokenUsed { admin: admin.clone() },

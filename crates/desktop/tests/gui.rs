@@ -193,9 +193,17 @@ fn enrolled_user_with_a_desktop_token_sets_no_password() {
     let host = hostname::get().unwrap().to_string_lossy().into_owned();
     assert_eq!(h.get_by_label("Device name").value(), Some(format!("{host}-2")));
     screenshot(&mut h, "desktop-token");
+    // The user insists on the first computer's name: refused, and the form stays to fix it.
+    fill(&mut h, "Device name", &host);
+    h.get_by_label("Enroll this computer").click();
+    wait_for(&mut h, "already has a device named");
+    assert!(shows(&h, "choose another name"), "no CLI flag in the window");
+    fill(&mut h, "Device name", "laptop-two");
     h.get_by_label("Enroll this computer").click();
     wait_for(&mut h, "You're all set");
-    assert_eq!(devices(&w, "jane").len(), 2);
+    let names: Vec<_> = devices(&w, "jane").iter().map(|d| d["name"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.contains(&"laptop-two".to_owned()), "{names:?}");
 }
 
 #[test]
@@ -280,6 +288,9 @@ fn an_unreachable_edge_offers_a_retry_that_works() {
     up.store(true, std::sync::atomic::Ordering::SeqCst);
     h.get_by_label("Try again").click();
     wait_for(&mut h, "Welcome, Jane");
+    // The retried enrollment still spends (and deletes) the provisioning file.
+    set_password_and_enroll(&mut h);
+    assert!(!m.data().join("provisioning.json").exists(), "the spent file is deleted after a retry");
     fwd.abort();
 }
 
@@ -313,6 +324,18 @@ fn update_instance_applies_a_new_token_and_polls_show_new_locations() {
     wait_for(&mut h, &format!("{name} updated."));
     assert_eq!(devices(&w, "jane").len(), 1, "an update registers no new device");
     screenshot(&mut h, "after-update");
+    // The admin mails a desktop token; its deep link, for an instance this machine has,
+    // updates that instance (no enrollment screen, no new device).
+    h.get_by_label("Dismiss").click();
+    h.run_steps(2);
+    assert!(!shows(&h, "updated."));
+    let token = w.token("jane", "start_desktop");
+    let mut link = url::Url::parse("onramp://enroll").unwrap();
+    link.query_pairs_mut().append_pair("url", &w.edge()).append_pair("token", &token);
+    h.state_mut().outside(Outside::DeepLink(link.to_string()));
+    wait_for(&mut h, &format!("{name} updated."));
+    assert!(h.query_by_label("Connect office").is_some(), "back on the locations");
+    assert_eq!(devices(&w, "jane").len(), 1);
     // The admin removes the location again: it leaves the window.
     let lab = w.call("GET", "/api/v1/location", None);
     let id = lab.as_array().unwrap().iter().find(|n| n["name"] == "lab").unwrap()["id"].as_i64().unwrap();
