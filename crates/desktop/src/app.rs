@@ -445,7 +445,10 @@ impl DesktopApp {
             error_text(ui, e);
         }
         ui.add_space(8.0);
-        if ui.add_enabled(ok, egui::Button::new("Enroll this computer")).clicked() {
+        let (enroll, cancel) = ui
+            .horizontal(|ui| (ui.add_enabled(ok, egui::Button::new("Enroll this computer")), ui.button("Cancel")))
+            .inner;
+        if enroll.clicked() {
             // The suggestion is free already; one the user typed is theirs to keep or fix.
             let device = if name == v.suggested_name {
                 DeviceName::Default(name.to_owned())
@@ -456,7 +459,7 @@ impl DesktopApp {
             self.backend.send(Cmd::Finish { password, device });
             return Some(Screen::Working("Registering this computer…".into(), None));
         }
-        if ui.button("Cancel").clicked() {
+        if cancel.clicked() {
             self.backend.send(Cmd::Abandon);
             return Some(if self.instances.is_empty() {
                 Screen::AddInstance(AddForm::default())

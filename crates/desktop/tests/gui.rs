@@ -366,6 +366,10 @@ fn a_deep_link_opens_the_enrollment_and_add_instance_reads_pasted_links() {
     link.query_pairs_mut().append_pair("url", &w.edge()).append_pair("token", &token);
     h.state_mut().outside(Outside::DeepLink(link.to_string()));
     wait_for(&mut h, "Welcome, Jane");
+    assert!(shows(&h, "at 127.0.0.1"), "the screen names the server the link points at");
+    // Not now: Cancel goes back (nothing enrolled yet: to Add an instance).
+    h.get_by_label("Cancel").click();
+    wait_for(&mut h, "Add an instance");
     // And the browser wizard's link pasted by hand works too (a fresh machine).
     let m2 = Machine::new();
     let mut h2 = m2.open(None, Duration::from_secs(300));
