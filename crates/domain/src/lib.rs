@@ -2,6 +2,7 @@
 //! deterministic given its inputs (randomness comes in as an `RngCore`), so it is unit- and
 //! property-tested in isolation.
 
+pub mod directory;
 pub mod duration;
 pub mod link;
 pub mod net;
