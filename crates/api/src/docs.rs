@@ -26,6 +26,7 @@ use utoipa::{Modify, OpenApi};
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         audit::list,
         mail::list, mail::retry, mail::test,
+        directory::sync, directory::status, directory::link, directory::unlink,
     ),
     modifiers(&Bearer)
 )]

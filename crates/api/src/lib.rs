@@ -59,6 +59,9 @@ pub fn router(state: AppState) -> Router {
         .route("/mail", get(mail::list))
         .route("/mail/{id}/retry", post(mail::retry))
         .route("/mail/test", post(mail::test))
+        .route("/directory/sync", post(directory::sync))
+        .route("/directory/status", get(directory::status))
+        .route("/user/{username}/directory_link", post(directory::link).delete(directory::unlink))
         .route("/openapi.json", get(docs::openapi_json));
     Router::new()
         .nest("/api/v1", api)

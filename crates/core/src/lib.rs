@@ -7,6 +7,7 @@ mod bootstrap;
 pub mod clock;
 mod devices;
 pub mod directory;
+pub mod directory_sync;
 mod edge_dispatch;
 mod enrollment;
 mod error;
@@ -26,6 +27,7 @@ pub use apitokens::{ApiTokenInfo, AuthenticatedAdmin, NewApiToken};
 pub use audit::{audit_diff, Actor, AuditEntry, AuditQuery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use devices::{DeviceInfo, DeviceInput};
+pub use directory_sync::{DirectoryEnv, DirectorySettings, SyncReport, SyncStatus};
 pub use enrollment::DEVICE_REMOVED;
 pub use error::{CoreError, CoreResult};
 pub use gateways::{DevicePeerStats, GatewayInfo, GatewayTokenInfo, LocationPeerStats, LocationStats, NewGatewayToken};
@@ -59,6 +61,8 @@ pub struct CoreConfig {
     pub web_session_idle_secs: i64,
     /// ...and this long after sign-in, whatever happens.
     pub web_session_max_secs: i64,
+    /// `ONRAMP_LDAP_*`: the directory sync's settings from the environment.
+    pub directory_env: DirectoryEnv,
 }
 
 impl Default for CoreConfig {
@@ -71,6 +75,7 @@ impl Default for CoreConfig {
             secret_key_file: None,
             web_session_idle_secs: 30 * 60,
             web_session_max_secs: 12 * 3600,
+            directory_env: DirectoryEnv::default(),
         }
     }
 }

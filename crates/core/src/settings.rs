@@ -26,6 +26,8 @@ pub struct Settings {
     /// Who enrolling users are told to contact (enrollment page, mails, client messages).
     /// `null`: the admin who issued their token.
     pub admin_contact: Option<AdminContact>,
+    /// LDAP / Active Directory sync.
+    pub directory: crate::directory_sync::DirectorySettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -70,6 +72,11 @@ pub struct EnrollmentSettings {
     pub welcome_email_subject: String,
     /// Send `welcome_message` as the welcome e-mail body instead of `templates.welcome_body`.
     pub use_welcome_message_as_email: bool,
+    /// "Invite new directory users" by e-mail (needs SMTP).
+    pub directory_invite_email: bool,
+    /// "Invite new directory users" by writing a token into their provisioning attribute
+    /// (`directory.provisioning_attribute`), kept fresh until they enroll, then cleared.
+    pub directory_invite_attribute: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
@@ -128,6 +135,7 @@ impl Default for Settings {
             smtp: SmtpSettings::default(),
             templates: Templates::default(),
             admin_contact: None,
+            directory: Default::default(),
         }
     }
 }
@@ -153,6 +161,8 @@ impl Default for EnrollmentSettings {
             show_welcome_message: true,
             welcome_email_subject: "Welcome to {{ instance_name }}".into(),
             use_welcome_message_as_email: false,
+            directory_invite_email: false,
+            directory_invite_attribute: false,
         }
     }
 }
@@ -251,6 +261,9 @@ pub struct SettingsPatch {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<AdminContact>)]
     pub admin_contact: Option<Option<AdminContact>>,
+    /// Merged: only the fields given change.
+    #[schema(value_type = Option<Object>)]
+    pub directory: Option<serde_json::Value>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
@@ -287,6 +300,7 @@ impl std::fmt::Debug for SettingsPatch {
             .field("smtp_keys", &keys(&self.smtp))
             .field("templates_keys", &keys(&self.templates))
             .field("admin_contact", &self.admin_contact)
+            .field("directory", &self.directory)
             .finish()
     }
 }
@@ -455,6 +469,9 @@ impl Core {
         if let Some(c) = patch.admin_contact {
             next.admin_contact = c;
         }
+        if let Some(d) = patch.directory {
+            next.directory = merge_section("directory", &next.directory, d)?;
+        }
         validate(&next)?;
         let version = self.store().save_settings_json(&to_stored(&next, self.key())?).await?;
         let changes = crate::audit_diff(
@@ -510,6 +527,7 @@ fn validate(s: &Settings) -> CoreResult<()> {
             crate::mail::smtp::read_ca(ca).map_err(|e| CoreError::invalid("smtp.ca_file", e))?;
         }
     }
+    s.directory.validate()?;
     if let Some(c) = &s.admin_contact {
         onramp_domain::validate::parse_name("admin_contact.name", &c.name, 128)?;
         onramp_domain::validate::Email::parse("admin_contact.email", &c.email)?;

@@ -60,6 +60,8 @@ pub struct UserInfo {
     pub groups: Vec<String>,
     pub is_admin: bool,
     pub created_at: i64,
+    /// `local` (managed in Onramp) or `ldap` (the directory sync is authoritative).
+    pub source: String,
 }
 
 /// Whether a user's token actions are possible now, and if not, why (the web UI greys them
@@ -128,6 +130,7 @@ impl UserInfo {
             groups,
             is_admin,
             created_at: r.created_at,
+            source: r.source,
         }
     }
 }
@@ -365,6 +368,7 @@ mod token_action_tests {
             groups: vec![],
             is_admin: false,
             created_at: 0,
+            source: "local".into(),
         }
     }
 

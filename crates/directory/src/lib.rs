@@ -3,6 +3,9 @@
 //! helper) or write it (core's `provision-directory`). Simple bind with credentials from a
 //! file or the environment; anonymous when none are given.
 
+pub mod sync;
+pub use sync::{ReadStats, SyncConnection, SyncSource};
+
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use std::collections::HashSet;
 use std::time::Duration;
@@ -58,6 +61,20 @@ pub enum DirectoryError {
     UserNotFound { attribute: String, username: String, base_dn: String },
     #[error("directory error: {0}")]
     Other(String),
+}
+
+/// Whether `filter` is an LDAP search filter (RFC 4515), and if not, why.
+pub fn check_filter(filter: &str) -> Result<(), String> {
+    if !filter.trim_start().starts_with('(') {
+        return Err(format!("{filter:?} is not an LDAP filter: it must be in parentheses, e.g. (objectClass=person)"));
+    }
+    ldap3::parse_filter(filter).map(drop).map_err(|_| format!("{filter:?} is not a valid LDAP filter"))
+}
+
+/// An attribute description: a letter, then letters, digits and hyphens (RFC 4512).
+pub fn is_attribute_name(a: &str) -> bool {
+    a.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && a.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
 }
 
 /// An open, bound connection.
@@ -173,7 +190,7 @@ async fn kerberos_bind(_: &mut ldap3::Ldap, _: &str) -> Result<(), DirectoryErro
     })
 }
 
-fn describe(rc: u32, text: &str) -> String {
+pub(crate) fn describe(rc: u32, text: &str) -> String {
     let name = match rc {
         32 => "no such object",
         49 => "invalid credentials",
@@ -191,6 +208,15 @@ fn describe(rc: u32, text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn filters_and_attribute_names() {
+        assert!(super::check_filter("(&(objectClass=person)(uid=*))").is_ok());
+        assert!(super::check_filter("objectClass=person").unwrap_err().contains("parentheses"));
+        assert!(super::check_filter("(&(uid=a)").is_err());
+        assert!(super::is_attribute_name("sAMAccountName") && super::is_attribute_name("extensionAttribute4"));
+        assert!(!super::is_attribute_name("1bad") && !super::is_attribute_name("a b") && !super::is_attribute_name(""));
+    }
+
     #[test]
     fn ad_defaults_from_the_logon_domain() {
         assert_eq!(super::ad_defaults("CONTOSO.COM"), Some(("ldap://contoso.com".into(), "DC=CONTOSO,DC=COM".into())));

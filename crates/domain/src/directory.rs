@@ -331,7 +331,8 @@ fn keep_an_admin(p: &mut Plan, known: &Known) {
     let still_admin = |u: &KnownUser| {
         !disabled.contains(u.username.as_str())
             && u.groups.iter().any(|g| {
-                known.admin_groups.contains(g) && !removed.get(u.username.as_str()).is_some_and(|r| r.contains(g.as_str()))
+                known.admin_groups.contains(g)
+                    && !removed.get(u.username.as_str()).is_some_and(|r| r.contains(g.as_str()))
             })
     };
     let enabled_admins =
@@ -540,7 +541,10 @@ mod tests {
         let p = plan(&snap(vec![bob.clone()], &["staff"]), &k);
         assert_eq!(
             p.disable,
-            [("bob".to_string(), DisableReason::DisabledInDirectory), ("ann".to_string(), DisableReason::NotInDirectory)]
+            [
+                ("bob".to_string(), DisableReason::DisabledInDirectory),
+                ("ann".to_string(), DisableReason::NotInDirectory)
+            ]
         );
         assert_eq!(p.remove_members, [("staff".to_string(), "ann".to_string())]);
         k = apply(&k, &p);
@@ -619,7 +623,13 @@ mod tests {
 
     fn arb_known() -> impl Strategy<Value = Known> {
         prop::collection::vec(
-            (arb_dir(), any::<bool>(), any::<bool>(), any::<bool>(), prop::collection::btree_set("g[0-3]|admins", 0..3)),
+            (
+                arb_dir(),
+                any::<bool>(),
+                any::<bool>(),
+                any::<bool>(),
+                prop::collection::btree_set("g[0-3]|admins", 0..3),
+            ),
             0..6,
         )
         .prop_map(|rows| {

@@ -127,6 +127,12 @@ pub enum AdminCommand {
         #[command(flatten)]
         who: As,
     },
+    /// Directory sync (LDAP / Active Directory): run one now, see the last run, link a
+    /// user created in Onramp to the directory.
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
     /// Make a CA and the certificates of the core <-> edge link (and of core's gateway
     /// listener), and print the settings for each side. Needs no database.
     LinkCerts(crate::certs::LinkCertsArgs),
@@ -186,6 +192,30 @@ pub enum GatewayTokenCommand {
         /// The token's id (see `list`).
         id: i64,
     },
+}
+
+#[derive(Subcommand)]
+pub enum DirectoryCommand {
+    /// Sync now and print what changed. Settings: `onramp admin settings set directory.url ...`
+    /// (and the other `directory.*` settings) or ONRAMP_LDAP_URL, ONRAMP_LDAP_BASE_DN,
+    /// ONRAMP_LDAP_BIND_DN, ONRAMP_LDAP_PASSWORD_FILE, ONRAMP_LDAP_USER_ATTRIBUTE,
+    /// ONRAMP_LDAP_SYNC_GROUPS, ONRAMP_LDAP_INVITE_ATTRIBUTE.
+    Sync {
+        /// Read the directory and print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The last sync's outcome and the schedule.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hand a user created in Onramp over to the directory (its entry becomes authoritative).
+    Link { username: String },
+    /// Make a directory user Onramp's own again (syncs leave them alone).
+    Unlink { username: String },
 }
 
 #[derive(Subcommand)]
@@ -384,6 +414,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
             let written = report.iter().filter(|r| r.outcome == "written").count();
             eprintln!("{written} of {} member(s) of {group} written to {attribute}", report.len());
         }
+        AdminCommand::Directory { command } => ops::directory(core, command).await?,
         AdminCommand::LinkCerts(args) => crate::certs::run(args)?,
     }
     Ok(())

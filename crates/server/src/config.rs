@@ -192,6 +192,18 @@ const OTHER_ENV: &[&str] = &[
     "ONRAMP_ENTRA_CLIENT_ID",
     "ONRAMP_ENTRA_CLIENT_SECRET_FILE",
     "ONRAMP_ENTRA_LOGIN_URL",
+    // The directory sync (`serve` and `admin directory sync`); provision-directory's flags
+    // take the first ones too.
+    "ONRAMP_LDAP_URL",
+    "ONRAMP_LDAP_BASE_DN",
+    "ONRAMP_LDAP_BIND_DN",
+    "ONRAMP_LDAP_PASSWORD_FILE",
+    "ONRAMP_LDAP_PASSWORD",
+    "ONRAMP_LDAP_USER_ATTRIBUTE",
+    "ONRAMP_LDAP_SYNC_GROUPS",
+    "ONRAMP_LDAP_INVITE_ATTRIBUTE",
+    "ONRAMP_LDAP_SYNC",
+    "ONRAMP_DIRECTORY_SYNC_TICK_SECS",
 ];
 
 /// Names of other programs sharing the prefix (the desktop client, the test harness).

@@ -126,8 +126,36 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
         secret_key_file: Some(cfg.secret_key_file.clone()),
         web_session_idle_secs: cfg.web_session_idle_secs,
         web_session_max_secs: cfg.web_session_max_secs,
+        directory_env: directory_env(|k| std::env::var(k).ok()),
         ..CoreConfig::default()
     }
+}
+
+/// The directory sync's `ONRAMP_LDAP_*` variables (the names `provision-directory` takes).
+/// Empty values count as unset.
+pub fn directory_env(var: impl Fn(&str) -> Option<String>) -> onramp_core::DirectoryEnv {
+    let get = |k: &str| var(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    onramp_core::DirectoryEnv {
+        url: get("ONRAMP_LDAP_URL"),
+        base_dn: get("ONRAMP_LDAP_BASE_DN"),
+        bind_dn: get("ONRAMP_LDAP_BIND_DN"),
+        password_file: get("ONRAMP_LDAP_PASSWORD_FILE"),
+        // Not trimmed: a password may end in a space.
+        password: var("ONRAMP_LDAP_PASSWORD").filter(|v| !v.is_empty()),
+        user_attribute: get("ONRAMP_LDAP_USER_ATTRIBUTE"),
+        sync_groups: get("ONRAMP_LDAP_SYNC_GROUPS")
+            .map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect()),
+        invite_attribute: get("ONRAMP_LDAP_INVITE_ATTRIBUTE"),
+        enabled: get("ONRAMP_LDAP_SYNC")
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
+    }
+}
+
+/// How often each core checks whether a scheduled directory sync is due
+/// (`ONRAMP_DIRECTORY_SYNC_TICK_SECS`, default 15; the interval itself is a setting).
+fn directory_tick() -> Duration {
+    let secs = std::env::var("ONRAMP_DIRECTORY_SYNC_TICK_SECS").ok().and_then(|v| v.trim().parse::<u64>().ok());
+    Duration::from_secs(secs.unwrap_or(15).clamp(1, 3600))
 }
 
 pub async fn open_core(cfg: &Config, create: bool) -> anyhow::Result<Core> {
@@ -225,6 +253,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         })
         .collect();
     let worker = tokio::spawn(core.clone().run_mail_worker(Duration::from_secs(cfg.mail_poll_interval_secs)));
+    let directory_sync = tokio::spawn(core.clone().run_directory_sync_loop(directory_tick()));
     let ui = onramp_ui::UiConfig {
         secure_cookies: cfg.web_secure_cookies,
         trusted_proxies: cfg.http_trusted_proxies.clone(),
@@ -236,6 +265,7 @@ pub async fn serve(cfg: Config) -> anyhow::Result<()> {
         crate::listener::Listener { name: "admin API", limits: cfg.http_limits.clone(), exempt: vec![], tls: None };
     crate::listener::serve(admin_listener, app, admin, shutdown_signal()).await?;
     worker.abort();
+    directory_sync.abort();
     links.iter().for_each(|l| l.abort());
     gateways.abort();
     if let Some(e) = edge {

@@ -22,6 +22,8 @@ impl FromRow<'_, AnyRow> for UserRow {
             password_hash: r.try_get("password_hash")?,
             created_at: r.try_get("created_at")?,
             updated_at: r.try_get("updated_at")?,
+            source: r.try_get("source")?,
+            directory_disabled: flag(r, "directory_disabled")?,
         })
     }
 }
@@ -50,6 +52,10 @@ pub struct UserRow {
     pub password_hash: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// `local` (the admin's) or `ldap` (the directory sync is authoritative).
+    pub source: String,
+    /// Disabled by the directory sync (which may enable them again).
+    pub directory_disabled: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -12,6 +12,11 @@ pub const BASE_DN: &str = "dc=example,dc=com";
 pub const ADMIN_DN: &str = "cn=admin,dc=example,dc=com";
 pub const ADMIN_PASSWORD: &str = "ldap-admin-secret";
 pub const USERS_DN: &str = "ou=people,dc=example,dc=com";
+pub const GROUPS_DN: &str = "ou=groups,dc=example,dc=com";
+/// A service account that reads and writes like a sync would, under the size limit an
+/// Active Directory has (1,000 entries per plain search), unlike the root DN.
+pub const SYNC_DN: &str = "cn=sync,dc=example,dc=com";
+pub const SYNC_PASSWORD: &str = "sync-secret";
 
 const SCHEMA: &str = r#"
 attributetype ( 1.3.6.1.4.1.55555.1.1 NAME 'defguardProvisioningConfig'
@@ -22,9 +27,13 @@ attributetype ( 1.3.6.1.4.1.55555.1.2 NAME 'extensionAttribute4'
     DESC 'Active Directory style extension attribute'
     EQUALITY caseIgnoreMatch
     SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
+attributetype ( 1.3.6.1.4.1.55555.1.3 NAME 'userAccountControl'
+    DESC 'Active Directory style account flags (bit 2: disabled)'
+    EQUALITY integerMatch
+    SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 objectclass ( 1.3.6.1.4.1.55555.2.1 NAME 'onrampProvisioning'
     DESC 'Holds the Onramp provisioning attributes'
-    SUP top AUXILIARY MAY ( defguardProvisioningConfig $ extensionAttribute4 ) )
+    SUP top AUXILIARY MAY ( defguardProvisioningConfig $ extensionAttribute4 $ userAccountControl ) )
 "#;
 
 /// A running slapd, stopped on drop.
@@ -61,12 +70,17 @@ impl Slapd {
              pidfile {d}/slapd.pid\n\
              modulepath /usr/lib/ldap\n\
              moduleload back_mdb\n\
+             sizelimit size.soft=1000 size.hard=1000 size.prtotal=unlimited\n\
              database mdb\n\
-             maxsize 10485760\n\
+             maxsize 268435456\n\
              suffix \"{BASE_DN}\"\n\
              rootdn \"{ADMIN_DN}\"\n\
              rootpw {ADMIN_PASSWORD}\n\
-             directory {d}/db\n",
+             directory {d}/db\n\
+             index objectClass eq\n\
+             index uid eq\n\
+             index member eq\n\
+             access to * by dn.exact=\"{SYNC_DN}\" write by * read\n",
             schema = d.join("onramp.schema").display(),
             d = d.display()
         );
@@ -94,7 +108,10 @@ impl Slapd {
         }
         s.add(&format!(
             "dn: {BASE_DN}\nobjectClass: dcObject\nobjectClass: organization\no: Example\ndc: example\n\n\
-             dn: {USERS_DN}\nobjectClass: organizationalUnit\nou: people\n"
+             dn: {USERS_DN}\nobjectClass: organizationalUnit\nou: people\n\n\
+             dn: {GROUPS_DN}\nobjectClass: organizationalUnit\nou: groups\n\n\
+             dn: {SYNC_DN}\nobjectClass: organizationalRole\nobjectClass: simpleSecurityObject\ncn: sync\n\
+             userPassword: {SYNC_PASSWORD}\n"
         ));
         s
     }
@@ -124,6 +141,45 @@ impl Slapd {
             ldif.push_str(&format!("{name}: {value}\n"));
         }
         self.add(&ldif);
+    }
+
+    /// Applies an LDIF change record list (`changetype: modify`, `delete`, ...) as the admin.
+    pub fn modify(&self, ldif: &str) {
+        let path = self.dir.path().join("modify.ldif");
+        std::fs::write(&path, ldif).unwrap();
+        let out = Command::new(need("ldapmodify"))
+            .args(["-x", "-H", &self.url(), "-D", ADMIN_DN, "-w", ADMIN_PASSWORD, "-f", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ldapmodify failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// A person with the usual inetOrgPerson attributes (`uid=NAME`, mail NAME@example.com,
+    /// given name and surname), as LDIF for `add`.
+    pub fn person_ldif(uid: &str, given: &str, sn: &str) -> String {
+        format!(
+            "dn: uid={uid},{USERS_DN}\nobjectClass: inetOrgPerson\nobjectClass: onrampProvisioning\n\
+             uid: {uid}\ncn: {given} {sn}\ngivenName: {given}\nsn: {sn}\nmail: {uid}@example.com\n\
+             userPassword: {uid}-pw\n\n"
+        )
+    }
+
+    /// A `groupOfNames` under `ou=groups` with these member DNs (users or other groups).
+    pub fn group_ldif(cn: &str, members: &[String]) -> String {
+        let mut l = format!("dn: cn={cn},{GROUPS_DN}\nobjectClass: groupOfNames\ncn: {cn}\n");
+        for m in members {
+            l.push_str(&format!("member: {m}\n"));
+        }
+        l.push('\n');
+        l
+    }
+
+    pub fn user_dn(uid: &str) -> String {
+        format!("uid={uid},{USERS_DN}")
+    }
+
+    pub fn group_dn(cn: &str) -> String {
+        format!("cn={cn},{GROUPS_DN}")
     }
 
     /// The attribute's value on `uid=NAME`, read with ldapsearch (independent of our client).

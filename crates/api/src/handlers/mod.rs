@@ -1,6 +1,7 @@
 pub mod api_tokens;
 pub mod audit;
 pub mod devices;
+pub mod directory;
 pub mod gateways;
 pub mod groups;
 pub mod health;

@@ -293,3 +293,90 @@ pub async fn audit(core: &Core, args: AuditArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `onramp admin directory ...`.
+pub(crate) async fn directory(core: &Core, command: super::DirectoryCommand) -> anyhow::Result<()> {
+    use super::DirectoryCommand;
+    let actor = Actor::system("cli");
+    match command {
+        DirectoryCommand::Sync { dry_run, json } => {
+            let r = core.directory_sync(&actor, dry_run).await?;
+            if json {
+                return print_json(&r);
+            }
+            print_sync_report(&r);
+        }
+        DirectoryCommand::Status { json } => {
+            let s = core.directory_sync_status().await?;
+            if json {
+                return print_json(&s);
+            }
+            println!("configured     {}", s.configured);
+            println!("scheduled      {} (every {} s)", s.scheduled, s.interval_secs);
+            println!("running on     {}", s.running_on.as_deref().unwrap_or("-"));
+            println!("last started   {}", time(s.last_started));
+            println!("last finished  {}", time(s.last_finished));
+            match &s.last_error {
+                Some(e) => println!("last error     {e} ({} run(s) in a row)", s.failures_in_a_row),
+                None => println!("last error     -"),
+            }
+            if let Some(sum) = &s.last_summary {
+                println!("last summary   {sum}");
+            }
+        }
+        DirectoryCommand::Link { username } => {
+            core.set_directory_link(&actor, &username, true).await?;
+            eprintln!("{username} is linked to the directory: the next sync updates them from their entry");
+        }
+        DirectoryCommand::Unlink { username } => {
+            core.set_directory_link(&actor, &username, false).await?;
+            eprintln!("{username} is Onramp's own again: syncs leave them alone");
+        }
+    }
+    Ok(())
+}
+
+fn print_sync_report(r: &onramp_core::SyncReport) {
+    let verb = if r.dry_run { "would be " } else { "" };
+    let list = |label: &str, names: Vec<String>| {
+        if !names.is_empty() {
+            println!("{label} ({}):", names.len());
+            for n in names {
+                println!("  {n}");
+            }
+        }
+    };
+    list(&format!("groups {verb}created"), r.groups_created.clone());
+    list(&format!("users {verb}created"), r.created.clone());
+    list(
+        &format!("users {verb}updated"),
+        r.updated.iter().map(|u| format!("{} ({})", u.username, u.fields.join(", "))).collect(),
+    );
+    list(&format!("users {verb}enabled"), r.enabled.clone());
+    list(
+        &format!("users {verb}disabled"),
+        r.disabled.iter().map(|d| format!("{} ({})", d.username, d.reason)).collect(),
+    );
+    list(
+        &format!("memberships {verb}added"),
+        r.memberships_added.iter().map(|m| format!("{} -> {}", m.username, m.group)).collect(),
+    );
+    list(
+        &format!("memberships {verb}removed"),
+        r.memberships_removed.iter().map(|m| format!("{} -x {}", m.username, m.group)).collect(),
+    );
+    list(&format!("invitations {verb}mailed"), r.invitations_mailed.clone());
+    list(&format!("provisioning attributes {verb}written"), r.attributes_written.clone());
+    list(&format!("provisioning attributes {verb}cleared"), r.attributes_cleared.clone());
+    list("not synced", r.conflicts.iter().map(|c| format!("{}: {}", c.username, c.reason)).collect());
+    list("attribute errors", r.attribute_errors.iter().map(|c| format!("{}: {}", c.username, c.reason)).collect());
+    eprintln!(
+        "{} {} user entries and {} group entries in {} LDAP round trips, {} ms{}",
+        if r.dry_run { "dry run: read" } else { "synced: read" },
+        r.users_read,
+        r.groups_read,
+        r.round_trips,
+        r.duration_ms,
+        if r.changed_anything() { "" } else { "; nothing to change" }
+    );
+}

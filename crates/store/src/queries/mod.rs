@@ -3,6 +3,7 @@
 mod api_tokens;
 mod audit;
 mod devices;
+mod directory;
 mod gateways;
 mod groups;
 mod locations;
@@ -15,6 +16,7 @@ mod web;
 pub(crate) use audit::{insert_audit, insert_audits};
 pub(crate) use devices::AddressCache;
 pub use devices::DeviceLimits;
+pub use directory::DirectorySyncRow;
 pub(crate) use tokens::mark_used;
 pub use tokens::ResetRequest;
 pub(crate) use users::USER_COLS;

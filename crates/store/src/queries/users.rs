@@ -1,7 +1,7 @@
 use super::*;
 
 pub(crate) const USER_COLS: &str =
-    "id, username, first_name, last_name, email, phone, is_active, enrolled, password_hash, created_at, updated_at";
+    "id, username, first_name, last_name, email, phone, is_active, enrolled, password_hash, created_at, updated_at, source, directory_disabled";
 
 /// Counts enabled users who are in at least one admin group.
 const ACTIVE_ADMINS: &str = "SELECT COUNT(DISTINCT u.id) FROM users u JOIN group_members gm ON gm.user_id = u.id \

@@ -156,6 +156,8 @@ impl Store {
                 password_hash: row.try_get(13)?,
                 created_at: row.try_get(14)?,
                 updated_at: row.try_get(15)?,
+                source: row.try_get(16)?,
+                directory_disabled: row.try_get::<i64, _>(17)? != 0,
             };
             Ok((session, user, admin))
         };
