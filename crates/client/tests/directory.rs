@@ -239,3 +239,103 @@ async fn helper_failures_have_their_own_exit_codes() {
         assert!(stamp.len() == 20 || (matches!(b[19], b'+' | b'-') && b[22] == b':'), "{line}");
     }
 }
+
+/// The zero-touch chain (issue 14): a person added to the directory is synced, gets an
+/// invitation mail and a token in their attribute (refreshed before it expires), the
+/// helper turns it into provisioning.json and the first start enrolls; the next sync clears
+/// the attribute. Nothing here calls the admin API for that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_added_to_the_directory_enrolls_with_no_admin_step() {
+    use onramp_testkit::ldap::{GROUPS_DN, SYNC_DN, SYNC_PASSWORD};
+    let slapd = Slapd::start();
+    let sink = onramp_testkit::smtp::SmtpSink::start().await;
+    let app = TestApp::builder(Backend::Sqlite).config(|c| c.public_url = None).manual_clock().spawn().await;
+    let clock = app.clock.clone().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let bind_pw = dir.path().join("bind-pw");
+    std::fs::write(&bind_pw, SYNC_PASSWORD).unwrap();
+    // The admin's one-time setup: the edge, a location for staff, SMTP and the sync.
+    app.create_location("office", "10.1.0.1/24").await;
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({
+                "public_url": format!("{}/", app.edge_url),
+                "smtp": {"host": "127.0.0.1", "port": sink.port(), "security": "none", "sender": "vpn@example.com"},
+                "enrollment": {"directory_invite_email": true, "directory_invite_attribute": true},
+                "directory": {"url": slapd.url(), "bind_dn": SYNC_DN, "password_file": bind_pw, "user_base": USERS_DN,
+                              "group_base": GROUPS_DN, "sync_groups": ["staff"], "enabled": true, "interval_secs": 300}
+            })),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    // The schedule, not an admin, runs every sync below: each waits for the next due run
+    // (the clock moves on by `secs` first) and returns its counts.
+    let looping = tokio::spawn(app.core.clone().run_directory_sync_loop(std::time::Duration::from_millis(50)));
+    let scheduled = |secs: i64| {
+        let (app, clock) = (&app, clock.clone());
+        async move {
+            let before = app.core.directory_sync_status().await.unwrap().last_finished;
+            clock.advance(secs);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let st = app.core.directory_sync_status().await.unwrap();
+                if st.last_finished != before {
+                    assert!(st.last_error.is_none(), "{st:?}");
+                    return st.last_summary.unwrap();
+                }
+                assert!(std::time::Instant::now() < deadline, "no scheduled sync ran");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // 1. HR adds Zoe to the directory.
+    slapd.add(&(Slapd::person_ldif("zoe", "Zoe", "Zimmer") + &Slapd::group_ldif("staff", &[Slapd::user_dn("zoe")])));
+    // 2. The sync creates her, mails her invitation and fills her attribute.
+    let r = scheduled(0).await;
+    assert_eq!((&r["created"], &r["invitations_mailed"], &r["attributes_written"]), (&json!(1), &json!(1), &json!(1)), "{r}");
+    let first: Value = serde_json::from_str(&slapd.read_attribute("zoe", ATTR).unwrap()).unwrap();
+    let mail = sink.wait_for(1, std::time::Duration::from_secs(30)).await.remove(0);
+    assert!(mail.text.contains(first["enrollmentToken"].as_str().unwrap()), "one token, mailed and written");
+    // Nothing changed: nothing written.
+    let r = scheduled(300).await;
+    assert_eq!(r["attributes_written"], 0, "{r}");
+
+    // Her laptop is installed 19 hours later: a sync has already put a fresh token in.
+    let r = scheduled(19 * 3600).await;
+    assert_eq!((&r["attributes_written"], &r["invitations_mailed"]), (&json!(1), &json!(0)), "{r}");
+    let fresh: Value = serde_json::from_str(&slapd.read_attribute("zoe", ATTR).unwrap()).unwrap();
+    assert_ne!(fresh["enrollmentToken"], first["enrollmentToken"]);
+
+    // 3. The installer's helper, as Zoe, writes provisioning.json; 4. the first start enrolls.
+    let data = dir.path().join("data");
+    let file = data.join("provisioning.json");
+    let r = client(ldap_args(&slapd.url(), "zoe", &file), password_env("zoe")).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
+    let r = client(
+        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
+        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+
+    // Enrolled: the next sync clears her attribute, and only one mail ever went out.
+    let r = scheduled(300).await;
+    assert_eq!(r["attributes_cleared"], 1, "{r}");
+    assert_eq!(slapd.read_attribute("zoe", ATTR), None);
+    assert_eq!(sink.messages().iter().filter(|m| m.subject.starts_with("Set up your VPN")).count(), 1);
+    // No step above was an admin call for Zoe.
+    let (_, audit) = app.call("GET", "/api/v1/audit?limit=1000", None).await;
+    for e in audit.as_array().unwrap() {
+        if e["subject"] == "zoe" {
+            assert!(e["actor"] == "directory sync" || e["actor"] == "enrollment", "an admin step for zoe: {e}");
+        }
+    }
+    looping.abort();
+    app.stop().await;
+}
