@@ -295,7 +295,11 @@ async fn a_person_added_to_the_directory_enrolls_with_no_admin_step() {
     slapd.add(&(Slapd::person_ldif("zoe", "Zoe", "Zimmer") + &Slapd::group_ldif("staff", &[Slapd::user_dn("zoe")])));
     // 2. The sync creates her, mails her invitation and fills her attribute.
     let r = scheduled(0).await;
-    assert_eq!((&r["created"], &r["invitations_mailed"], &r["attributes_written"]), (&json!(1), &json!(1), &json!(1)), "{r}");
+    assert_eq!(
+        (&r["created"], &r["invitations_mailed"], &r["attributes_written"]),
+        (&json!(1), &json!(1), &json!(1)),
+        "{r}"
+    );
     let first: Value = serde_json::from_str(&slapd.read_attribute("zoe", ATTR).unwrap()).unwrap();
     let mail = sink.wait_for(1, std::time::Duration::from_secs(30)).await.remove(0);
     assert!(mail.text.contains(first["enrollmentToken"].as_str().unwrap()), "one token, mailed and written");

@@ -243,7 +243,8 @@ fn unavailable(e: impl std::fmt::Display) -> CoreError {
 impl DirectorySettings {
     pub(crate) fn validate(&self) -> CoreResult<()> {
         let bad = |field: &'static str, why: String| Err(CoreError::invalid(field, why));
-        if !self.url.is_empty() && !(self.url.starts_with("ldap://") || self.url.starts_with("ldaps://")) {
+        let scheme_ok = self.url.starts_with("ldap://") || self.url.starts_with("ldaps://");
+        if !self.url.is_empty() && !scheme_ok {
             return bad("directory.url", format!("{:?} must start with ldap:// or ldaps://", self.url));
         }
         if !(60..=86_400).contains(&self.interval_secs) {

@@ -115,3 +115,75 @@ fn provision_directory_writes_each_members_attribute() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `onramp admin directory sync` configured only by `ONRAMP_LDAP_*`: a dry run prints the
+/// plan and writes nothing; the real run creates the users and fills the invite attribute;
+/// status shows the run; a bad setting is refused with its name.
+#[test]
+fn directory_sync_from_the_command_line_and_the_environment() {
+    use onramp_testkit::ldap::{GROUPS_DN, SYNC_DN, SYNC_PASSWORD};
+    let slapd = Slapd::start();
+    slapd.add(
+        &(Slapd::person_ldif("ann", "Ann", "Archer")
+            + &Slapd::person_ldif("bob", "Bob", "Baker")
+            + &Slapd::group_ldif("staff", &[Slapd::user_dn("ann"), Slapd::user_dn("bob")])),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let pw = tmp.path().join("bind-pw");
+    std::fs::write(&pw, SYNC_PASSWORD).unwrap();
+    Command::new(BIN).args(["migrate", "--create"]).env("ONRAMP_DATA_DIR", &data).output().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env("ONRAMP_DATA_DIR", &data)
+            .env("ONRAMP_PUBLIC_URL", "https://vpn-enroll.example.com/")
+            .env("ONRAMP_LDAP_URL", slapd.url())
+            .env("ONRAMP_LDAP_BASE_DN", BASE_DN)
+            .env("ONRAMP_LDAP_BIND_DN", SYNC_DN)
+            .env("ONRAMP_LDAP_PASSWORD_FILE", &pw)
+            .env("ONRAMP_LDAP_USER_ATTRIBUTE", "uid")
+            .env("ONRAMP_LDAP_SYNC_GROUPS", "staff")
+            .env("ONRAMP_LDAP_INVITE_ATTRIBUTE", "extensionAttribute4")
+            .env_remove("ONRAMP_LDAP_PASSWORD")
+            .output()
+            .unwrap()
+    };
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let out = run(&["admin", "directory", "sync", "--dry-run"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("users would be created (2):") && t.contains("  ann") && t.contains("dry run"), "{t}");
+    assert!(t.contains("provisioning attributes would be written (2):"), "{t}");
+    assert_eq!(slapd.read_attribute("ann", "extensionAttribute4"), None, "a dry run writes nothing");
+    let out = run(&["admin", "user", "list", "--json"]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\"ann\""), "{}", text(&out));
+
+    let out = run(&["admin", "directory", "sync", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["created"], serde_json::json!(["ann", "bob"]), "{r}");
+    assert_eq!(r["attributes_written"], serde_json::json!(["ann", "bob"]), "{r}");
+    let v: serde_json::Value =
+        serde_json::from_str(&slapd.read_attribute("bob", "extensionAttribute4").unwrap()).unwrap();
+    assert_eq!(v["enrollmentUrl"], "https://vpn-enroll.example.com/");
+    let token = v["enrollmentToken"].as_str().unwrap();
+    assert!(!text(&out).contains(token), "the token goes to the directory only");
+    // The synced group exists, and the sync is on record.
+    let out = run(&["admin", "group", "list", "--json"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("staff"), "{}", text(&out));
+    let out = run(&["admin", "directory", "status"]);
+    assert!(out.status.success() && text(&out).contains("\"created\":2"), "{}", text(&out));
+    // Stored settings: a bad filter is refused and named; the group base takes its own value.
+    let out = run(&["admin", "settings", "set", "directory.user_filter", "objectClass=person"]);
+    assert!(!out.status.success() && text(&out).contains("directory.user_filter"), "{}", text(&out));
+    let out = run(&["admin", "settings", "set", "directory.group_base", GROUPS_DN]);
+    assert!(out.status.success(), "{}", text(&out));
+    // A wrong bind password: the command fails, names the account, changes nothing.
+    std::fs::write(&pw, "wrong").unwrap();
+    let out = run(&["admin", "directory", "sync"]);
+    assert!(!out.status.success() && text(&out).contains("invalid credentials"), "{}", text(&out));
+    assert!(text(&out).contains(SYNC_DN), "{}", text(&out));
+}

@@ -113,7 +113,7 @@ async fn sync_follows_the_directory(b: Backend) {
         let store = app.core.store().clone();
         async move { store.gateway_peers(location).await.unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>() }
     };
-    assert_eq!(peers(&app).await, [key.clone()]);
+    assert_eq!(peers(&app).await, vec![key.clone()]);
 
     // In the directory: Ann's surname and phone change, Bob leaves eng (so staff; eng keeps
     // the sync account as a member, since groupOfNames needs one), Cat joins
