@@ -61,6 +61,7 @@ const ADMIN_NAV: &[(&str, &str)] = &[
     ("/locations", "Locations"),
     ("/settings/enrollment", "Enrollment"),
     ("/settings/smtp", "SMTP"),
+    ("/settings/directory", "Directory"),
     ("/api-tokens", "API tokens"),
     ("/audit", "Audit log"),
     ("/mail", "Mail outbox"),

@@ -72,6 +72,8 @@ pub fn router(core: Core, cfg: UiConfig) -> Router {
         .route("/settings/enrollment", get(settings::enrollment).post(settings::save_enrollment))
         .route("/settings/smtp", get(settings::smtp).post(settings::save_smtp))
         .route("/settings/smtp/test", post(settings::test_smtp))
+        .route("/settings/directory", get(directory::show).post(directory::save))
+        .route("/settings/directory/sync", post(directory::run))
         .route("/api-tokens", get(ops::api_tokens).post(ops::create_api_token))
         .route("/api-tokens/{id}/revoke", post(ops::revoke_api_token))
         .route("/audit", get(ops::audit))

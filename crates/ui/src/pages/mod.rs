@@ -1,5 +1,6 @@
 //! One module per area of the UI; handlers are thin: extract, call core, render.
 
+pub mod directory;
 pub mod groups;
 pub mod locations;
 pub mod me;

@@ -22,6 +22,12 @@ pub struct DoneQuery {
     done: Option<String>,
 }
 
+impl DoneQuery {
+    pub fn done(&self) -> Option<&str> {
+        self.done.as_deref()
+    }
+}
+
 /// Seconds as admins write lifetimes (`24h`, `10m`, `3d`, `1w`), read back by `parse_lifetime`.
 fn short_duration(secs: i64) -> String {
     if secs > 0 && secs % 604_800 == 0 {
@@ -119,6 +125,10 @@ pub struct EnrollmentForm {
     contact_email: String,
     #[serde(default)]
     contact_phone: String,
+    #[serde(default)]
+    directory_invite_email: Option<String>,
+    #[serde(default)]
+    directory_invite_attribute: Option<String>,
 }
 
 impl EnrollmentForm {
@@ -139,6 +149,8 @@ impl EnrollmentForm {
             contact_name: c.map(|c| c.name.clone()).unwrap_or_default(),
             contact_email: c.map(|c| c.email.clone()).unwrap_or_default(),
             contact_phone: c.and_then(|c| c.phone.clone()).unwrap_or_default(),
+            directory_invite_email: flag(e.directory_invite_email),
+            directory_invite_attribute: flag(e.directory_invite_attribute),
         }
     }
 
@@ -168,6 +180,8 @@ impl EnrollmentForm {
                 "send_welcome_email": on(&self.send_welcome_email),
                 "welcome_email_subject": self.welcome_email_subject.trim(),
                 "use_welcome_message_as_email": on(&self.use_welcome_message_as_email),
+                "directory_invite_email": on(&self.directory_invite_email),
+                "directory_invite_attribute": on(&self.directory_invite_attribute),
             })),
             templates: Some(json!({ "welcome_body": lf(&self.welcome_body) })),
             admin_contact: Some(contact),
@@ -251,6 +265,14 @@ fn enrollment_form(me: &SignedIn, f: &EnrollmentForm, err: &Option<FormError>, d
                 (textarea("E-mail body (plain text)", "welcome_body", &f.welcome_body,
                     e("templates.welcome_body").as_deref(), 8,
                     Some("Used when the box above is not ticked.")))
+            }
+            section.card #directory-invites {
+                h2 { "Invite new directory users" }
+                p.hint { "For users the " a href="/settings/directory" { "directory sync" } " creates." }
+                (checkbox("By e-mail (the invitation, with their token; needs SMTP)", "directory_invite_email",
+                    on(&f.directory_invite_email)))
+                (checkbox("By writing their token into their provisioning attribute, kept fresh until they enroll",
+                    "directory_invite_attribute", on(&f.directory_invite_attribute)))
             }
             section.card {
                 h2 { "Contact shown to enrolling users" }

@@ -1,0 +1,91 @@
+//! The admin web UI's directory sync page, driven in headless Chromium against a real
+//! server and a real slapd: settings typed in and saved (a bad filter refused at its
+//! field), a dry run listing what would change and writing nothing, "Sync now" creating
+//! the users, the status card, and the invite switches on the Enrollment settings page.
+
+mod common;
+use common::*;
+mod chrome;
+mod web;
+use web::*;
+
+use chrome::start_chromedriver;
+use onramp_testkit::ldap::{Slapd, GROUPS_DN, SYNC_DN, SYNC_PASSWORD, USERS_DN};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn directory_page_saves_dry_runs_and_syncs() {
+    let slapd = Slapd::start();
+    slapd.add(
+        &(Slapd::person_ldif("ann", "Ann", "Archer")
+            + &Slapd::person_ldif("bob", "Bob", "Baker")
+            + &Slapd::group_ldif("staff", &[Slapd::user_dn("ann"), Slapd::user_dn("bob")])),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("bind-pw");
+    std::fs::write(&pw, SYNC_PASSWORD).unwrap();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    admin_password(&app).await;
+    let driver = start_chromedriver();
+    let c = open(&driver).await;
+    sign_in(&c, &app, "admin", ADMIN_PASSWORD).await;
+
+    // Reached from the navigation like any settings page.
+    c.goto(&app.url("/users")).await.unwrap();
+    click(&c, "nav a[href='/settings/directory']").await;
+    assert_eq!(text(&c, "main h1").await, "Directory sync");
+    fill(&c, "#f-url", &slapd.url()).await;
+    fill(&c, "#f-bind_dn", SYNC_DN).await;
+    fill(&c, "#f-password_file", pw.to_str().unwrap()).await;
+    fill(&c, "#f-user_base", USERS_DN).await;
+    fill(&c, "#f-group_base", GROUPS_DN).await;
+    fill(&c, "#f-sync_groups", "staff").await;
+    fill(&c, "#f-user_filter", "objectClass=person").await;
+    click(&c, "#save-directory").await;
+    let err = text(&c, "#f-user_filter-error").await;
+    assert!(err.contains("parentheses"), "{err}");
+    // The other typed values are kept.
+    assert_eq!(wait_for(&c, "#f-sync_groups").await.prop("value").await.unwrap().unwrap(), "staff");
+    fill(&c, "#f-user_filter", "(objectClass=inetOrgPerson)").await;
+    click(&c, "#save-directory").await;
+    assert_eq!(text(&c, "p.notice").await, "Changes saved.");
+    let (_, s) = app.call("GET", "/api/v1/settings", None).await;
+    assert_eq!(s["directory"]["sync_groups"], json!(["staff"]), "{s}");
+    assert_eq!(s["directory"]["user_filter"], "(objectClass=inetOrgPerson)");
+
+    click(&c, "#dry-run").await;
+    let report = text(&c, "#sync-report").await;
+    assert!(
+        report.contains("Dry run: nothing was written") && report.contains("Users would be created (2)"),
+        "{report}"
+    );
+    assert!(report.contains("ann") && report.contains("bob"), "{report}");
+    screenshot(&c, "directory-dry-run").await;
+    assert_eq!(app.call("GET", "/api/v1/user/ann", None).await.0, StatusCode::NOT_FOUND);
+
+    click(&c, "#sync-now").await;
+    let report = text(&c, "#sync-report").await;
+    assert!(report.contains("Synced") && report.contains("Users created (2)"), "{report}");
+    let status = text(&c, "#directory-status").await;
+    assert!(status.contains("2 created"), "{status}");
+    screenshot(&c, "directory-synced").await;
+    c.goto(&app.url("/users?q=ann")).await.unwrap();
+    assert!(body_text(&c).await.contains("ann@example.com"));
+
+    // A refused bind shows why, and changes nothing.
+    std::fs::write(&pw, "wrong").unwrap();
+    c.goto(&app.url("/settings/directory")).await.unwrap();
+    click(&c, "#sync-now").await;
+    let report = text(&c, "#sync-report").await;
+    assert!(report.contains("nothing was changed") && report.contains("invalid credentials"), "{report}");
+
+    // The invite switches live on the Enrollment settings page.
+    c.goto(&app.url("/settings/enrollment")).await.unwrap();
+    click(&c, "#f-directory_invite_attribute").await;
+    click(&c, "#save-enrollment").await;
+    assert_eq!(text(&c, "p.notice").await, "Changes saved.");
+    let (_, s) = app.call("GET", "/api/v1/settings", None).await;
+    assert_eq!(s["enrollment"]["directory_invite_attribute"], true, "{s}");
+    assert_eq!(s["enrollment"]["directory_invite_email"], false);
+    c.close().await.unwrap();
+    app.stop().await;
+}
