@@ -78,16 +78,28 @@ fn other(e: impl std::fmt::Display) -> DirectoryError {
     DirectoryError::Other(e.to_string())
 }
 
-fn tls_config(ca_file: &str) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
+/// The TLS settings of an ldaps or StartTLS connection: trust the CA file when one is
+/// given, else the system's CA store. Built here with an explicit crypto provider, so no
+/// process-wide default is needed.
+fn tls_config(ca_file: Option<&str>) -> Result<Arc<rustls::ClientConfig>, DirectoryError> {
     use rustls::pki_types::{pem::PemObject, CertificateDer};
-    let pem = std::fs::read(ca_file).map_err(|e| other(format!("cannot read the CA file {ca_file}: {e}")))?;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(&pem) {
-        let cert = cert.map_err(|e| other(format!("the CA file {ca_file}: {e}")))?;
-        roots.add(cert).map_err(|e| other(format!("the CA file {ca_file}: {e}")))?;
-    }
-    if roots.is_empty() {
-        return Err(other(format!("the CA file {ca_file} holds no PEM certificate")));
+    match ca_file {
+        Some(ca_file) => {
+            let pem = std::fs::read(ca_file).map_err(|e| other(format!("cannot read the CA file {ca_file}: {e}")))?;
+            for cert in CertificateDer::pem_slice_iter(&pem) {
+                let cert = cert.map_err(|e| other(format!("the CA file {ca_file}: {e}")))?;
+                roots.add(cert).map_err(|e| other(format!("the CA file {ca_file}: {e}")))?;
+            }
+            if roots.is_empty() {
+                return Err(other(format!("the CA file {ca_file} holds no PEM certificate")));
+            }
+        }
+        None => {
+            // Unreadable entries of the system store are skipped, as TLS clients usually do.
+            let found = rustls_native_certs::load_native_certs();
+            roots.add_parsable_certificates(found.certs);
+        }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let cfg = rustls::ClientConfig::builder_with_provider(provider)
@@ -109,8 +121,8 @@ impl SyncConnection {
             }
             settings = settings.set_starttls(true);
         }
-        if let Some(ca) = &src.ca_file {
-            settings = settings.set_config(tls_config(ca)?);
+        if src.starttls || src.url.starts_with("ldaps://") {
+            settings = settings.set_config(tls_config(src.ca_file.as_deref())?);
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(settings, &src.url).await.map_err(unreachable)?;
         ldap3::drive!(conn);

@@ -363,3 +363,41 @@ async fn two_cores_sync_one_at_a_time() {
     two.stop().await;
     one.stop().await;
 }
+
+/// StartTLS to a directory whose certificate a private CA signed (`directory.ca_file`);
+/// without the CA the certificate is refused, and the sync says so and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starttls_with_a_private_ca() {
+    let tmp = tempfile::tempdir().unwrap();
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(vec![]).unwrap();
+    ca.distinguished_name.push(rcgen::DnType::CommonName, "Test directory CA");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap().signed_by(&key, &issuer).unwrap();
+    let (ca_file, cert_file, key_file) =
+        (tmp.path().join("ca.pem"), tmp.path().join("ldap.pem"), tmp.path().join("ldap.key"));
+    std::fs::write(&ca_file, ca_cert.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let slapd = Slapd::start_tls(&cert_file, &key_file);
+    slapd.add(&(Slapd::person_ldif("ann", "Ann", "Archer") + &Slapd::group_ldif("staff", &[Slapd::user_dn("ann")])));
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let url = format!("ldap://localhost:{}", slapd.port);
+    configure(&app, &slapd, tmp.path(), json!({"url": url, "starttls": true})).await;
+    let (s, v) = sync(&app, false).await;
+    assert_eq!(error_code(s, &v, StatusCode::SERVICE_UNAVAILABLE), "directory_unavailable");
+    assert!(v["error"].as_str().unwrap().to_lowercase().contains("certificate"), "{v}");
+    assert_eq!(app.call("GET", "/api/v1/user/ann", None).await.0, StatusCode::NOT_FOUND);
+    configure(&app, &slapd, tmp.path(), json!({"url": url, "starttls": true, "ca_file": ca_file})).await;
+    let r = synced(&app).await;
+    assert_eq!(r["created"], json!(["ann"]), "{r}");
+    // A missing CA file is refused when the sync runs, named.
+    configure(&app, &slapd, tmp.path(), json!({"url": url, "starttls": true, "ca_file": "/nonexistent/ca.pem"})).await;
+    let (s, v) = sync(&app, false).await;
+    assert_eq!(error_code(s, &v, StatusCode::SERVICE_UNAVAILABLE), "directory_unavailable");
+    assert!(v["error"].as_str().unwrap().contains("/nonexistent/ca.pem"), "{v}");
+    app.stop().await;
+}

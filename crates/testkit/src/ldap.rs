@@ -56,6 +56,16 @@ fn need(bin: &str) -> String {
 impl Slapd {
     /// Starts slapd with the schema and an empty `ou=people`.
     pub fn start() -> Slapd {
+        Self::start_with(None)
+    }
+
+    /// Like `start`, with StartTLS offered on the same port with this certificate and key
+    /// (PEM files).
+    pub fn start_tls(cert: &Path, key: &Path) -> Slapd {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&Path, &Path)>) -> Slapd {
         let slapd = need("slapd");
         need("ldapadd");
         let dir = tempfile::Builder::new().prefix("onramp-slapd-").tempdir().expect("slapd dir");
@@ -84,6 +94,13 @@ impl Slapd {
             schema = d.join("onramp.schema").display(),
             d = d.display()
         );
+        let conf = match tls {
+            // Global options: they go before the database section.
+            Some((cert, key)) => {
+                format!("TLSCertificateFile {}\nTLSCertificateKeyFile {}\n{conf}", cert.display(), key.display())
+            }
+            None => conf,
+        };
         std::fs::write(d.join("slapd.conf"), conf).unwrap();
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(&slapd)
