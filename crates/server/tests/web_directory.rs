@@ -69,7 +69,17 @@ async fn directory_page_saves_dry_runs_and_syncs() {
     assert!(status.contains("2 created"), "{status}");
     screenshot(&c, "directory-synced").await;
     c.goto(&app.url("/users?q=ann")).await.unwrap();
-    assert!(body_text(&c).await.contains("ann@example.com"));
+    let row = text(&c, "tr[data-user=ann]").await;
+    assert!(row.contains("ann@example.com") && row.contains("directory"), "{row}");
+
+    // A user created in Onramp is linked from their page, like the report's hint says.
+    app.create_user("cat").await;
+    c.goto(&app.url("/users/cat")).await.unwrap();
+    assert!(text(&c, "#directory-link").await.contains("leaves this user alone"));
+    click(&c, "#directory-link-button").await;
+    assert_eq!(text(&c, "p.notice").await, "Changes saved.");
+    assert!(text(&c, "#directory-link").await.contains("Managed by the directory sync"));
+    assert_eq!(app.call("GET", "/api/v1/user/cat", None).await.1["source"], "ldap");
 
     // A refused bind shows why, and changes nothing.
     std::fs::write(&pw, "wrong").unwrap();

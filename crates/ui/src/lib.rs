@@ -48,6 +48,7 @@ pub fn router(core: Core, cfg: UiConfig) -> Router {
         .route("/users/{username}/delete", get(users::delete_form).post(users::delete))
         .route("/users/{username}/active", post(users::set_active))
         .route("/users/{username}/revoke", post(users::revoke))
+        .route("/users/{username}/directory-link", post(users::directory_link))
         .route("/users/{username}/devices", get(users::devices))
         .route("/users/{username}/devices/{id}/delete", post(users::delete_device))
         .route("/users/{username}/devices/{id}/config", get(users::device_config))

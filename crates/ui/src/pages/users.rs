@@ -46,7 +46,11 @@ fn state_badge(u: &UserInfo) -> Markup {
     } else {
         ("badge pending", "pending")
     };
-    html! { span class=(class) { (text) } }
+    html! {
+        span class=(class) { (text) }
+        // The directory sync is authoritative for these: edits here are overwritten.
+        @if u.source != "local" { " " span.badge.directory title="Managed by the directory sync" { "directory" } }
+    }
 }
 
 fn tokens_cell(tokens: &[PendingToken]) -> Markup {
@@ -289,6 +293,23 @@ pub async fn edit_form(
         (notice_banner(q.done.as_deref()))
         p { "Username: " strong { (u.username) } " · " (state_badge(&u)) " · groups: " (u.groups.join(", ")) }
         (user_form(&me, &format!("/users/{}", u.username), &f, &None, false))
+        section.card #directory-link {
+            h2 { "Directory" }
+            @if u.source == "local" {
+                p.hint { "Created in Onramp: the directory sync leaves this user alone. Link them to hand them over "
+                    "to the directory entry with the same username (from the next sync it updates and disables them)." }
+            } @else {
+                p.hint { "Managed by the directory sync: changes made here are overwritten by the next sync. "
+                    "Unlink to make this user Onramp's own again." }
+            }
+            form method="post" action={ "/users/" (u.username) "/directory-link" } {
+                (csrf(&me))
+                input type="hidden" name="link" value=(if u.source == "local" { "true" } else { "false" });
+                button #directory-link-button type="submit" {
+                    @if u.source == "local" { "Link to the directory" } @else { "Unlink from the directory" }
+                }
+            }
+        }
     };
     page(&me, &format!("Edit {}", u.username), body)
 }
@@ -367,6 +388,23 @@ pub async fn set_active(
             let done = if active { "enabled" } else { "disabled" };
             Redirect::to(&format!("/users?q={username}&done={done}")).into_response()
         }
+        Err(e) => layout::core_error_page(Some(&me), &e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct LinkForm {
+    link: String,
+}
+
+pub async fn directory_link(
+    State(ui): State<Ui>,
+    SignedInAdmin(me): SignedInAdmin,
+    Path(username): Path<String>,
+    Form(f): Form<LinkForm>,
+) -> Response {
+    match ui.core.set_directory_link(&me.actor, &username, f.link == "true").await {
+        Ok(_) => Redirect::to(&format!("/users/{username}?done=saved")).into_response(),
         Err(e) => layout::core_error_page(Some(&me), &e),
     }
 }
