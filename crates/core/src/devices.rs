@@ -180,7 +180,8 @@ impl Core {
         for (uid, lid) in self.store().user_locations(&user_ids).await? {
             allowed.entry(uid).or_default().push(lid);
         }
-        let locations: HashMap<i64, LocationRow> = if allowed.is_empty() && devices.iter().all(|d| d.user_id.is_some()) {
+        let locations: HashMap<i64, LocationRow> = if allowed.is_empty() && devices.iter().all(|d| d.user_id.is_some())
+        {
             HashMap::new()
         } else {
             self.store().list_locations().await?.into_iter().map(|l| (l.id, l)).collect()

@@ -142,7 +142,9 @@ impl Core {
         };
         let user = match (started.user, started.device) {
             (Some(user), _) => user,
-            (None, Some(device)) => return self.network_start_response(&device, admin.as_ref(), started.deadline).await,
+            (None, Some(device)) => {
+                return self.network_start_response(&device, admin.as_ref(), started.deadline).await
+            }
             (None, None) => return Err(CoreError::UnknownToken),
         };
         let settings = self.settings().await;
@@ -258,6 +260,10 @@ impl Core {
         let user = match self.session(token).await? {
             AnySession::User(s) => s.user,
             AnySession::Network { device, .. } => {
+                if device.pubkey.is_empty() {
+                    // Not enrolled yet (a client recovering a registration that never arrived).
+                    return Err(CoreError::not_found("device", key.as_str()));
+                }
                 if device.pubkey != key.as_str() {
                     return Err(CoreError::Forbidden("this token belongs to another device".into()));
                 }

@@ -8,14 +8,15 @@ use crate::error::OrNotFound;
 use crate::tokens::rfc3339;
 use crate::{Actor, Core, CoreError, CoreResult};
 use onramp_domain::net::LocationSubnet;
-use onramp_domain::token::{TokenKind, TokenSecret};
+use onramp_domain::token::TokenSecret;
 use onramp_domain::validate::{parse_name, WgPublicKey};
 use onramp_proto::{
     AdminInfo, DeviceConfigResponse, EnrollmentSettings, EnrollmentStartResponse, InitialUserInfo,
     StartEnrollmentResponse,
 };
 use onramp_store::{
-    DeviceRow, LocationRow, NetworkEnrollment, NewNetworkDevice, NewToken, StoreError, TokenRow, UniqueKey, UserRow,
+    DeviceRow, LocationRow, NetworkEnrollment, NewNetworkDevice, NewNetworkDeviceToken, StoreError, TokenRow,
+    UniqueKey, UserRow,
 };
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
@@ -66,7 +67,11 @@ const DESCRIPTION_MAX: usize = 256;
 impl Core {
     /// Creates a network device of one location: the given addresses (inside the
     /// location's subnets, free) or one free address per subnet. Audited.
-    pub async fn create_network_device(&self, actor: &Actor, input: NetworkDeviceInput) -> CoreResult<NetworkDeviceInfo> {
+    pub async fn create_network_device(
+        &self,
+        actor: &Actor,
+        input: NetworkDeviceInput,
+    ) -> CoreResult<NetworkDeviceInfo> {
         let name = parse_name("name", &input.name, 64)?;
         let description = match input.description.as_deref().map(str::trim).filter(|d| !d.is_empty()) {
             Some(d) if d.chars().count() > DESCRIPTION_MAX => {
@@ -77,7 +82,11 @@ impl Core {
             }
             other => other.map(str::to_owned),
         };
-        let location = self.store().location_by_id(input.location_id).await.or_not_found("location", &input.location_id.to_string())?;
+        let location = self
+            .store()
+            .location_by_id(input.location_id)
+            .await
+            .or_not_found("location", &input.location_id.to_string())?;
         let addresses = match input.assigned_ips.filter(|ips| !ips.is_empty()) {
             None => None,
             Some(ips) => Some(parse_assigned_ips(&location, &ips)?),
@@ -106,7 +115,10 @@ impl Core {
             ),
             StoreError::AddressOutsideSubnets { address, .. } => CoreError::invalid(
                 "assigned_ips",
-                format!("{address} is not an assignable address of location {} ({})", location.name, location.addresses),
+                format!(
+                    "{address} is not an assignable address of location {} ({})",
+                    location.name, location.addresses
+                ),
             ),
             StoreError::NotFound => CoreError::not_found("location", location.id),
             other => other.into(),
@@ -144,7 +156,10 @@ impl Core {
             Some(d.name.clone()),
             serde_json::json!({"device_id": d.id, "pubkey": d.pubkey}),
         );
-        self.store().delete_network_device(id, self.now(), &audit).await.or_not_found("network device", &id.to_string())?;
+        self.store()
+            .delete_network_device(id, self.now(), &audit)
+            .await
+            .or_not_found("network device", &id.to_string())?;
         self.inner.gateway_epoch.poke();
         Ok(())
     }
@@ -152,7 +167,11 @@ impl Core {
     /// `POST /api/v1/device/network/start_cli`: a `network_device` token (shown once,
     /// stored hashed) with which a headless client enrolls the device. Revokes the
     /// device's earlier unused tokens, never a user's. Audited.
-    pub async fn start_network_device_cli(&self, actor: &Actor, req: StartCliRequest) -> CoreResult<StartEnrollmentResponse> {
+    pub async fn start_network_device_cli(
+        &self,
+        actor: &Actor,
+        req: StartCliRequest,
+    ) -> CoreResult<StartEnrollmentResponse> {
         let d = self.network_device_row(req.device_id).await?;
         let default = self.settings().await.enrollment.token_lifetime_secs;
         let lifetime = match req.token_expiration_time.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -161,12 +180,9 @@ impl Core {
         };
         let now = self.now();
         let secret = TokenSecret::generate(&mut rand::rngs::OsRng);
-        let row = NewToken {
+        let row = NewNetworkDeviceToken {
             hash: secret.hash(),
-            kind: TokenKind::NetworkDevice.as_str().to_owned(),
-            user_id: 0,
             issued_by: actor.user_id,
-            email: None,
             created_at: now,
             expires_at: now + lifetime,
         };
@@ -246,18 +262,17 @@ impl Core {
             Some(device.name.clone()),
             serde_json::json!({"device_id": device.id, "token_id": token.id, "pubkey": key.as_str()}),
         );
-        let outcome = self
-            .store()
-            .enroll_network_device(token.id, device.id, key.as_str(), self.now(), &audit)
-            .await
-            .map_err(|e| match e {
-                StoreError::Conflict { key: UniqueKey::DevicePubkey } => CoreError::Conflict {
-                    field: "pubkey",
-                    message: "a device with this public key is already registered".into(),
+        let outcome =
+            self.store().enroll_network_device(token.id, device.id, key.as_str(), self.now(), &audit).await.map_err(
+                |e| match e {
+                    StoreError::Conflict { key: UniqueKey::DevicePubkey } => CoreError::Conflict {
+                        field: "pubkey",
+                        message: "a device with this public key is already registered".into(),
+                    },
+                    StoreError::NotFound => CoreError::not_found("network device", device.id),
+                    other => other.into(),
                 },
-                StoreError::NotFound => CoreError::not_found("network device", device.id),
-                other => other.into(),
-            })?;
+            )?;
         if outcome == NetworkEnrollment::TokenSpent {
             // Lost to a concurrent registration, or the token changed meanwhile: say what it is.
             let now_row = self.store().token_by_id(token.id).await?;
@@ -322,9 +337,8 @@ fn parse_assigned_ips(location: &LocationRow, ips: &[String]) -> CoreResult<Vec<
     for raw in ips {
         let text = raw.trim();
         let bare = text.strip_suffix("/32").or_else(|| text.strip_suffix("/128")).unwrap_or(text);
-        let ip: IpAddr = bare
-            .parse()
-            .map_err(|_| CoreError::invalid("assigned_ips", format!("{text:?} is not an IP address")))?;
+        let ip: IpAddr =
+            bare.parse().map_err(|_| CoreError::invalid("assigned_ips", format!("{text:?} is not an IP address")))?;
         if !subnets.iter().any(|s| s.is_assignable(ip)) {
             let cidrs: Vec<String> = subnets.iter().map(LocationSubnet::to_cidr_string).collect();
             return Err(CoreError::invalid(

@@ -80,8 +80,9 @@ async fn create_list_delete_and_bad_input(b: Backend) {
     let lid = loc["id"].as_i64().unwrap();
     // A user device first, so allocation has something to step over.
     app.create_user("ann").await;
-    let (s, v) =
-        app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "laptop", "pubkey": pubkey(1)}))).await;
+    let (s, v) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "laptop", "pubkey": pubkey(1)})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v["configs"][0]["assigned_ip"], "10.40.0.2");
 
@@ -94,8 +95,9 @@ async fn create_list_delete_and_bad_input(b: Backend) {
     let nas = create_device(&app, json!({"name": "nas", "location_id": lid, "assigned_ips": ["10.40.0.50"]})).await;
     assert_eq!(nas["assigned_ips"], json!(["10.40.0.50"]), "{nas}");
     // The allocator steps over the chosen address too.
-    let (s, dev) =
-        app.call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "phone", "pubkey": pubkey(2)}))).await;
+    let (s, dev) = app
+        .call("POST", "/api/v1/device", Some(json!({"username": "ann", "name": "phone", "pubkey": pubkey(2)})))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{dev}");
     assert_eq!(dev["configs"][0]["assigned_ip"], "10.40.0.4");
 
@@ -193,6 +195,10 @@ async fn foreign_headless_cli_enrolls_over_http(b: Backend) {
         edge(&app, "/api/v1/enrollment/activate_user", Some(&cookie), json!({"password": "Str0ng!Pass"})).await;
     assert_eq!((s, v["code"].as_str()), (StatusCode::BAD_REQUEST, Some("network_device")), "{v}");
     assert!(v["error"].as_str().unwrap().contains("no user account"), "{v}");
+    // Before it enrolled, network_info knows no device (a client recovering a lost
+    // registration then registers).
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/network_info", Some(&cookie), json!({"pubkey": pubkey(6)})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
     // A bad key is refused and spends nothing.
     let (s, v, _) =
         edge(&app, "/api/v1/enrollment/create_device", Some(&cookie), json!({"name": "", "pubkey": "bad"})).await;
@@ -208,7 +214,10 @@ async fn foreign_headless_cli_enrolls_over_http(b: Backend) {
     assert_eq!(dev["configs"].as_array().unwrap().len(), 1, "{dev}");
     assert_eq!(dev["configs"][0]["network_name"], "office");
     assert_eq!(dev["configs"][0]["assigned_ip"], "10.41.0.2");
-    assert!(dev["configs"][0]["config"].as_str().unwrap().contains("YOUR_PRIVATE_KEY"), "the key never left the machine");
+    assert!(
+        dev["configs"][0]["config"].as_str().unwrap().contains("YOUR_PRIVATE_KEY"),
+        "the key never left the machine"
+    );
     assert_eq!(dev["instance"]["username"], "router");
     let polling = dev["token"].as_str().expect("a polling token").to_owned();
 
@@ -319,12 +328,16 @@ async fn onramp_client_enrolls_a_network_device(b: Backend) {
     let instances: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(instances.as_array().unwrap().len(), 1, "{instances}");
     assert_eq!(instances[0]["pubkey"], key.as_str(), "{instances}");
-    assert_eq!((&instances[0]["device_name"], &instances[0]["device_id"]), (&json!("backup-server"), &json!(device_id)));
+    assert_eq!(
+        (&instances[0]["device_name"], &instances[0]["device_id"]),
+        (&json!("backup-server"), &json!(device_id))
+    );
 
     // The same token again (from ONRAMP_TOKEN this time) on another machine: refused clearly.
     let other = dir.path().join("other");
     let (code, out, err) =
-        client(&other, &["add-instance", "--url", &app.edge_url, "--network-device"], &[("ONRAMP_TOKEN", &token)]).await;
+        client(&other, &["add-instance", "--url", &app.edge_url, "--network-device"], &[("ONRAMP_TOKEN", &token)])
+            .await;
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("this token already enrolled network device \"backup-server\""), "{err}");
 
@@ -380,7 +393,10 @@ async fn token_errors_match_user_tokens(b: Backend) {
     clock.advance(3600);
     let (sd, vd, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": expired_dev})).await;
     let (su, vu, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": expired_user})).await;
-    assert_eq!((sd, vd["error"].as_str(), vd["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("token expired"), Some("token_expired")));
+    assert_eq!(
+        (sd, vd["error"].as_str(), vd["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("token expired"), Some("token_expired"))
+    );
     assert_eq!((su, &vu["error"], &vu["code"], &vu["detail"]), (sd, &vd["error"], &vd["code"], &vd["detail"]));
 
     // Used: after the session ended, a used token says so, like a user's.
@@ -393,7 +409,8 @@ async fn token_errors_match_user_tokens(b: Backend) {
     let used_user = user_token(u);
     let (_, ucookie) = start(&app, &used_user).await;
     let (s, v, _) =
-        edge(&app, "/api/v1/enrollment/create_device", Some(&ucookie), json!({"name": "pc", "pubkey": pubkey(21)})).await;
+        edge(&app, "/api/v1/enrollment/create_device", Some(&ucookie), json!({"name": "pc", "pubkey": pubkey(21)}))
+            .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v, _) =
         edge(&app, "/api/v1/enrollment/activate_user", Some(&ucookie), json!({"password": "Str0ng!Pass"})).await;
@@ -401,7 +418,10 @@ async fn token_errors_match_user_tokens(b: Backend) {
     clock.advance(601);
     let (sd, vd, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": used_dev})).await;
     let (su, vu, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": used_user})).await;
-    assert_eq!((sd, vd["error"].as_str(), vd["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("token_used")));
+    assert_eq!(
+        (sd, vd["error"].as_str(), vd["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("token_used"))
+    );
     assert_eq!((su, &vu["error"], &vu["code"], &vu["detail"]), (sd, &vd["error"], &vd["code"], &vd["detail"]));
     // A used token's session that ended: create_device says the session ended.
     let (s, v, _) =
@@ -418,7 +438,10 @@ async fn token_errors_match_user_tokens(b: Backend) {
     let (_, _) = app.call("POST", "/api/v1/user/ann/start_desktop", Some(json!({}))).await;
     let (sd, vd, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": old_dev})).await;
     let (su, vu, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": old_user})).await;
-    assert_eq!((sd, vd["error"].as_str(), vd["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("token_revoked")));
+    assert_eq!(
+        (sd, vd["error"].as_str(), vd["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("token_revoked"))
+    );
     assert_eq!((su, &vu["error"], &vu["code"], &vu["detail"]), (sd, &vd["error"], &vd["code"], &vd["detail"]));
     // Deleting the device revokes its token.
     let live = start_cli(&app, id3).await;
@@ -591,12 +614,24 @@ async fn admin_cli_commands(b: Backend) {
     assert_eq!(nas["assigned_ips"], json!(["10.48.0.2"]), "{nas}");
     let (ok, out, err) = admin(
         &app,
-        &["network-device", "create", "--location", "office", "--name", "fw", "--ip", "10.48.0.20", "--ip", "10.48.0.21"],
+        &[
+            "network-device",
+            "create",
+            "--location",
+            "office",
+            "--name",
+            "fw",
+            "--ip",
+            "10.48.0.20",
+            "--ip",
+            "10.48.0.21",
+        ],
     );
     assert!(ok, "{err}");
     let fw_id = out.trim().to_owned();
     assert!(err.contains("10.48.0.20, 10.48.0.21"), "{err}");
-    let (ok, _, err) = admin(&app, &["network-device", "create", "--location", "office", "--name", "x", "--ip", "10.1.0.9"]);
+    let (ok, _, err) =
+        admin(&app, &["network-device", "create", "--location", "office", "--name", "x", "--ip", "10.1.0.9"]);
     assert!(!ok && err.contains("--ip") && err.contains("outside the subnets"), "{err}");
     let (ok, _, err) = admin(&app, &["network-device", "create", "--location", "nowhere", "--name", "x"]);
     assert!(!ok && err.contains("nowhere"), "{err}");

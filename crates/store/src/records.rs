@@ -175,6 +175,17 @@ pub struct NewToken {
     pub expires_at: i64,
 }
 
+/// A `network_device` token to insert: no user; its device is passed beside it. Only the
+/// hash is ever stored.
+#[derive(Debug, Clone)]
+pub struct NewNetworkDeviceToken {
+    pub hash: String,
+    /// The admin who issued it (the contact the enrolling machine is shown).
+    pub issued_by: Option<i64>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ApiTokenRow {
     pub id: i64,

@@ -71,13 +71,8 @@ async fn upgrade(kind: DatabaseKind) {
     // New rows: ids past the deleted device's, and the triggers still count device writes.
     let epoch = store.peer_epoch().await.unwrap();
     let audit = NewAudit { action: "test".into(), actor: "test".into(), details: "{}".into(), ..NewAudit::default() };
-    let new = NewNetworkDevice {
-        location_id: 1,
-        name: "router".into(),
-        description: None,
-        addresses: None,
-        created_at: 1,
-    };
+    let new =
+        NewNetworkDevice { location_id: 1, name: "router".into(), description: None, addresses: None, created_at: 1 };
     let (router, addresses) = store.create_network_device(&new, &audit).await.unwrap();
     assert_eq!(router.id, 3, "ids are not handed out twice");
     assert_eq!(addresses[0].address, "10.9.0.3");

@@ -42,14 +42,22 @@ pub async fn list(
 
 #[utoipa::path(get, summary = "Get a network device", path = "/api/v1/device/network/{id}", tag = "network devices", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 200, body = NetworkDeviceInfo), (status = 404, body = ErrorBody)))]
-pub async fn get(State(s): State<AppState>, _a: Admin, ApiPath(id): ApiPath<i64>) -> ApiResult<Json<NetworkDeviceInfo>> {
+pub async fn get(
+    State(s): State<AppState>,
+    _a: Admin,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<NetworkDeviceInfo>> {
     Ok(Json(s.core.get_network_device(id).await?))
 }
 
 /// Deletes a network device; its gateway drops the peer and its unused tokens are revoked.
 #[utoipa::path(delete, summary = "Delete a network device", path = "/api/v1/device/network/{id}", tag = "network devices", security(("bearer" = [])),
     params(("id" = i64, Path)), responses((status = 204), (status = 404, body = ErrorBody)))]
-pub async fn remove(State(s): State<AppState>, Admin(actor): Admin, ApiPath(id): ApiPath<i64>) -> ApiResult<StatusCode> {
+pub async fn remove(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<StatusCode> {
     s.core.delete_network_device(&actor, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -93,7 +93,10 @@ pub async fn run(core: &Core, cmd: NetworkDeviceCommand) -> anyhow::Result<()> {
             if json {
                 return print_json(&list);
             }
-            println!("{:<5} {:<24} {:<16} {:<24} {:<11} {:<20} DESCRIPTION", "ID", "NAME", "LOCATION", "ADDRESSES", "STATE", "CREATED");
+            println!(
+                "{:<5} {:<24} {:<16} {:<24} {:<11} {:<20} DESCRIPTION",
+                "ID", "NAME", "LOCATION", "ADDRESSES", "STATE", "CREATED"
+            );
             for d in list {
                 println!(
                     "{:<5} {:<24} {:<16} {:<24} {:<11} {:<20} {}",

@@ -65,9 +65,9 @@ impl Store {
         // The insert comes first: a SQLite transaction that reads before its first write
         // can fail with SQLITE_BUSY when another process wrote meanwhile. The checks below
         // count the new row and roll it back when they refuse.
-        let device = sqlx::query_as::<_, DeviceRow>(
-            &format!("INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) RETURNING {DEVICE_COLS}"),
-        )
+        let device = sqlx::query_as::<_, DeviceRow>(&format!(
+            "INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) RETURNING {DEVICE_COLS}"
+        ))
         .bind(user_id)
         .bind(name)
         .bind(pubkey)
@@ -225,9 +225,9 @@ impl Store {
 
     pub async fn rename_device(&self, id: i64, name: &str) -> StoreResult<DeviceRow> {
         self.write_row(
-            sqlx::query_as::<_, DeviceRow>(
-                &format!("UPDATE devices SET name = $1 WHERE id = $2 RETURNING {DEVICE_COLS}"),
-            )
+            sqlx::query_as::<_, DeviceRow>(&format!(
+                "UPDATE devices SET name = $1 WHERE id = $2 RETURNING {DEVICE_COLS}"
+            ))
             .bind(name)
             .bind(id),
         )

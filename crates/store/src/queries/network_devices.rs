@@ -57,7 +57,10 @@ impl Store {
                 let mut rows = Vec::new();
                 for ip in ips {
                     if !subnets.iter().flat_map(|(_, s)| s).any(|s| s.is_assignable(*ip)) {
-                        return Err(StoreError::AddressOutsideSubnets { device: d.name.clone(), address: ip.to_string() });
+                        return Err(StoreError::AddressOutsideSubnets {
+                            device: d.name.clone(),
+                            address: ip.to_string(),
+                        });
                     }
                     let address = ip.to_string();
                     sqlx::query("INSERT INTO device_addresses (device_id, location_id, address) VALUES ($1, $2, $3)")
@@ -97,7 +100,7 @@ impl Store {
     pub async fn issue_network_device_token(
         &self,
         device_id: i64,
-        t: &NewToken,
+        t: &NewNetworkDeviceToken,
         audit: &NewAudit,
     ) -> StoreResult<TokenRow> {
         let mut w = self.write_tx().await?;

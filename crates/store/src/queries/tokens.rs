@@ -356,12 +356,10 @@ impl Store {
     }
 
     pub async fn device_by_polling_hash(&self, hash: &str) -> StoreResult<DeviceRow> {
-        sqlx::query_as::<_, DeviceRow>(
-            &format!(
-                "SELECT {} FROM devices d JOIN polling_tokens p ON p.device_id = d.id WHERE p.hash = $1",
-                super::devices::device_cols("d")
-            ),
-        )
+        sqlx::query_as::<_, DeviceRow>(&format!(
+            "SELECT {} FROM devices d JOIN polling_tokens p ON p.device_id = d.id WHERE p.hash = $1",
+            super::devices::device_cols("d")
+        ))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
