@@ -23,6 +23,7 @@ use utoipa::{Modify, OpenApi};
         gateways::create_token, gateways::list_tokens, gateways::revoke_token, gateways::stats,
         devices::list, devices::create, devices::get, devices::rename, devices::remove,
         network_devices::create, network_devices::list, network_devices::get, network_devices::remove, network_devices::start_cli,
+        network_devices::revoke_tokens,
         settings::get, settings::update,
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         audit::list,

@@ -54,6 +54,7 @@ pub fn router(state: AppState) -> Router {
         .route("/device/network", get(network_devices::list).post(network_devices::create))
         .route("/device/network/start_cli", post(network_devices::start_cli))
         .route("/device/network/{id}", get(network_devices::get).delete(network_devices::remove))
+        .route("/device/network/{id}/tokens", delete(network_devices::revoke_tokens))
         .route("/device/{id}", get(devices::get).put(devices::rename).patch(devices::rename).delete(devices::remove))
         .route("/settings", get(settings::get).put(settings::update).patch(settings::update))
         .route("/api_token", get(api_tokens::list).post(api_tokens::create))

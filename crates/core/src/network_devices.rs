@@ -204,6 +204,18 @@ impl Core {
         })
     }
 
+    /// Revokes the device's unused enrollment tokens; returns how many. Audited.
+    pub async fn revoke_network_device_tokens(&self, actor: &Actor, id: i64) -> CoreResult<u64> {
+        let d = self.network_device_row(id).await?;
+        let audit = self.audit_record(
+            actor,
+            "network_device_token.revoked",
+            Some(d.name.clone()),
+            serde_json::json!({"device_id": d.id}),
+        );
+        Ok(self.store().revoke_network_device_tokens(d.id, self.now(), &audit).await?)
+    }
+
     /// `enrollment/start` with a network device's token: the user fields describe the
     /// device; `enrolled` is true, so clients skip the password step.
     pub(crate) async fn network_start_response(

@@ -443,6 +443,16 @@ async fn token_errors_match_user_tokens(b: Backend) {
         (StatusCode::UNAUTHORIZED, Some("invalid token"), Some("token_revoked"))
     );
     assert_eq!((su, &vu["error"], &vu["code"], &vu["detail"]), (sd, &vd["error"], &vd["code"], &vd["detail"]));
+    // Revoked by hand (API, then CLI), with the same answer.
+    let by_hand = start_cli(&app, id3).await;
+    let (s, v) = app.call("DELETE", &format!("/api/v1/device/network/{id3}/tokens"), None).await;
+    assert_eq!((s, &v["revoked"]), (StatusCode::OK, &json!(1)), "{v}");
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": by_hand})).await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_revoked")), "{v}");
+    let (s, v) = app.call("DELETE", "/api/v1/device/network/9999/tokens", None).await;
+    assert_eq!(error_code(s, &v, StatusCode::NOT_FOUND), "not_found");
+    let (_, audit) = app.call("GET", "/api/v1/audit?action=network_device_token.revoked", None).await;
+    assert_eq!(audit.as_array().unwrap().len(), 1, "{audit}");
     // Deleting the device revokes its token.
     let live = start_cli(&app, id3).await;
     app.call("DELETE", &format!("/api/v1/device/network/{id3}"), None).await;
@@ -661,6 +671,11 @@ async fn admin_cli_commands(b: Backend) {
     assert_eq!(t["enrollment_url"], "https://edge.example.com/");
     let (_, audit) = app.call("GET", "/api/v1/audit?action=network_device_token.added", None).await;
     assert_eq!(audit[0]["actor"], "admin", "{audit}");
+
+    let (ok, _, err) = admin(&app, &["network-device", "revoke-tokens", &nas["id"].to_string()]);
+    assert!(ok && err.contains("1 unused token(s)"), "{err}");
+    let (s, v, _) = edge(&app, "/api/v1/enrollment/start", None, json!({"token": t["enrollment_token"]})).await;
+    assert_eq!((s, v["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("token_revoked")), "{v}");
 
     let (ok, _, err) = admin(&app, &["network-device", "delete", &fw_id]);
     assert!(ok, "{err}");

@@ -2,6 +2,7 @@
 
 use crate::error::{ApiResult, ErrorBody};
 use crate::extract::{Admin, ApiJson, ApiPath, ApiQuery};
+use crate::handlers::tokens::Revoked;
 use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -74,4 +75,15 @@ pub async fn start_cli(
     ApiJson(req): ApiJson<StartCliRequest>,
 ) -> ApiResult<(StatusCode, Json<StartEnrollmentResponse>)> {
     Ok((StatusCode::CREATED, Json(s.core.start_network_device_cli(&actor, req).await?)))
+}
+
+/// Revokes the device's unused enrollment tokens (a token already used stays as it is).
+#[utoipa::path(delete, summary = "Revoke a network device's tokens", path = "/api/v1/device/network/{id}/tokens", tag = "network devices", security(("bearer" = [])),
+    params(("id" = i64, Path)), responses((status = 200, body = Revoked), (status = 404, body = ErrorBody)))]
+pub async fn revoke_tokens(
+    State(s): State<AppState>,
+    Admin(actor): Admin,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Revoked>> {
+    Ok(Json(Revoked { revoked: s.core.revoke_network_device_tokens(&actor, id).await? }))
 }

@@ -42,6 +42,13 @@ pub enum NetworkDeviceCommand {
         #[command(flatten)]
         who: As,
     },
+    /// Revoke the device's unused enrollment tokens.
+    RevokeTokens {
+        /// The device's id (see `list`).
+        id: i64,
+        #[command(flatten)]
+        who: As,
+    },
     /// Issue the token a headless client enrolls the device with (`onramp-client start
     /// --token-file`, or any client of the enrollment API). The token is the last line of
     /// stdout (shown once); earlier unused tokens of the device are revoked.
@@ -114,6 +121,11 @@ pub async fn run(core: &Core, cmd: NetworkDeviceCommand) -> anyhow::Result<()> {
             let a = actor(core, &who.user).await;
             core.delete_network_device(&a, id).await?;
             eprintln!("network device {id} deleted");
+        }
+        NetworkDeviceCommand::RevokeTokens { id, who } => {
+            let a = actor(core, &who.user).await;
+            let n = core.revoke_network_device_tokens(&a, id).await?;
+            eprintln!("{n} unused token(s) of network device {id} revoked");
         }
         NetworkDeviceCommand::StartCli { id, expires, json, who } => {
             let a = actor(core, &who.user).await;

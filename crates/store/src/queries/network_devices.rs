@@ -132,6 +132,27 @@ impl Store {
         Ok(row)
     }
 
+    /// Revokes a network device's unused tokens (with the audit event when there were any);
+    /// returns how many.
+    pub async fn revoke_network_device_tokens(&self, device_id: i64, now: i64, audit: &NewAudit) -> StoreResult<u64> {
+        let mut w = self.write_tx().await?;
+        let n = sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE device_id = $2 AND kind = 'network_device' \
+             AND used_at IS NULL AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(device_id)
+        .execute(&mut *w.tx)
+        .await
+        .map_err(map_err)?
+        .rows_affected();
+        if n > 0 {
+            insert_audit(&mut w.tx, audit).await?;
+        }
+        w.commit().await?;
+        Ok(n)
+    }
+
     /// Sets a network device's public key and uses its token, in one transaction
     /// conditional on the token being unused, unrevoked and inside its session, so of two
     /// concurrent enrollments one wins. A key another device has is `Conflict { DevicePubkey }`.
