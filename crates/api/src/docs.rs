@@ -12,7 +12,7 @@ use utoipa::{Modify, OpenApi};
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Onramp admin API", description = "Users, groups, VPN locations, gateways, devices, enrollment tokens, settings and audit. \
+    info(title = "Onramp admin API", description = "Users, groups, VPN locations, gateways, devices, network devices, enrollment tokens, settings and audit. \
         Authenticate with `Authorization: Bearer <API token>` (create one with `onramp admin api-token create`)."),
     paths(
         health::health,
@@ -22,6 +22,8 @@ use utoipa::{Modify, OpenApi};
         locations::list, locations::create, locations::get, locations::update, locations::remove,
         gateways::create_token, gateways::list_tokens, gateways::revoke_token, gateways::stats,
         devices::list, devices::create, devices::get, devices::rename, devices::remove,
+        network_devices::create, network_devices::list, network_devices::get, network_devices::remove, network_devices::start_cli,
+        network_devices::revoke_tokens,
         settings::get, settings::update,
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         audit::list,

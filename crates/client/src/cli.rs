@@ -30,6 +30,11 @@ pub struct EnrollArgs {
     /// Device name (default: this machine's host name).
     #[arg(long)]
     pub device_name: Option<String>,
+    /// The token enrolls a network device (a server or router the administrator created
+    /// with `onramp admin network-device create`): no device name is sent, the server
+    /// keeps the device's own.
+    #[arg(long, conflicts_with = "device_name")]
+    pub network_device: bool,
 }
 
 #[derive(clap::Args, Clone)]

@@ -352,6 +352,7 @@ async fn enroll_with(
     args: &EnrollArgs,
 ) -> Result<enroll::Enrolled, Failure> {
     let device = match &args.device_name {
+        _ if args.network_device => enroll::DeviceName::network_device(),
         Some(name) => enroll::DeviceName::Chosen(name.clone()),
         None => enroll::DeviceName::from_host(),
     };

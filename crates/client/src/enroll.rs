@@ -59,6 +59,12 @@ pub enum DeviceName {
 }
 
 impl DeviceName {
+    /// A network device (a headless machine the administrator created with its name): the
+    /// empty name is sent, and the server keeps the device's own.
+    pub fn network_device() -> DeviceName {
+        DeviceName::Chosen(String::new())
+    }
+
     /// The default: this machine's host name.
     pub fn from_host() -> DeviceName {
         let host = hostname::get().map(|h| h.to_string_lossy().trim().to_owned()).unwrap_or_default();

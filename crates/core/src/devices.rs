@@ -21,8 +21,11 @@ pub struct DeviceInput {
 pub struct DeviceInfo {
     pub id: i64,
     pub name: String,
+    /// Empty for a network device that has not enrolled yet.
     pub pubkey: String,
-    pub user_id: i64,
+    /// `null` for a network device (a headless machine of one location, no user).
+    pub user_id: Option<i64>,
+    /// Empty for a network device.
     pub username: String,
     pub created_at: i64,
     /// One entry per location the device has addresses in.
@@ -122,14 +125,31 @@ impl Core {
     /// paths that open them (`Store::allocate_missing_addresses`).
     pub async fn device_configs(&self, d: &DeviceRow) -> CoreResult<Vec<DeviceConfig>> {
         let addresses = self.store().device_addresses(d.id).await?;
-        let locations = self.store().locations_for_user(d.user_id).await?;
+        let locations = self.device_locations(d).await?;
         Ok(render_configs(&addresses, locations.iter()))
+    }
+
+    /// The locations a device may be in: its user's (by groups), or a network device's one.
+    async fn device_locations(&self, d: &DeviceRow) -> CoreResult<Vec<LocationRow>> {
+        Ok(match (d.user_id, d.location_id) {
+            (Some(uid), _) => self.store().locations_for_user(uid).await?,
+            (None, Some(lid)) => vec![self.store().location_by_id(lid).await?],
+            (None, None) => Vec::new(),
+        })
+    }
+
+    /// The name of a device's owner; empty for a network device.
+    async fn owner_name(&self, d: &DeviceRow) -> CoreResult<String> {
+        Ok(match d.user_id {
+            Some(uid) => self.store().user_by_id(uid).await?.username,
+            None => String::new(),
+        })
     }
 
     pub async fn get_device(&self, id: i64) -> CoreResult<DeviceInfo> {
         let d = self.store().device_by_id(id).await.or_not_found("device", &id.to_string())?;
-        let user = self.store().user_by_id(d.user_id).await?;
-        self.device_info(d, &user.username).await
+        let owner = self.owner_name(&d).await?;
+        self.device_info(d, &owner).await
     }
 
     /// All devices (optionally of one user); see [`Core::list_devices_page`].
@@ -152,7 +172,7 @@ impl Core {
             None => None,
         };
         let (devices, total) = self.store().list_devices_page(user_id, limit, offset).await?;
-        let mut user_ids: Vec<i64> = devices.iter().map(|d| d.user_id).collect();
+        let mut user_ids: Vec<i64> = devices.iter().filter_map(|d| d.user_id).collect();
         user_ids.sort_unstable();
         user_ids.dedup();
         let names: HashMap<i64, String> = self.store().usernames(&user_ids).await?.into_iter().collect();
@@ -160,7 +180,8 @@ impl Core {
         for (uid, lid) in self.store().user_locations(&user_ids).await? {
             allowed.entry(uid).or_default().push(lid);
         }
-        let locations: HashMap<i64, LocationRow> = if allowed.is_empty() {
+        let locations: HashMap<i64, LocationRow> = if allowed.is_empty() && devices.iter().all(|d| d.user_id.is_some())
+        {
             HashMap::new()
         } else {
             self.store().list_locations().await?.into_iter().map(|l| (l.id, l)).collect()
@@ -175,7 +196,13 @@ impl Core {
             .into_iter()
             .map(|d| {
                 let own = addresses.remove(&d.id).unwrap_or_default();
-                let locs = allowed.get(&d.user_id).into_iter().flatten().filter_map(|id| locations.get(id));
+                // A network device's one location, or the locations its user may use.
+                let own_location = d.location_id.map(|l| vec![l]).unwrap_or_default();
+                let ids = match d.user_id {
+                    Some(uid) => allowed.get(&uid).cloned().unwrap_or_default(),
+                    None => own_location,
+                };
+                let locs = ids.iter().filter_map(|id| locations.get(id)).collect::<Vec<_>>().into_iter();
                 DeviceInfo {
                     id: d.id,
                     stats: stats.remove(&d.id).unwrap_or_default(),
@@ -183,7 +210,7 @@ impl Core {
                     name: d.name,
                     pubkey: d.pubkey,
                     user_id: d.user_id,
-                    username: names.get(&d.user_id).cloned().unwrap_or_default(),
+                    username: d.user_id.and_then(|u| names.get(&u).cloned()).unwrap_or_default(),
                     created_at: d.created_at,
                 }
             })
@@ -200,15 +227,10 @@ impl Core {
             }
             other => other.into(),
         })?;
-        let user = self.store().user_by_id(d.user_id).await?;
-        self.audit(
-            actor,
-            "device.renamed",
-            Some(user.username.clone()),
-            serde_json::json!({"device_id": id, "name": name}),
-        )
-        .await;
-        self.device_info(d, &user.username).await
+        let owner = self.owner_name(&d).await?;
+        self.audit(actor, "device.renamed", Some(owner.clone()), serde_json::json!({"device_id": id, "name": name}))
+            .await;
+        self.device_info(d, &owner).await
     }
 
     /// Deletes a device only if it belongs to `username` (the web UI's per-user pages and
@@ -216,7 +238,7 @@ impl Core {
     pub async fn delete_device_of(&self, actor: &Actor, username: &str, id: i64) -> CoreResult<()> {
         let user = self.user_row(username).await?;
         let d = self.store().device_by_id(id).await.or_not_found("device", &id.to_string())?;
-        if d.user_id != user.id {
+        if d.user_id != Some(user.id) {
             return Err(CoreError::not_found("device", id));
         }
         self.delete_device(actor, id).await

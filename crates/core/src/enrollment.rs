@@ -12,10 +12,25 @@ use onramp_proto::{
 };
 use onramp_store::{DeviceRow, ResetRequest, StoreError, TokenRow, UserRow};
 
-/// A validated, open enrollment session.
+/// A validated, open enrollment session of a user's token.
 struct Session {
     token: TokenRow,
     user: UserRow,
+}
+
+/// An open session of either kind: a user's, or a network device's (no user).
+enum AnySession {
+    User(Session),
+    Network { token: TokenRow, device: DeviceRow },
+}
+
+/// `activate_user` with a network device's token.
+fn no_account_to_activate() -> CoreError {
+    CoreError::refused(
+        "network_device",
+        "this token enrolls a network device, which has no user account to activate; \
+         register the device with create_device instead",
+    )
 }
 
 /// Code of a poll with the polling token of a deleted device (the edge keeps PROTOCOL.md's
@@ -23,13 +38,21 @@ struct Session {
 pub const DEVICE_REMOVED: &str = "device_removed";
 
 impl Core {
-    async fn session(&self, token: &TokenSecret) -> CoreResult<Session> {
-        self.session_of(token, TokenKind::starts_enrollment).await
+    async fn session(&self, token: &TokenSecret) -> CoreResult<AnySession> {
+        self.any_session_of(token, TokenKind::starts_enrollment).await
+    }
+
+    /// The open session of `token` for a user's token only.
+    async fn session_of(&self, token: &TokenSecret, accepts: fn(TokenKind) -> bool) -> CoreResult<Session> {
+        match self.any_session_of(token, accepts).await? {
+            AnySession::User(s) => Ok(s),
+            AnySession::Network { .. } => Err(CoreError::UnknownToken),
+        }
     }
 
     /// The open session of `token`: a token itself (body field, desktop clients) or a
     /// browser session id from the edge's cookie, bound to its token at start.
-    async fn session_of(&self, token: &TokenSecret, accepts: fn(TokenKind) -> bool) -> CoreResult<Session> {
+    async fn any_session_of(&self, token: &TokenSecret, accepts: fn(TokenKind) -> bool) -> CoreResult<AnySession> {
         let hash = token.hash();
         let found = match self.store().token_by_hash(&hash).await {
             Err(StoreError::NotFound) => self.store().token_by_session(&hash).await,
@@ -41,11 +64,21 @@ impl Core {
             Err(e) => return Err(e.into()),
         };
         check_session(&times(&row), self.now()).map_err(CoreError::Token)?;
-        let user = self.store().user_by_id(row.user_id).await?;
+        let Some(user_id) = row.user_id else {
+            let device = match row.device_id {
+                Some(id) => self.store().device_by_id(id).await.ok().filter(DeviceRow::is_network),
+                None => None,
+            };
+            let Some(device) = device else {
+                return Err(CoreError::Token(onramp_domain::token::TokenRejection::Revoked));
+            };
+            return Ok(AnySession::Network { token: row, device });
+        };
+        let user = self.store().user_by_id(user_id).await?;
         if !user.is_active {
             return Err(CoreError::refused("user_disabled", "this account is disabled; contact your administrator"));
         }
-        Ok(Session { token: row, user })
+        Ok(AnySession::User(Session { token: row, user }))
     }
 
     /// Binds the edge's opaque browser-session id (only its hash is stored) to the started
@@ -103,10 +136,16 @@ impl Core {
     ) -> CoreResult<EnrollmentStartResponse> {
         let started = self.start_session(actor, token).await?;
         self.bind_browser_session(&started, browser_session).await?;
-        let user = started.user;
         let admin = match started.token.issued_by {
             Some(id) => self.store().user_by_id(id).await.ok(),
             None => None,
+        };
+        let user = match (started.user, started.device) {
+            (Some(user), _) => user,
+            (None, Some(device)) => {
+                return self.network_start_response(&device, admin.as_ref(), started.deadline).await
+            }
+            (None, None) => return Err(CoreError::UnknownToken),
         };
         let settings = self.settings().await;
         let devices = self.store().list_devices(Some(user.id)).await?;
@@ -152,7 +191,10 @@ impl Core {
         password: String,
         phone: Option<String>,
     ) -> CoreResult<()> {
-        let Session { token: t, mut user } = self.session(token).await?;
+        let Session { token: t, mut user } = match self.session(token).await? {
+            AnySession::User(s) => s,
+            AnySession::Network { .. } => return Err(no_account_to_activate()),
+        };
         if user.enrolled || user.password_hash.is_some() {
             return Err(CoreError::refused("already_activated", "this account is already activated"));
         }
@@ -182,7 +224,12 @@ impl Core {
         name: &str,
         pubkey: &str,
     ) -> CoreResult<DeviceConfigResponse> {
-        let Session { token: t, user } = self.session(token).await?;
+        let Session { token: t, user } = match self.session(token).await? {
+            AnySession::User(s) => s,
+            AnySession::Network { token: t, device } => {
+                return self.enroll_network_device(actor, &t, &device, name, pubkey).await;
+            }
+        };
         // One session registers one device. A retry of that same registration (same key,
         // e.g. after a lost answer) gets the device again instead of an error it cannot
         // recover from.
@@ -209,10 +256,22 @@ impl Core {
     /// `enrollment/network_info`: the full configuration of one of the session user's
     /// devices, with a rotated polling token (used to update an existing instance).
     pub async fn network_info(&self, token: &TokenSecret, pubkey: &str) -> CoreResult<DeviceConfigResponse> {
-        let Session { user, .. } = self.session(token).await?;
         let key = onramp_domain::validate::WgPublicKey::parse("pubkey", pubkey)?;
+        let user = match self.session(token).await? {
+            AnySession::User(s) => s.user,
+            AnySession::Network { device, .. } => {
+                if device.pubkey.is_empty() {
+                    // Not enrolled yet (a client recovering a registration that never arrived).
+                    return Err(CoreError::not_found("device", key.as_str()));
+                }
+                if device.pubkey != key.as_str() {
+                    return Err(CoreError::Forbidden("this token belongs to another device".into()));
+                }
+                return self.network_config_response(&device, true).await;
+            }
+        };
         let device = match self.store().device_by_pubkey(key.as_str()).await {
-            Ok(d) if d.user_id == user.id => d,
+            Ok(d) if d.user_id == Some(user.id) => d,
             Ok(_) => return Err(CoreError::Forbidden("this device belongs to another user".into())),
             Err(StoreError::NotFound) => return Err(CoreError::not_found("device", key.as_str())),
             Err(e) => return Err(e.into()),
@@ -237,7 +296,11 @@ impl Core {
             Err(StoreError::NotFound) => return Err(CoreError::UnknownToken),
             Err(e) => return Err(e.into()),
         };
-        let user = self.store().user_by_id(device.user_id).await?;
+        // Network devices have no user: no active or group rule applies.
+        let Some(user_id) = device.user_id else {
+            return self.network_config_response(&device, false).await;
+        };
+        let user = self.store().user_by_id(user_id).await?;
         if !user.is_active {
             let issuer = match self.store().device_token_issuer(device.id).await? {
                 Some(id) => self.store().user_by_id(id).await.ok(),
@@ -254,6 +317,24 @@ impl Core {
         user: &UserRow,
         new_polling_token: bool,
     ) -> CoreResult<DeviceConfigResponse> {
+        self.config_response(d, &user.username, new_polling_token).await
+    }
+
+    /// The configuration of a network device; the instance's `username` is the device's name.
+    pub(crate) async fn network_config_response(
+        &self,
+        d: &DeviceRow,
+        new_polling_token: bool,
+    ) -> CoreResult<DeviceConfigResponse> {
+        self.config_response(d, &d.name, new_polling_token).await
+    }
+
+    async fn config_response(
+        &self,
+        d: &DeviceRow,
+        username: &str,
+        new_polling_token: bool,
+    ) -> CoreResult<DeviceConfigResponse> {
         let token = if new_polling_token {
             let secret = TokenSecret::generate(&mut rand::rngs::OsRng);
             self.store().set_polling_token(d.id, &secret.hash(), self.now()).await?;
@@ -266,11 +347,12 @@ impl Core {
                 id: d.id,
                 name: d.name.clone(),
                 pubkey: d.pubkey.clone(),
-                user_id: d.user_id,
+                // PROTOCOL.md has a number here; a network device has no user.
+                user_id: d.user_id.unwrap_or(0),
                 created_at: d.created_at,
             },
             configs: self.device_configs(d).await?,
-            instance: self.instance_info(&user.username).await,
+            instance: self.instance_info(username).await,
             token,
         })
     }

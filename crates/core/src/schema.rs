@@ -42,10 +42,10 @@ impl utoipa::PartialSchema for TokenKindName {
     fn schema() -> RefOr<Schema> {
         named(
             Type::String,
-            &["enrollment".into(), "desktop_config".into(), "password_reset".into()],
-            &["enrollment", "desktop_config", "password_reset"],
+            &["enrollment".into(), "desktop_config".into(), "password_reset".into(), "network_device".into()],
+            &["enrollment", "desktop_config", "password_reset", "network_device"],
             "What a token is for: `enrollment` (first enrollment of a user), `desktop_config` (add a desktop \
-             client for an enrolled user), `password_reset`.",
+             client for an enrolled user), `password_reset`, `network_device` (enroll a headless network device).",
         )
     }
 }

@@ -113,7 +113,10 @@ impl BulkOutcome {
 #[derive(Debug, Clone)]
 pub struct SessionStart {
     pub token: TokenRow,
-    pub user: UserRow,
+    /// The token's user; `None` for a network-device token.
+    pub user: Option<UserRow>,
+    /// The network device a `network_device` token enrolls.
+    pub device: Option<onramp_store::DeviceRow>,
     pub deadline: i64,
     /// True for the call that opened the session, false for a resumed one.
     pub opened: bool,
@@ -412,14 +415,33 @@ impl Core {
         if row.kind == TokenKind::PasswordReset.as_str() && row.used_at.is_some() {
             return Err(CoreError::Token(onramp_domain::token::TokenRejection::Used));
         }
-        let user = self.store().user_by_id(row.user_id).await?;
-        if !user.is_active {
-            let issuer = match row.issued_by {
-                Some(id) => self.store().user_by_id(id).await.ok(),
-                None => None,
-            };
-            return Err(self.account_disabled(issuer.as_ref()).await);
-        }
+        // A user's token, or a network device's (which has no user to check).
+        let (user, device, subject) = match row.user_id {
+            Some(uid) => {
+                let user = self.store().user_by_id(uid).await?;
+                if !user.is_active {
+                    let issuer = match row.issued_by {
+                        Some(id) => self.store().user_by_id(id).await.ok(),
+                        None => None,
+                    };
+                    return Err(self.account_disabled(issuer.as_ref()).await);
+                }
+                let subject = user.username.clone();
+                (Some(user), None, subject)
+            }
+            None => {
+                // A deleted device revoked its tokens; a token without one is dead too.
+                let device = match row.device_id {
+                    Some(id) => self.store().device_by_id(id).await.ok(),
+                    None => None,
+                };
+                let Some(device) = device.filter(|d| d.is_network()) else {
+                    return Err(CoreError::Token(onramp_domain::token::TokenRejection::Revoked));
+                };
+                let subject = device.name.clone();
+                (None, Some(device), subject)
+            }
+        };
         let session_secs = self.settings().await.enrollment.session_lifetime_secs;
         let now = self.now();
         let mut current = row;
@@ -427,18 +449,18 @@ impl Core {
             let times = times(&current);
             match decide_start(&times, now, session_secs).map_err(CoreError::Token)? {
                 StartDecision::Resume { deadline } => {
-                    return Ok(SessionStart { token: current, user, deadline, opened: false });
+                    return Ok(SessionStart { token: current, user, device, deadline, opened: false });
                 }
                 StartDecision::Open { deadline } => {
                     let audit = self.audit_record(
                         actor,
                         audit_action,
-                        Some(user.username.clone()),
+                        Some(subject.clone()),
                         serde_json::json!({"token_id": current.id}),
                     );
                     if self.store().open_session(current.id, deadline, &audit).await? {
                         current.session_deadline = Some(deadline);
-                        return Ok(SessionStart { token: current, user, deadline, opened: true });
+                        return Ok(SessionStart { token: current, user, device, deadline, opened: true });
                     }
                     // Lost the race: someone else opened it; re-read and resume.
                     current = self.store().token_by_id(current.id).await?;

@@ -261,7 +261,7 @@ impl Core {
         }
         let mut tokens: std::collections::HashMap<i64, Vec<crate::PendingToken>> = Default::default();
         for t in self.store().pending_tokens_of_users(&ids, self.now()).await? {
-            tokens.entry(t.user_id).or_default().push(crate::tokens::pending_of(t, None));
+            tokens.entry(t.user_id.unwrap_or_default()).or_default().push(crate::tokens::pending_of(t, None));
         }
         let users = rows
             .into_iter()

@@ -55,6 +55,8 @@ pub enum TokenKind {
     Enrollment,
     DesktopConfig,
     PasswordReset,
+    /// Enrolls one pre-created network device (a headless machine of one location, no user).
+    NetworkDevice,
 }
 
 impl TokenKind {
@@ -63,6 +65,7 @@ impl TokenKind {
             Self::Enrollment => "enrollment",
             Self::DesktopConfig => "desktop_config",
             Self::PasswordReset => "password_reset",
+            Self::NetworkDevice => "network_device",
         }
     }
 
@@ -71,13 +74,14 @@ impl TokenKind {
             "enrollment" => Self::Enrollment,
             "desktop_config" => Self::DesktopConfig,
             "password_reset" => Self::PasswordReset,
+            "network_device" => Self::NetworkDevice,
             _ => return None,
         })
     }
 
     /// Kinds that open an enrollment session at `enrollment/start`.
     pub fn starts_enrollment(self) -> bool {
-        matches!(self, Self::Enrollment | Self::DesktopConfig)
+        matches!(self, Self::Enrollment | Self::DesktopConfig | Self::NetworkDevice)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod devices;
 mod locations;
+mod network_devices;
 mod ops;
 mod users;
 
@@ -40,6 +41,12 @@ pub enum AdminCommand {
     Device {
         #[command(subcommand)]
         command: devices::DeviceCommand,
+    },
+    /// Network devices (headless machines of one location, no user): create, list,
+    /// delete, and issue the token they enroll with.
+    NetworkDevice {
+        #[command(subcommand)]
+        command: network_devices::NetworkDeviceCommand,
     },
     /// VPN locations: list, create, edit.
     Location {
@@ -336,6 +343,7 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::User { command } => users::run(core, command).await?,
         AdminCommand::Device { command } => devices::run(core, command).await?,
         AdminCommand::Location { command } => locations::run(core, command).await?,
+        AdminCommand::NetworkDevice { command } => network_devices::run(core, command).await?,
         AdminCommand::Settings { command } => ops::settings(core, command).await?,
         AdminCommand::Mail { command } => ops::mail(core, command).await?,
         AdminCommand::Audit(args) => ops::audit(core, args).await?,

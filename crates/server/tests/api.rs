@@ -680,7 +680,11 @@ async fn health_metrics_and_docs() {
     let schemas = &doc["components"]["schemas"];
     assert_eq!(schemas["LocationMfaMode"]["enum"], json!([1, 2, 3]), "{}", schemas["LocationMfaMode"]);
     assert_eq!(schemas["LocationMfaMode"]["x-enum-varnames"], json!(["disabled", "internal", "external"]));
-    assert_eq!(schemas["TokenKind"]["enum"], json!(["enrollment", "desktop_config", "password_reset"]));
+    assert_eq!(
+        schemas["TokenKind"]["enum"],
+        json!(["enrollment", "desktop_config", "password_reset", "network_device"])
+    );
+    assert!(doc["paths"]["/api/v1/device/network/start_cli"]["post"].is_object());
     assert_eq!(schemas["MailStatus"]["enum"], json!(["pending", "retrying", "sent", "failed", "cancelled"]));
     assert!(schemas["StartEnrollmentResponse"]["properties"]["expires_at"].is_object());
     for docs in ["/api/docs", "/api/docs/"] {

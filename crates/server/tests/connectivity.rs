@@ -9,7 +9,9 @@
 //! The client enrolls from provisioning.json, asks `onramp-client service` to connect, and
 //! the test pings and opens TCP connections through the tunnel while the admin disables the
 //! user, the gateway restarts, core stops and the device is deleted.
-//! A second test brings the browser wizard's wg-quick text up with `wg-quick`.
+//! A second test does the same for a network device (a headless server, no user) enrolled
+//! with `onramp-client add-instance --network-device`. A third brings the browser wizard's
+//! wg-quick text up with `wg-quick`.
 //! These tests need root and /dev/net/tun; without them they fail and say so.
 
 mod netns;
@@ -432,6 +434,66 @@ fn enrolled_user_reaches_a_protected_host_through_the_gateway() {
     let routes = String::from_utf8(net.client.ip(&["route", "show"]).stdout).unwrap();
     assert!(!routes.contains("172.31.2.0/24"), "{routes}");
 
+    if let Some(s) = client.service.take() {
+        s.stop();
+    }
+    gw.stop();
+    core.stop();
+}
+
+/// A network device (a headless server the admin created for the location, no user)
+/// enrolls with `onramp-client add-instance --network-device`, its token from a file; it
+/// reaches the lan host through the real gateway from the address the admin chose, and
+/// loses the tunnel within moments when the admin deletes it.
+#[test]
+fn network_device_reaches_a_protected_host_through_the_gateway() {
+    let net = Net::new("t3");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let mut core = Core::start(&net, dir);
+    let (_, _, gw_token) = seed(&net, &core, dir);
+    let mut gw = Gateway::start(&net, &core, dir, &gw_token);
+    let logs = [core.log.as_path(), gw.log.as_path()];
+    wait_for("the gateway to link to core", Duration::from_secs(30), &logs, || gw.healthy(&net));
+
+    // The admin, with the CLI: the device, then its token (the last line of stdout).
+    let admin = |args: &[&str]| {
+        let out = run(net.gateway.command(BIN).arg("admin").args(args).env("ONRAMP_DATA_DIR", core.dir.join("data")));
+        String::from_utf8(out.stdout).unwrap().lines().last().unwrap_or_default().trim().to_owned()
+    };
+    let id = admin(&["network-device", "create", "--location", "office", "--name", "backup", "--ip", "10.77.0.50"]);
+    let token = dir.join("device.token");
+    write_secret(&token, &admin(&["network-device", "start-cli", &id]));
+
+    let mut client = Client {
+        data: dir.join("server-client"),
+        socket: dir.join("server-client.sock"),
+        prefix: format!("onn{}", std::process::id() % 100_000),
+        service: None,
+        log: dir.join("server-client-service.log"),
+    };
+    let url = format!("http://{GW_IP}:8080");
+    run(client.cmd(&net).args(["add-instance", "--network-device", "--url", &url, "--token-file"]).arg(&token));
+    client.start_service(&net);
+    let (core_log, gw_log) = (core.log.clone(), gw.log.clone());
+    let logs = [core_log.as_path(), gw_log.as_path(), client.log.as_path()];
+    run(client.cmd(&net).args(["connect", "office"]));
+    wait_for("a ping from the network device through the tunnel", Duration::from_secs(20), &logs, || {
+        net.client.ping(LAN_IP)
+    });
+    let port = lan_tcp_server(&net);
+    assert!(tcp_works(&net, port), "a TCP connection through the network device's tunnel");
+    let addrs = String::from_utf8(net.client.ip(&["-o", "addr", "show"]).stdout).unwrap();
+    assert!(addrs.contains("10.77.0.50"), "the tunnel has the address the admin chose:\n{addrs}");
+
+    // Deleting the network device stops its traffic.
+    core.ok(&net, "DELETE", &format!("device/network/{id}"), None);
+    let took =
+        wait_for("traffic to stop after deleting the network device", Duration::from_secs(2), &logs, || stopped(&net));
+    println!("deleted network device's traffic stopped after {took:?}");
+    assert_stays_stopped(&net);
+
+    run(client.cmd(&net).args(["disconnect", "office"]));
     if let Some(s) = client.service.take() {
         s.stop();
     }

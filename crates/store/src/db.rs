@@ -104,6 +104,7 @@ pub(crate) const UNIQUE_KEYS: &[(&str, &str, UniqueKey)] = &[
     ("location_groups_pkey", "location_groups.location_id, location_groups.group_id", UniqueKey::LocationGroup),
     ("devices_pubkey_key", "devices.pubkey", UniqueKey::DevicePubkey),
     ("devices_user_id_name_key", "devices.user_id, devices.name", UniqueKey::DeviceName),
+    ("devices_location_name", "devices.location_id, devices.name", UniqueKey::DeviceName),
     (
         "device_addresses_location_id_address_key",
         "device_addresses.location_id, device_addresses.address",

@@ -9,7 +9,7 @@ mod db;
 mod queries;
 pub mod records;
 
-pub use queries::{DeviceLimits, DirectorySyncRow, ResetRequest, UserFilter};
+pub use queries::{DeviceLimits, DirectorySyncRow, NetworkEnrollment, ResetRequest, UserFilter};
 
 pub use db::{DatabaseKind, Store, StoreError, StoreResult, UniqueKey};
 pub use records::*;

@@ -116,9 +116,32 @@ pub struct LocationData {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DeviceRow {
     pub id: i64,
-    pub user_id: i64,
+    /// The owner of a user device; `None` for a network device.
+    pub user_id: Option<i64>,
     pub name: String,
+    /// Empty for a network device that has not enrolled yet (stored as NULL).
     pub pubkey: String,
+    pub created_at: i64,
+    /// The one location of a network device; `None` for a user device.
+    pub location_id: Option<i64>,
+    pub description: Option<String>,
+}
+
+impl DeviceRow {
+    /// A network device: a headless machine of one location, with no user.
+    pub fn is_network(&self) -> bool {
+        self.user_id.is_none()
+    }
+}
+
+/// A network device to create: its location, and optionally the addresses the admin chose
+/// (otherwise one free address per subnet of the location is allocated).
+#[derive(Debug, Clone)]
+pub struct NewNetworkDevice {
+    pub location_id: i64,
+    pub name: String,
+    pub description: Option<String>,
+    pub addresses: Option<Vec<std::net::IpAddr>>,
     pub created_at: i64,
 }
 
@@ -133,7 +156,8 @@ pub struct DeviceAddressRow {
 pub struct TokenRow {
     pub id: i64,
     pub kind: String,
-    pub user_id: i64,
+    /// `None` for a network-device token (its device is `device_id`).
+    pub user_id: Option<i64>,
     pub issued_by: Option<i64>,
     pub email: Option<String>,
     pub created_at: i64,
@@ -141,6 +165,8 @@ pub struct TokenRow {
     pub session_deadline: Option<i64>,
     pub used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// The device the session registered; for a network-device token, its device from the start.
+    pub device_id: Option<i64>,
 }
 
 /// A token to insert: only its hash is ever stored.
@@ -151,6 +177,17 @@ pub struct NewToken {
     pub user_id: i64,
     pub issued_by: Option<i64>,
     pub email: Option<String>,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// A `network_device` token to insert: no user; its device is passed beside it. Only the
+/// hash is ever stored.
+#[derive(Debug, Clone)]
+pub struct NewNetworkDeviceToken {
+    pub hash: String,
+    /// The admin who issued it (the contact the enrolling machine is shown).
+    pub issued_by: Option<i64>,
     pub created_at: i64,
     pub expires_at: i64,
 }

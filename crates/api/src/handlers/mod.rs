@@ -7,6 +7,7 @@ pub mod groups;
 pub mod health;
 pub mod locations;
 pub mod mail;
+pub mod network_devices;
 pub mod settings;
 pub mod tokens;
 pub mod users;

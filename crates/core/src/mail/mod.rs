@@ -523,7 +523,7 @@ mod tests {
         let live = onramp_store::TokenRow {
             id: 1,
             kind: "enrollment".into(),
-            user_id: 1,
+            user_id: Some(1),
             issued_by: None,
             email: None,
             created_at: 0,
@@ -531,6 +531,7 @@ mod tests {
             session_deadline: None,
             used_at: None,
             revoked_at: None,
+            device_id: None,
         };
         assert_eq!(dead_token_reason(Some(&live), 50), None);
         let revoked = onramp_store::TokenRow { revoked_at: Some(10), ..live.clone() };

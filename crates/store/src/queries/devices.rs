@@ -2,6 +2,19 @@ use super::*;
 use crate::db::DatabaseKind;
 use onramp_domain::net::LocationSubnet;
 
+/// The columns of a `DeviceRow`. A network device's key is NULL until it enrolls; rows
+/// carry it as an empty string.
+pub(crate) const DEVICE_COLS: &str =
+    "id, user_id, name, COALESCE(pubkey, '') AS pubkey, created_at, location_id, description";
+
+/// [`DEVICE_COLS`] of the table aliased `t`.
+pub(crate) fn device_cols(t: &str) -> String {
+    format!(
+        "{t}.id, {t}.user_id, {t}.name, COALESCE({t}.pubkey, '') AS pubkey, {t}.created_at, {t}.location_id, \
+         {t}.description"
+    )
+}
+
 /// Limits checked inside `create_device`'s transaction.
 #[derive(Debug, Clone, Copy)]
 pub struct DeviceLimits {
@@ -52,10 +65,9 @@ impl Store {
         // The insert comes first: a SQLite transaction that reads before its first write
         // can fail with SQLITE_BUSY when another process wrote meanwhile. The checks below
         // count the new row and roll it back when they refuse.
-        let device = sqlx::query_as::<_, DeviceRow>(
-            "INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) \
-             RETURNING id, user_id, name, pubkey, created_at",
-        )
+        let device = sqlx::query_as::<_, DeviceRow>(&format!(
+            "INSERT INTO devices (user_id, name, pubkey, created_at) VALUES ($1, $2, $3, $4) RETURNING {DEVICE_COLS}"
+        ))
         .bind(user_id)
         .bind(name)
         .bind(pubkey)
@@ -111,7 +123,7 @@ impl Store {
     }
 
     pub async fn device_by_id(&self, id: i64) -> StoreResult<DeviceRow> {
-        sqlx::query_as::<_, DeviceRow>("SELECT id, user_id, name, pubkey, created_at FROM devices WHERE id = $1")
+        sqlx::query_as::<_, DeviceRow>(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await
@@ -119,7 +131,7 @@ impl Store {
     }
 
     pub async fn device_by_pubkey(&self, pubkey: &str) -> StoreResult<DeviceRow> {
-        sqlx::query_as::<_, DeviceRow>("SELECT id, user_id, name, pubkey, created_at FROM devices WHERE pubkey = $1")
+        sqlx::query_as::<_, DeviceRow>(&format!("SELECT {DEVICE_COLS} FROM devices WHERE pubkey = $1"))
             .bind(pubkey)
             .fetch_optional(&self.pool)
             .await
@@ -128,16 +140,12 @@ impl Store {
 
     /// Devices, optionally of one user, oldest first.
     pub async fn list_devices(&self, user_id: Option<i64>) -> StoreResult<Vec<DeviceRow>> {
-        let q = match user_id {
-            Some(uid) => sqlx::query_as::<_, DeviceRow>(
-                "SELECT id, user_id, name, pubkey, created_at FROM devices WHERE user_id = $1 ORDER BY id",
-            )
-            .bind(uid),
-            None => {
-                sqlx::query_as::<_, DeviceRow>("SELECT id, user_id, name, pubkey, created_at FROM devices ORDER BY id")
-            }
-        };
-        q.fetch_all(&self.pool).await.map_err(map_err)
+        let filter = if user_id.is_some() { "WHERE user_id = $1" } else { "WHERE $1 = $1" };
+        sqlx::query_as::<_, DeviceRow>(&format!("SELECT {DEVICE_COLS} FROM devices {filter} ORDER BY id"))
+            .bind(user_id.unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(map_err)
     }
 
     /// One page of devices (optionally of one user), oldest first, and how many there are
@@ -150,7 +158,7 @@ impl Store {
     ) -> StoreResult<(Vec<DeviceRow>, i64)> {
         let filter = if user_id.is_some() { "WHERE user_id = $3" } else { "WHERE $3 = $3" };
         let page = sqlx::query_as::<_, DeviceRow>(&format!(
-            "SELECT id, user_id, name, pubkey, created_at FROM devices {filter} ORDER BY id LIMIT $1 OFFSET $2"
+            "SELECT {DEVICE_COLS} FROM devices {filter} ORDER BY id LIMIT $1 OFFSET $2"
         ))
         .bind(limit)
         .bind(offset)
@@ -217,9 +225,9 @@ impl Store {
 
     pub async fn rename_device(&self, id: i64, name: &str) -> StoreResult<DeviceRow> {
         self.write_row(
-            sqlx::query_as::<_, DeviceRow>(
-                "UPDATE devices SET name = $1 WHERE id = $2 RETURNING id, user_id, name, pubkey, created_at",
-            )
+            sqlx::query_as::<_, DeviceRow>(&format!(
+                "UPDATE devices SET name = $1 WHERE id = $2 RETURNING {DEVICE_COLS}"
+            ))
             .bind(name)
             .bind(id),
         )
@@ -247,6 +255,11 @@ impl AddressCache {
 
     pub(crate) fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Drops one location's entry (it is read afresh at the next allocation there).
+    pub(crate) fn forget(&self, location_id: i64) {
+        self.lock().remove(&location_id);
     }
 
     /// Picks the lowest free address of `subnet` and marks it used at once, so concurrent
@@ -395,10 +408,10 @@ pub(crate) async fn fill_missing_addresses(
         lock_location_subnets(store.kind(), tx, ids.as_deref()).await?.into_iter().collect();
     let only = if location.is_some() { "AND l.id = $1" } else { "" };
     let sql = format!(
-        "SELECT d.id, l.id FROM devices d JOIN locations l ON \
+        "SELECT d.id, l.id FROM devices d JOIN locations l ON d.location_id = l.id OR (d.user_id IS NOT NULL AND \
            (NOT EXISTS (SELECT 1 FROM location_groups lg WHERE lg.location_id = l.id) \
             OR EXISTS (SELECT 1 FROM location_groups lg JOIN group_members gm ON gm.group_id = lg.group_id \
-                       WHERE lg.location_id = l.id AND gm.user_id = d.user_id)) \
+                       WHERE lg.location_id = l.id AND gm.user_id = d.user_id))) \
          WHERE 1 = 1 {only} ORDER BY l.id, d.id"
     );
     let mut q = sqlx::query_as::<_, (i64, i64)>(&sql);

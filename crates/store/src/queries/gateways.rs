@@ -270,9 +270,9 @@ impl Store {
 
     async fn peer_stats_where(&self, filter: &str, ids: &[i64]) -> StoreResult<Vec<PeerStatsRow>> {
         let sql = format!(
-            "SELECT s.device_id, d.name AS device, u.username, s.location_id, l.name AS location, s.endpoint, \
-               s.latest_handshake, s.rx_bytes, s.tx_bytes, s.updated_at \
-             FROM peer_stats s JOIN devices d ON d.id = s.device_id JOIN users u ON u.id = d.user_id \
+            "SELECT s.device_id, d.name AS device, COALESCE(u.username, '') AS username, s.location_id, \
+               l.name AS location, s.endpoint, s.latest_handshake, s.rx_bytes, s.tx_bytes, s.updated_at \
+             FROM peer_stats s JOIN devices d ON d.id = s.device_id LEFT JOIN users u ON u.id = d.user_id \
                JOIN locations l ON l.id = s.location_id \
              WHERE {filter} ORDER BY s.device_id, s.location_id"
         );
@@ -285,15 +285,17 @@ impl Store {
 
     /// (device public key, address) of every device a location's gateway must serve: devices
     /// of active users allowed in the location (its groups; none = everyone) with an address
-    /// there. One query, ordered by key.
+    /// there, and the location's enrolled network devices (no user, so no user or group
+    /// rule). One query, ordered by key.
     pub async fn gateway_peers(&self, location_id: i64) -> StoreResult<Vec<(String, String)>> {
         sqlx::query_as::<_, (String, String)>(
             "SELECT d.pubkey, a.address FROM device_addresses a \
-               JOIN devices d ON d.id = a.device_id JOIN users u ON u.id = d.user_id \
-             WHERE a.location_id = $1 AND u.is_active = 1 AND \
+               JOIN devices d ON d.id = a.device_id LEFT JOIN users u ON u.id = d.user_id \
+             WHERE a.location_id = $1 AND d.pubkey IS NOT NULL AND ( \
+               d.location_id = $1 OR (u.is_active = 1 AND \
                (NOT EXISTS (SELECT 1 FROM location_groups lg WHERE lg.location_id = $1) \
                 OR EXISTS (SELECT 1 FROM location_groups lg JOIN group_members gm ON gm.group_id = lg.group_id \
-                           WHERE lg.location_id = $1 AND gm.user_id = d.user_id)) \
+                           WHERE lg.location_id = $1 AND gm.user_id = d.user_id)))) \
              ORDER BY d.pubkey, a.address",
         )
         .bind(location_id)

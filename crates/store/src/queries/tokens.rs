@@ -1,7 +1,7 @@
 use super::*;
 
 pub(super) const TOKEN_COLS: &str =
-    "id, kind, user_id, issued_by, email, created_at, expires_at, session_deadline, used_at, revoked_at";
+    "id, kind, user_id, issued_by, email, created_at, expires_at, session_deadline, used_at, revoked_at, device_id";
 
 /// The kinds a new token of `kind` supersedes: the unused tokens of the same purpose only.
 /// Enrollment and desktop-configuration tokens serve one purpose (an admin gets this
@@ -356,10 +356,10 @@ impl Store {
     }
 
     pub async fn device_by_polling_hash(&self, hash: &str) -> StoreResult<DeviceRow> {
-        sqlx::query_as::<_, DeviceRow>(
-            "SELECT d.id, d.user_id, d.name, d.pubkey, d.created_at FROM devices d \
-             JOIN polling_tokens p ON p.device_id = d.id WHERE p.hash = $1",
-        )
+        sqlx::query_as::<_, DeviceRow>(&format!(
+            "SELECT {} FROM devices d JOIN polling_tokens p ON p.device_id = d.id WHERE p.hash = $1",
+            super::devices::device_cols("d")
+        ))
         .bind(hash)
         .fetch_optional(&self.pool)
         .await
