@@ -209,93 +209,123 @@ pub fn plan(snapshot: &Snapshot, known: &Known) -> Plan {
     // Sorted, so that which of two clashing entries wins does not depend on the read order.
     let mut entries: Vec<&DirUser> = snapshot.users.iter().collect();
     entries.sort_by(|a, b| a.username.cmp(&b.username).then(a.locator.cmp(&b.locator)));
+    let mut valid: Vec<(&DirUser, NewDirUser)> = Vec::new();
     for d in entries {
-        let profile = match profile_of(d) {
-            Ok(p) => p,
-            Err(reason) => {
-                p.conflicts.push(Conflict { username: d.username.clone(), reason });
-                continue;
-            }
-        };
-        if !seen.insert(profile.username.clone()) {
-            p.conflicts.push(Conflict {
-                username: profile.username.clone(),
+        match profile_of(d) {
+            Ok(profile) if seen.insert(profile.username.clone()) => valid.push((d, profile)),
+            Ok(profile) => p.conflicts.push(Conflict {
+                username: profile.username,
                 reason: "two directory entries have this username; the first was synced".into(),
-            });
-            continue;
+            }),
+            Err(reason) => p.conflicts.push(Conflict { username: d.username.clone(), reason }),
         }
+    }
+    // Pass 1: the users Onramp has. E-mail changes go first, in an order that frees an
+    // address before another user takes it (one user's new address may be another's old
+    // one); what is left taken after that is a conflict.
+    let mut changes: Vec<ProfileChange> = Vec::new();
+    let mut moves: Vec<(usize, String, String)> = Vec::new(); // (change index, old, new)
+    let mut new_entries: Vec<(&DirUser, NewDirUser)> = Vec::new();
+    for (d, profile) in valid {
         let wanted_groups: BTreeSet<&String> = d.groups.iter().filter(|g| synced_groups.contains(*g)).collect();
-        let email_key = profile.email.to_lowercase();
-        match by_name.get(profile.username.as_str()) {
-            None => {
-                if d.disabled {
-                    continue; // nobody to create: an account disabled before it ever came
-                }
-                if let Some(owner) = email_owner.get(&email_key) {
-                    p.conflicts.push(Conflict {
-                        username: profile.username.clone(),
-                        reason: format!("the e-mail address {} belongs to user {owner}", profile.email),
-                    });
-                    continue;
-                }
-                email_owner.insert(email_key, profile.username.clone());
-                for g in &wanted_groups {
-                    p.add_members.push(((*g).clone(), profile.username.clone()));
-                }
-                p.create_users.push(profile);
-            }
-            Some(k) if !k.from_directory => p.conflicts.push(Conflict {
+        let Some(k) = by_name.get(profile.username.as_str()) else {
+            new_entries.push((d, profile));
+            continue;
+        };
+        if !k.from_directory {
+            p.conflicts.push(Conflict {
                 username: profile.username.clone(),
                 reason: format!(
                     "a user created in Onramp has this username; the directory does not change it \
                      unless an admin links it (onramp admin directory link {})",
                     profile.username
                 ),
-            }),
-            Some(k) => {
-                let mut change = ProfileChange { username: k.username.clone(), ..Default::default() };
-                if k.first_name != profile.first_name {
-                    change.first_name = Some(profile.first_name.clone());
-                }
-                if k.last_name != profile.last_name {
-                    change.last_name = Some(profile.last_name.clone());
-                }
-                if k.email != profile.email {
-                    match email_owner.get(&email_key) {
-                        Some(owner) if owner != &k.username => p.conflicts.push(Conflict {
-                            username: k.username.clone(),
-                            reason: format!(
-                                "the new e-mail address {} belongs to user {owner}; kept {}",
-                                profile.email, k.email
-                            ),
-                        }),
-                        _ => {
-                            email_owner.insert(email_key, k.username.clone());
-                            change.email = Some(profile.email.clone());
-                        }
-                    }
-                }
-                if k.phone != profile.phone {
-                    change.phone = Some(profile.phone.clone());
-                }
-                if !change.fields().is_empty() {
-                    p.update_profiles.push(change);
-                }
-                if d.disabled && k.is_active {
-                    p.disable.push((k.username.clone(), DisableReason::DisabledInDirectory));
-                } else if !d.disabled && !k.is_active && k.disabled_by_directory {
-                    p.enable.push(k.username.clone());
-                }
-                for g in &wanted_groups {
-                    if !k.groups.contains(*g) {
-                        p.add_members.push(((*g).clone(), k.username.clone()));
-                    }
-                }
-                for g in k.groups.iter().filter(|g| synced_groups.contains(*g) && !wanted_groups.contains(g)) {
-                    p.remove_members.push((g.clone(), k.username.clone()));
-                }
+            });
+            continue;
+        }
+        let mut change = ProfileChange { username: k.username.clone(), ..Default::default() };
+        if k.first_name != profile.first_name {
+            change.first_name = Some(profile.first_name.clone());
+        }
+        if k.last_name != profile.last_name {
+            change.last_name = Some(profile.last_name.clone());
+        }
+        if k.phone != profile.phone {
+            change.phone = Some(profile.phone.clone());
+        }
+        if k.email != profile.email {
+            moves.push((changes.len(), k.email.clone(), profile.email.clone()));
+        }
+        changes.push(change);
+        if d.disabled && k.is_active {
+            p.disable.push((k.username.clone(), DisableReason::DisabledInDirectory));
+        } else if !d.disabled && !k.is_active && k.disabled_by_directory {
+            p.enable.push(k.username.clone());
+        }
+        for g in &wanted_groups {
+            if !k.groups.contains(*g) {
+                p.add_members.push(((*g).clone(), k.username.clone()));
             }
         }
+        for g in k.groups.iter().filter(|g| synced_groups.contains(*g) && !wanted_groups.contains(g)) {
+            p.remove_members.push((g.clone(), k.username.clone()));
+        }
+    }
+    // Resolve the e-mail moves to a fixpoint: each round applies the moves whose new
+    // address is free, which frees their old ones for the next round.
+    let mut ordered: Vec<usize> = Vec::new();
+    loop {
+        let mut progressed = false;
+        moves.retain(|(i, old, new)| {
+            let username = &changes[*i].username;
+            let free = email_owner.get(&new.to_lowercase()).is_none_or(|o| o == username);
+            if free {
+                if email_owner.get(&old.to_lowercase()) == Some(username) {
+                    email_owner.remove(&old.to_lowercase());
+                }
+                email_owner.insert(new.to_lowercase(), username.clone());
+                changes[*i].email = Some(new.clone());
+                ordered.push(*i);
+                progressed = true;
+            }
+            !free
+        });
+        if !progressed {
+            break;
+        }
+    }
+    for (i, old, new) in moves {
+        let owner = email_owner.get(&new.to_lowercase()).cloned().unwrap_or_default();
+        p.conflicts.push(Conflict {
+            username: changes[i].username.clone(),
+            reason: format!("the new e-mail address {new} belongs to user {owner}; kept {old}"),
+        });
+    }
+    // The e-mail moves in their order, then the other profile changes.
+    let moved: HashSet<usize> = ordered.iter().copied().collect();
+    for i in ordered.iter().copied().chain((0..changes.len()).filter(|i| !moved.contains(i))) {
+        if !changes[i].fields().is_empty() {
+            p.update_profiles.push(std::mem::take(&mut changes[i]));
+        }
+    }
+    // Pass 2: new users, once the moves above have freed what they free.
+    for (d, profile) in new_entries {
+        if d.disabled {
+            continue; // nobody to create: an account disabled before it ever came
+        }
+        let email_key = profile.email.to_lowercase();
+        if let Some(owner) = email_owner.get(&email_key) {
+            p.conflicts.push(Conflict {
+                username: profile.username.clone(),
+                reason: format!("the e-mail address {} belongs to user {owner}", profile.email),
+            });
+            continue;
+        }
+        email_owner.insert(email_key, profile.username.clone());
+        for g in d.groups.iter().filter(|g| synced_groups.contains(*g)) {
+            p.add_members.push((g.clone(), profile.username.clone()));
+        }
+        p.create_users.push(profile);
     }
     // Directory users the read no longer returns.
     for k in known.users.iter().filter(|k| k.from_directory && !seen.contains(&k.username)) {
@@ -335,8 +365,10 @@ fn keep_an_admin(p: &mut Plan, known: &Known) {
                     && !removed.get(u.username.as_str()).is_some_and(|r| r.contains(g.as_str()))
             })
     };
+    let enabled: HashSet<&str> = p.enable.iter().map(String::as_str).collect();
     let enabled_admins =
-        known.users.iter().filter(|u| u.is_active && still_admin(u)).count() + usize::from(added_an_admin(p, known));
+        known.users.iter().filter(|u| (u.is_active || enabled.contains(u.username.as_str())) && still_admin(u)).count()
+            + usize::from(added_an_admin(p, known));
     if enabled_admins > 0 {
         return;
     }
@@ -351,13 +383,29 @@ fn keep_an_admin(p: &mut Plan, known: &Known) {
         }
         keep
     });
-    p.remove_members.retain(|(g, u)| !(losing.contains(u) && known.admin_groups.contains(g)));
+    p.remove_members.retain(|(g, u)| {
+        let keep = !(losing.contains(u) && known.admin_groups.contains(g));
+        if !keep {
+            p.conflicts.push(Conflict {
+                username: u.clone(),
+                reason: format!(
+                    "left in {g}: removing them would leave no active admin; make another user an admin first"
+                ),
+            });
+        }
+        keep
+    });
 }
 
 /// Whether the plan puts an active (or newly created) user into an admin group.
 fn added_an_admin(p: &Plan, known: &Known) -> bool {
     let disabled: HashSet<&str> = p.disable.iter().map(|(u, _)| u.as_str()).collect();
-    let active: HashSet<&str> = known.users.iter().filter(|u| u.is_active).map(|u| u.username.as_str()).collect();
+    let active: HashSet<&str> = known
+        .users
+        .iter()
+        .filter(|u| u.is_active || p.enable.contains(&u.username))
+        .map(|u| u.username.as_str())
+        .collect();
     let created: HashSet<&str> = p.create_users.iter().map(|u| u.username.as_str()).collect();
     p.add_members.iter().any(|(g, u)| {
         known.admin_groups.contains(g)
@@ -582,6 +630,25 @@ mod tests {
         let p = plan(&snap(vec![d], &["staff"]), &Known { users: vec![local], ..Default::default() });
         assert!(p.create_users.is_empty());
         assert!(p.conflicts[0].reason.contains("belongs to user ann"));
+    }
+
+    #[test]
+    fn an_address_freed_by_one_user_is_taken_by_another_in_the_same_sync() {
+        // d moves from a@ to b@, e from b@ to c@, and the new user a takes a@: one order works.
+        let mut d = dir("d", &[]);
+        let mut e = dir("e", &[]);
+        d.email = Some("a@example.com".into());
+        e.email = Some("b@example.com".into());
+        let k = Known { users: vec![known_from(&d, true), known_from(&e, true)], ..Default::default() };
+        d.email = Some("b@example.com".into());
+        e.email = Some("c@example.com".into());
+        let s = snap(vec![dir("a", &[]), d, e], &[]);
+        let p = plan(&s, &k);
+        assert!(p.conflicts.is_empty(), "{:?}", p.conflicts);
+        let order: Vec<&str> = p.update_profiles.iter().map(|c| c.username.as_str()).collect();
+        assert_eq!(order, ["e", "d"], "e frees b@ before d takes it");
+        assert_eq!(p.create_users.len(), 1);
+        assert!(plan(&s, &apply(&k, &p)).is_empty());
     }
 
     #[test]

@@ -161,9 +161,10 @@ impl Store {
         now: i64,
     ) -> StoreResult<bool> {
         let mut steps: Vec<Step<'_>> = Vec::new();
+        // Profiles before new users: an update may free the e-mail address a new user takes.
         steps.extend(plan.create_groups.iter().map(|g| Step::Group(g)));
-        steps.extend(plan.create_users.iter().map(Step::User));
         steps.extend(plan.update_profiles.iter().map(Step::Profile));
+        steps.extend(plan.create_users.iter().map(Step::User));
         steps.extend(plan.enable.iter().map(|u| Step::Active(u, true)));
         steps.extend(plan.disable.iter().map(|(u, _)| Step::Active(u, false)));
         steps.extend(plan.add_members.iter().map(|(g, u)| Step::Member(g, u, true)));
