@@ -128,7 +128,7 @@ const FIELDS: &[&str] = &[
 
 /// What the page shows below the form: a run's report or why it failed.
 enum RunResult {
-    Report(SyncReport),
+    Report(Box<SyncReport>),
     Error(String),
 }
 
@@ -321,7 +321,7 @@ pub struct RunForm {
 
 pub async fn run(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(r): Form<RunForm>) -> Response {
     let result = match ui.core.directory_sync(&me.actor, r.dry_run.is_some()).await {
-        Ok(report) => RunResult::Report(report),
+        Ok(report) => RunResult::Report(Box::new(report)),
         Err(e) => RunResult::Error(layout::message_of(&e)),
     };
     let f = DirectoryForm::of(&ui.core.settings().await.directory);
