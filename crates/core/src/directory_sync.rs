@@ -565,25 +565,45 @@ impl Core {
             report.attributes_cleared.extend(clear.into_iter().map(|(u, _)| u));
             return Ok(());
         }
-        let need: Vec<String> = refresh.iter().map(|(u, _)| u.clone()).filter(|u| !tokens.contains_key(u)).collect();
-        if !need.is_empty() {
-            for o in self.issue_for(actor, need, false).await? {
-                if let BulkOutcome::Issued(t) = o {
-                    tokens.insert(t.username.clone(), (t.enrollment_url.clone(), t.token.expose().to_owned()));
+        // New tokens are delivered first and stored only once written: a directory that
+        // refuses the write (no permission, an unknown attribute) must not revoke the token a
+        // user already has, such as the one in their invitation mail.
+        let lifetime = settings.enrollment.token_lifetime_secs;
+        let mut fresh: Vec<(onramp_store::UserRow, String)> = Vec::new();
+        for (username, dn) in refresh {
+            match tokens.get(&username) {
+                Some((url, token)) => {
+                    let value = attribute_value(url, token)?;
+                    match conn.write_attribute(&dn, attribute, Some(&value)).await {
+                        Ok(()) => report.attributes_written.push(username),
+                        Err(e) => report.attribute_errors.push(Conflict { username, reason: e.to_string() }),
+                    }
+                }
+                None => {
+                    if let Some(u) = users.get(&username) {
+                        fresh.push((u.clone(), dn));
+                    }
                 }
             }
         }
-        for (username, dn) in refresh {
-            let Some((url, token)) = tokens.get(&username) else { continue };
-            let value = serde_json::to_string(&DirectoryAttribute {
-                enrollment_url: url.clone(),
-                enrollment_token: token.clone(),
-            })
-            .map_err(|e| CoreError::Internal(e.to_string()))?;
-            match conn.write_attribute(&dn, attribute, Some(&value)).await {
-                Ok(()) => report.attributes_written.push(username),
-                Err(e) => report.attribute_errors.push(Conflict { username, reason: e.to_string() }),
+        for chunk in fresh.chunks(200) {
+            let targets: Vec<(onramp_store::UserRow, onramp_domain::token::TokenKind)> =
+                chunk.iter().map(|(u, _)| (u.clone(), onramp_domain::token::TokenKind::Enrollment)).collect();
+            let prepared = self.prepare_tokens(actor, &targets, lifetime, None).await;
+            let mut written = std::collections::HashSet::new();
+            for (t, (u, dn)) in prepared.issued.iter().zip(chunk) {
+                let value = attribute_value(&t.enrollment_url, t.token.expose())?;
+                match conn.write_attribute(dn, attribute, Some(&value)).await {
+                    Ok(()) => {
+                        written.insert(u.username.clone());
+                    }
+                    Err(e) => {
+                        report.attribute_errors.push(Conflict { username: u.username.clone(), reason: e.to_string() })
+                    }
+                }
             }
+            let committed = self.commit_tokens(prepared, |t| written.contains(&t.username)).await?;
+            report.attributes_written.extend(committed.into_iter().map(|t| t.username));
         }
         for (username, dn) in clear {
             match conn.write_attribute(&dn, attribute, None).await {
@@ -664,6 +684,12 @@ impl Core {
         self.audit(actor, action, Some(row.username.clone()), serde_json::json!({})).await;
         self.user_info(row).await
     }
+}
+
+/// The provisioning attribute's value (PROTOCOL.md 1.2).
+fn attribute_value(url: &str, token: &str) -> CoreResult<String> {
+    serde_json::to_string(&DirectoryAttribute { enrollment_url: url.to_owned(), enrollment_token: token.to_owned() })
+        .map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// Who holds the lease: host and process, so a status can say where a sync runs, and a

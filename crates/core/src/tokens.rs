@@ -21,6 +21,13 @@ pub struct IssuedToken {
     pub expires_at: i64,
 }
 
+/// Tokens made but not stored (see `Core::prepare_tokens`); each `issued` matches its row.
+pub(crate) struct PreparedTokens {
+    rows: Vec<NewToken>,
+    audits: Vec<onramp_store::NewAudit>,
+    pub issued: Vec<IssuedToken>,
+}
+
 /// A pending token as admins see it: everything but the secret.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PendingToken {
@@ -249,6 +256,19 @@ impl Core {
         lifetime: i64,
         email: Option<String>,
     ) -> CoreResult<Vec<IssuedToken>> {
+        let prepared = self.prepare_tokens(actor, users, lifetime, email).await;
+        self.commit_tokens(prepared, |_| true).await
+    }
+
+    /// New tokens for `users`, not stored yet: the directory sync delivers each before it
+    /// commits it, so a token that could not be delivered never revokes a user's older one.
+    pub(crate) async fn prepare_tokens(
+        &self,
+        actor: &Actor,
+        users: &[(UserRow, TokenKind)],
+        lifetime: i64,
+        email: Option<String>,
+    ) -> PreparedTokens {
         let now = self.now();
         let url = self.public_url().await;
         let mut rng = rand::rngs::OsRng;
@@ -284,6 +304,29 @@ impl Core {
                 enrollment_url: url.clone(),
                 expires_at: now + lifetime,
             });
+        }
+        PreparedTokens { rows, audits, issued }
+    }
+
+    /// Stores the prepared tokens that `keep` accepts (revoking each user's older unused ones
+    /// of the same kind) and returns them.
+    pub(crate) async fn commit_tokens(
+        &self,
+        p: PreparedTokens,
+        keep: impl Fn(&IssuedToken) -> bool,
+    ) -> CoreResult<Vec<IssuedToken>> {
+        let mut rows = Vec::new();
+        let mut audits = Vec::new();
+        let mut issued = Vec::new();
+        for ((row, audit), t) in p.rows.into_iter().zip(p.audits).zip(p.issued) {
+            if keep(&t) {
+                rows.push(row);
+                audits.push(audit);
+                issued.push(t);
+            }
+        }
+        if rows.is_empty() {
+            return Ok(issued);
         }
         self.store().issue_tokens(&rows, &audits).await?;
         metrics::counter!("onramp_tokens_issued_total").increment(issued.len() as u64);

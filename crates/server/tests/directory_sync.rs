@@ -401,3 +401,42 @@ async fn starttls_with_a_private_ca() {
     assert!(v["error"].as_str().unwrap().contains("/nonexistent/ca.pem"), "{v}");
     app.stop().await;
 }
+
+/// The directory refuses the attribute write (here: an attribute its schema lacks): the
+/// failure is reported per user, and no sync revokes the token the invitation mail carries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_attribute_write_keeps_the_mailed_token() {
+    let slapd = Slapd::start();
+    slapd.add(&(Slapd::person_ldif("ann", "Ann", "Archer") + &Slapd::group_ldif("staff", &[Slapd::user_dn("ann")])));
+    let sink = onramp_testkit::smtp::SmtpSink::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({
+                "smtp": {"host": "127.0.0.1", "port": sink.port(), "security": "none", "sender": "vpn@example.com"},
+                "enrollment": {"directory_invite_email": true, "directory_invite_attribute": true}
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    configure(&app, &slapd, tmp.path(), json!({"provisioning_attribute": "onrampNoSuchAttribute"})).await;
+    let r = synced(&app).await;
+    assert_eq!((r["created"].clone(), r["invitations_mailed"].clone()), (json!(["ann"]), json!(["ann"])), "{r}");
+    assert_eq!(r["attribute_errors"][0]["username"], "ann", "{r}");
+    assert!(r["attribute_errors"][0]["reason"].as_str().unwrap().contains("onrampNoSuchAttribute"), "{r}");
+    let tokens = || async { app.call("GET", "/api/v1/user/ann/tokens", None).await.1 };
+    let before = tokens().await;
+    assert_eq!(before.as_array().unwrap().len(), 1, "{before}");
+    // Later syncs try again and fail again, but never replace the mailed token.
+    for _ in 0..2 {
+        let r = synced(&app).await;
+        assert!(r["attributes_written"].as_array().unwrap().is_empty(), "{r}");
+        assert_eq!(r["attribute_errors"].as_array().unwrap().len(), 1, "{r}");
+    }
+    assert_eq!(tokens().await, before, "the mailed token is still the pending one");
+    assert_eq!(sink.wait_for(1, std::time::Duration::from_secs(30)).await.len(), 1);
+    app.stop().await;
+}
