@@ -104,15 +104,7 @@ impl Store {
         audit: &NewAudit,
     ) -> StoreResult<TokenRow> {
         let mut w = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE device_id = $2 AND kind = 'network_device' \
-             AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(t.created_at)
-        .bind(device_id)
-        .execute(&mut *w.tx)
-        .await
-        .map_err(map_err)?;
+        revoke_device_tokens_in(&mut w, device_id, t.created_at).await?;
         let row = sqlx::query_as::<_, TokenRow>(&format!(
             "INSERT INTO tokens (hash, kind, user_id, issued_by, email, created_at, expires_at, device_id) \
              SELECT $1, 'network_device', NULL, $2, NULL, $3, $4, id FROM devices \
@@ -136,16 +128,7 @@ impl Store {
     /// returns how many.
     pub async fn revoke_network_device_tokens(&self, device_id: i64, now: i64, audit: &NewAudit) -> StoreResult<u64> {
         let mut w = self.write_tx().await?;
-        let n = sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE device_id = $2 AND kind = 'network_device' \
-             AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(device_id)
-        .execute(&mut *w.tx)
-        .await
-        .map_err(map_err)?
-        .rows_affected();
+        let n = revoke_device_tokens_in(&mut w, device_id, now).await?;
         if n > 0 {
             insert_audit(&mut w.tx, audit).await?;
         }
@@ -198,15 +181,7 @@ impl Store {
     /// the peer) and revokes its unused tokens, with the audit event, in one transaction.
     pub async fn delete_network_device(&self, id: i64, now: i64, audit: &NewAudit) -> StoreResult<()> {
         let mut w = self.write_tx().await?;
-        sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE device_id = $2 AND kind = 'network_device' \
-             AND used_at IS NULL AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *w.tx)
-        .await
-        .map_err(map_err)?;
+        revoke_device_tokens_in(&mut w, id, now).await?;
         let n = sqlx::query("DELETE FROM devices WHERE id = $1 AND location_id IS NOT NULL")
             .bind(id)
             .execute(&mut *w.tx)
@@ -221,4 +196,18 @@ impl Store {
         self.address_cache.clear();
         Ok(())
     }
+}
+
+/// Revokes a network device's unused tokens inside `w`; returns how many.
+async fn revoke_device_tokens_in(w: &mut WriteTx<'_>, device_id: i64, now: i64) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "UPDATE tokens SET revoked_at = $1 WHERE device_id = $2 AND kind = 'network_device' \
+         AND used_at IS NULL AND revoked_at IS NULL",
+    )
+    .bind(now)
+    .bind(device_id)
+    .execute(&mut *w.tx)
+    .await
+    .map_err(map_err)?
+    .rows_affected())
 }
