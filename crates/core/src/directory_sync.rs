@@ -503,7 +503,13 @@ impl Core {
             if report.dry_run {
                 report.invitations_mailed = created.clone();
             } else {
-                for o in self.issue_for(actor, created.clone(), true).await? {
+                let req = BulkRequest {
+                    group: None,
+                    usernames: created.clone(),
+                    token_expiration_time: None,
+                    send_enrollment_notification: true,
+                };
+                for o in self.issue_bulk(actor, req).await? {
                     if let BulkOutcome::Issued(t) = o {
                         report.invitations_mailed.push(t.username.clone());
                         tokens.insert(t.username.clone(), (t.enrollment_url.clone(), t.token.expose().to_owned()));
@@ -612,14 +618,6 @@ impl Core {
             }
         }
         Ok(())
-    }
-
-    async fn issue_for(&self, actor: &Actor, usernames: Vec<String>, mail: bool) -> CoreResult<Vec<BulkOutcome>> {
-        self.issue_bulk(
-            actor,
-            BulkRequest { group: None, usernames, token_expiration_time: None, send_enrollment_notification: mail },
-        )
-        .await
     }
 
     /// Runs the schedule until the process ends: every `tick`, when the sync is enabled and
