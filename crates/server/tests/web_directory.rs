@@ -79,6 +79,8 @@ async fn directory_page_saves_dry_runs_and_syncs() {
     click(&c, "#directory-link-button").await;
     assert_eq!(text(&c, "p.notice").await, "Changes saved.");
     assert!(text(&c, "#directory-link").await.contains("Managed by the directory sync"));
+    c.execute("document.getElementById('directory-link').scrollIntoView()", vec![]).await.unwrap();
+    screenshot(&c, "directory-user-linked").await;
     assert_eq!(app.call("GET", "/api/v1/user/cat", None).await.1["source"], "ldap");
 
     // A refused bind shows why, and changes nothing.
@@ -91,6 +93,8 @@ async fn directory_page_saves_dry_runs_and_syncs() {
     // The invite switches live on the Enrollment settings page.
     c.goto(&app.url("/settings/enrollment")).await.unwrap();
     click(&c, "#f-directory_invite_attribute").await;
+    c.execute("document.getElementById('directory-invites').scrollIntoView()", vec![]).await.unwrap();
+    screenshot(&c, "directory-invite-switches").await;
     click(&c, "#save-enrollment").await;
     assert_eq!(text(&c, "p.notice").await, "Changes saved.");
     let (_, s) = app.call("GET", "/api/v1/settings", None).await;
