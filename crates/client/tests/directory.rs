@@ -276,11 +276,11 @@ async fn a_person_added_to_the_directory_enrolls_with_no_admin_step() {
     let scheduled = |secs: i64| {
         let (app, clock) = (&app, clock.clone());
         async move {
-            let before = app.core.directory_sync_status().await.unwrap().last_finished;
+            let before = app.core.directory_sync_status(None).await.unwrap().last_finished;
             clock.advance(secs);
             let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
             loop {
-                let st = app.core.directory_sync_status().await.unwrap();
+                let st = app.core.directory_sync_status(None).await.unwrap();
                 if st.last_finished != before {
                     assert!(st.last_error.is_none(), "{st:?}");
                     return st.last_summary.unwrap();

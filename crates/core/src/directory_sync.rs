@@ -1,11 +1,15 @@
-//! Directory sync (LDAP / Active Directory): read the directory, plan the changes
-//! (`onramp_domain::directory`), apply them, then invite the new users (by e-mail and/or
-//! through the provisioning attribute) and keep every pending user's attribute holding a
-//! live token. One sync at a time across every process sharing the database (a lease row);
-//! every core runs the schedule, and whichever takes the lease when a run is due does it.
+//! Directory sync (LDAP / Active Directory, and Entra ID through Microsoft Graph): read the
+//! directory, plan the changes (`onramp_domain::directory`), apply them, then invite the new
+//! users (by e-mail and/or through the provisioning attribute) and keep every pending user's
+//! attribute holding a live token. One sync of a directory at a time across every process
+//! sharing the database (a lease row per directory); every core runs the schedule, and
+//! whichever takes the lease when a run is due does it. Users carry the directory they come
+//! from (`source`): a sync changes only its own users, never another directory's or
+//! Onramp's own.
 
+use crate::entra_sync::ENTRA_SOURCE;
 use crate::{Actor, BulkOutcome, BulkRequest, Core, CoreError, CoreResult};
-use onramp_directory::{SyncConnection, SyncSource};
+use onramp_directory::{DirectoryError, GraphConnection, GraphSource, ReadStats, SyncConnection, SyncSource};
 use onramp_domain::directory::{self as plan_rules, AttributeAction, Conflict, Plan, Snapshot};
 use onramp_domain::provisioning::DirectoryAttribute;
 use onramp_domain::token::hash_secret;
@@ -14,6 +18,115 @@ use std::collections::{BTreeSet, HashMap};
 
 /// The `source` of users the LDAP sync created or was linked to.
 pub const LDAP_SOURCE: &str = "ldap";
+
+/// A directory Onramp syncs from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DirectorySource {
+    #[default]
+    /// LDAP or Active Directory (`directory.*`, `ONRAMP_LDAP_*`).
+    Ldap,
+    /// Microsoft Entra ID through Graph (`entra.*`, `ONRAMP_ENTRA_*`).
+    Entra,
+}
+
+impl DirectorySource {
+    pub const ALL: [DirectorySource; 2] = [DirectorySource::Ldap, DirectorySource::Entra];
+
+    /// The users' `source` value, and the name of the directory's lease row.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirectorySource::Ldap => LDAP_SOURCE,
+            DirectorySource::Entra => ENTRA_SOURCE,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            DirectorySource::Ldap => "LDAP / Active Directory",
+            DirectorySource::Entra => "Entra ID",
+        }
+    }
+}
+
+impl std::str::FromStr for DirectorySource {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "ldap" | "ad" => Ok(DirectorySource::Ldap),
+            "entra" | "entra-id" | "azure" => Ok(DirectorySource::Entra),
+            other => Err(format!("{other:?} is not a directory: ldap or entra")),
+        }
+    }
+}
+
+/// One directory's run settings, whatever its kind.
+#[derive(Debug, Clone)]
+pub(crate) struct Job {
+    pub source: DirectorySource,
+    pub configured: bool,
+    pub scheduled: bool,
+    pub interval_secs: i64,
+    pub invite_email: bool,
+    /// Keep the provisioning attribute(s) of new and pending users holding a live token.
+    pub attributes: bool,
+}
+
+/// Where a sync reads from.
+pub(crate) enum Target {
+    Ldap(SyncSource),
+    Entra(GraphSource),
+}
+
+/// An open directory session.
+enum Conn {
+    /// The connection, and the attribute tokens are kept in.
+    Ldap(SyncConnection, String),
+    Entra(GraphConnection),
+}
+
+impl Conn {
+    async fn open(target: &Target) -> Result<Conn, DirectoryError> {
+        Ok(match target {
+            Target::Ldap(src) => {
+                let attribute = src.provisioning_attribute.clone().unwrap_or_default();
+                Conn::Ldap(SyncConnection::open(src).await?, attribute)
+            }
+            Target::Entra(src) => Conn::Entra(GraphConnection::open(src).await?),
+        })
+    }
+
+    async fn read(&mut self) -> Result<Snapshot, DirectoryError> {
+        match self {
+            Conn::Ldap(c, _) => c.read().await,
+            Conn::Entra(c) => c.read().await,
+        }
+    }
+
+    /// Writes (or, `None`, clears) the user's provisioning attribute(s).
+    async fn write(&mut self, locator: &str, value: Option<&DirectoryAttribute>) -> Result<(), DirectoryError> {
+        match self {
+            Conn::Ldap(c, attribute) => {
+                let json = value.map(|v| serde_json::to_string(v).expect("serializable"));
+                c.write_attribute(locator, attribute, json.as_deref()).await
+            }
+            Conn::Entra(c) => c.write_attribute(locator, value).await,
+        }
+    }
+
+    fn stats(&self) -> ReadStats {
+        match self {
+            Conn::Ldap(c, _) => c.stats,
+            Conn::Entra(c) => c.stats,
+        }
+    }
+
+    async fn close(self) {
+        if let Conn::Ldap(c, _) = self {
+            c.close().await;
+        }
+    }
+}
 
 /// How long a sync may hold the lease; a process that dies mid-sync blocks others this long.
 const LEASE_SECS: i64 = 15 * 60;
@@ -126,6 +239,7 @@ pub struct EffectiveDirectory {
 /// What one sync did (or, dry, would do).
 #[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct SyncReport {
+    pub source: DirectorySource,
     pub dry_run: bool,
     /// Entries the directory returned, and the LDAP requests the read took.
     pub users_read: usize,
@@ -197,11 +311,12 @@ impl SyncReport {
         })
     }
 
-    fn from_plan(p: &Plan, dry_run: bool) -> Self {
+    fn from_plan(source: DirectorySource, p: &Plan, dry_run: bool) -> Self {
         let m = |v: &Vec<(String, String)>| {
             v.iter().map(|(g, u)| Membership { group: g.clone(), username: u.clone() }).collect()
         };
         Self {
+            source,
             dry_run,
             groups_created: p.create_groups.clone(),
             created: p.create_users.iter().map(|u| u.username.clone()).collect(),
@@ -223,6 +338,7 @@ impl SyncReport {
 /// The last run, for `onramp admin directory status` and the API.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct SyncStatus {
+    pub source: DirectorySource,
     pub configured: bool,
     pub scheduled: bool,
     pub interval_secs: i64,
@@ -367,32 +483,84 @@ impl Core {
         })
     }
 
-    /// One sync now (`onramp admin directory sync`, `POST /api/v1/directory/sync`). A dry
-    /// run reads the directory and reports what would change, writing nothing anywhere.
-    pub async fn directory_sync(&self, actor: &Actor, dry_run: bool) -> CoreResult<SyncReport> {
-        let eff = self.effective_directory().await;
-        let src = self.ldap_source(&eff).await?;
+    /// How `source` is set up: configured, scheduled, its interval and invitations.
+    pub(crate) async fn directory_job(&self, source: DirectorySource) -> Job {
+        match source {
+            DirectorySource::Ldap => {
+                let eff = self.effective_directory().await;
+                let configured = !eff.settings.url.is_empty();
+                Job {
+                    source,
+                    configured,
+                    scheduled: configured && eff.settings.enabled,
+                    interval_secs: eff.settings.interval_secs,
+                    invite_email: eff.invite_email,
+                    attributes: eff.invite_attribute.is_some(),
+                }
+            }
+            DirectorySource::Entra => self.entra_job().await,
+        }
+    }
+
+    async fn directory_target(&self, source: DirectorySource) -> CoreResult<Target> {
+        match source {
+            DirectorySource::Ldap => {
+                let eff = self.effective_directory().await;
+                Ok(Target::Ldap(self.ldap_source(&eff).await?))
+            }
+            DirectorySource::Entra => Ok(Target::Entra(self.graph_source().await?)),
+        }
+    }
+
+    /// The directory a request that names none means: the first configured (LDAP before
+    /// Entra ID), or LDAP when none is.
+    pub async fn default_directory_source(&self) -> DirectorySource {
+        for source in DirectorySource::ALL {
+            if self.directory_job(source).await.configured {
+                return source;
+            }
+        }
+        DirectorySource::Ldap
+    }
+
+    /// One sync now (`onramp admin directory sync`, `POST /api/v1/directory/sync`) of
+    /// `source` (default: [`Self::default_directory_source`]). A dry run reads the directory
+    /// and reports what would change, writing nothing anywhere.
+    pub async fn directory_sync(
+        &self,
+        actor: &Actor,
+        source: Option<DirectorySource>,
+        dry_run: bool,
+    ) -> CoreResult<SyncReport> {
+        let source = match source {
+            Some(s) => s,
+            None => self.default_directory_source().await,
+        };
+        let job = self.directory_job(source).await;
+        let target = self.directory_target(source).await?;
         if dry_run {
-            return self.sync_once(actor, &src, &eff, true).await;
+            return self.sync_once(actor, &job, &target, true).await;
         }
         let holder = holder_name();
         let now = self.now();
-        if !self.store().directory_lease_acquire(LDAP_SOURCE, &holder, now, now + LEASE_SECS, false).await? {
-            let who = self.store().directory_sync_state(LDAP_SOURCE).await?.and_then(|s| s.holder).unwrap_or_default();
+        let lease = source.as_str();
+        if !self.store().directory_lease_acquire(lease, &holder, now, now + LEASE_SECS, false).await? {
+            let who = self.store().directory_sync_state(lease).await?.and_then(|s| s.holder).unwrap_or_default();
             return Err(CoreError::refused(
                 "sync_running",
-                format!("a directory sync is already running ({who}); try again when it has finished"),
+                format!("a {} sync is already running ({who}); try again when it has finished", source.title()),
             ));
         }
-        let result = self.sync_once(actor, &src, &eff, false).await;
-        self.finish_run(&holder, &eff, &result).await;
+        let result = self.sync_once(actor, &job, &target, false).await;
+        self.finish_run(&holder, &job, &result).await;
         result
     }
 
-    async fn finish_run(&self, holder: &str, eff: &EffectiveDirectory, result: &CoreResult<SyncReport>) {
+    async fn finish_run(&self, holder: &str, job: &Job, result: &CoreResult<SyncReport>) {
         let now = self.now();
-        let state = self.store().directory_sync_state(LDAP_SOURCE).await.ok().flatten();
-        let interval = eff.settings.interval_secs.max(60);
+        let lease = job.source.as_str();
+        let state = self.store().directory_sync_state(lease).await.ok().flatten();
+        let interval = job.interval_secs.max(60);
         let (next, outcome) = match result {
             Ok(r) => (now + interval, Ok(r.summary().to_string())),
             Err(e) => {
@@ -404,20 +572,15 @@ impl Core {
             }
         };
         let outcome_ref = outcome.as_ref().map(String::as_str).map_err(String::as_str);
-        if let Err(e) = self.store().directory_lease_finish(LDAP_SOURCE, holder, now, next, outcome_ref).await {
+        if let Err(e) = self.store().directory_lease_finish(lease, holder, now, next, outcome_ref).await {
             tracing::error!(error = %e, "cannot record the directory sync's outcome");
         }
     }
 
-    async fn sync_once(
-        &self,
-        actor: &Actor,
-        src: &SyncSource,
-        eff: &EffectiveDirectory,
-        dry_run: bool,
-    ) -> CoreResult<SyncReport> {
+    async fn sync_once(&self, actor: &Actor, job: &Job, target: &Target, dry_run: bool) -> CoreResult<SyncReport> {
         let started = std::time::Instant::now();
-        let mut conn = SyncConnection::open(src).await.map_err(unavailable)?;
+        let source = job.source;
+        let mut conn = Conn::open(target).await.map_err(unavailable)?;
         let snapshot = match conn.read().await {
             Ok(s) => s,
             Err(e) => {
@@ -425,33 +588,33 @@ impl Core {
                 return Err(unavailable(e));
             }
         };
-        let known = self.known_for_sync().await?;
+        let known = self.known_for_sync(source).await?;
         let plan = plan_rules::plan(&snapshot, &known);
-        let mut report = SyncReport::from_plan(&plan, dry_run);
-        report.users_read = conn.stats.user_entries;
-        report.groups_read = conn.stats.group_entries;
+        let mut report = SyncReport::from_plan(source, &plan, dry_run);
+        report.users_read = conn.stats().user_entries;
+        report.groups_read = conn.stats().group_entries;
         if !dry_run && !plan.is_empty() {
             let audit = |action: &str, subject: &str, details: serde_json::Value| {
                 self.audit_record(actor, action, Some(subject.to_owned()), details)
             };
-            let kept = self.store().apply_directory_plan(LDAP_SOURCE, &plan, &audit, self.now()).await?;
+            let kept = self.store().apply_directory_plan(source.as_str(), &plan, &audit, self.now()).await?;
             if !kept {
                 conn.close().await;
                 return Err(crate::users::last_admin("the directory sync".into()));
             }
         }
-        self.invite(actor, eff, &snapshot, &plan, &mut conn, &mut report).await?;
-        report.round_trips = conn.stats.round_trips;
+        self.invite(actor, job, &snapshot, &plan, &mut conn, &mut report).await?;
+        report.round_trips = conn.stats().round_trips;
         conn.close().await;
         report.duration_ms = started.elapsed().as_millis() as u64;
         if !dry_run && report.changed_anything() {
-            self.audit(actor, "directory.synced", Some(LDAP_SOURCE.into()), report.summary()).await;
+            self.audit(actor, "directory.synced", Some(source.as_str().into()), report.summary()).await;
         }
         Ok(report)
     }
 
-    /// Onramp's side of the comparison.
-    async fn known_for_sync(&self) -> CoreResult<plan_rules::Known> {
+    /// Onramp's side of the comparison: users of another directory count as Onramp's own.
+    async fn known_for_sync(&self, source: DirectorySource) -> CoreResult<plan_rules::Known> {
         let rows = self.store().list_users().await?;
         let groups = self.store().list_groups().await?;
         let mut by_user: HashMap<i64, BTreeSet<String>> = HashMap::new();
@@ -463,7 +626,7 @@ impl Core {
                 .into_iter()
                 .map(|r| plan_rules::KnownUser {
                     groups: by_user.remove(&r.id).unwrap_or_default(),
-                    from_directory: r.source == LDAP_SOURCE,
+                    from_directory: r.source == source.as_str(),
                     disabled_by_directory: r.directory_disabled,
                     username: r.username,
                     first_name: r.first_name,
@@ -485,20 +648,20 @@ impl Core {
     async fn invite(
         &self,
         actor: &Actor,
-        eff: &EffectiveDirectory,
+        job: &Job,
         snapshot: &Snapshot,
         plan: &Plan,
-        conn: &mut SyncConnection,
+        conn: &mut Conn,
         report: &mut SyncReport,
     ) -> CoreResult<()> {
         let settings = self.settings().await;
         let created: Vec<String> = plan.create_users.iter().map(|u| u.username.clone()).collect();
-        let mail = eff.invite_email && settings.smtp.is_configured();
-        if eff.invite_email && !settings.smtp.is_configured() && !created.is_empty() {
+        let mail = job.invite_email && settings.smtp.is_configured();
+        if job.invite_email && !settings.smtp.is_configured() && !created.is_empty() {
             tracing::warn!("directory invitations by e-mail are on, but SMTP is not configured: none sent");
         }
         // The token each user gets in this run (mailed ones are written to the attribute too).
-        let mut tokens: HashMap<String, (String, String)> = HashMap::new();
+        let mut tokens: HashMap<String, DirectoryAttribute> = HashMap::new();
         if mail && !created.is_empty() {
             if report.dry_run {
                 report.invitations_mailed = created.clone();
@@ -512,19 +675,25 @@ impl Core {
                 for o in self.issue_bulk(actor, req).await? {
                     if let BulkOutcome::Issued(t) = o {
                         report.invitations_mailed.push(t.username.clone());
-                        tokens.insert(t.username.clone(), (t.enrollment_url.clone(), t.token.expose().to_owned()));
+                        let value = DirectoryAttribute {
+                            enrollment_url: t.enrollment_url.clone(),
+                            enrollment_token: t.token.expose().to_owned(),
+                        };
+                        tokens.insert(t.username.clone(), value);
                     }
                 }
             }
         }
-        let Some(attribute) = &eff.invite_attribute else { return Ok(()) };
+        if !job.attributes {
+            return Ok(());
+        }
         // Every synced entry and its Onramp user, after the plan.
         let users: HashMap<String, onramp_store::UserRow> = self
             .store()
             .list_users()
             .await?
             .into_iter()
-            .filter(|u| u.source == LDAP_SOURCE)
+            .filter(|u| u.source == job.source.as_str())
             .map(|u| (u.username.clone(), u))
             .collect();
         let held: HashMap<&str, String> = snapshot
@@ -542,7 +711,7 @@ impl Core {
             .into_iter()
             .map(|(h, uid, exp)| ((h, uid), exp))
             .collect();
-        let margin = plan_rules::refresh_margin(settings.enrollment.token_lifetime_secs, eff.settings.interval_secs);
+        let margin = plan_rules::refresh_margin(settings.enrollment.token_lifetime_secs, job.interval_secs);
         let now = self.now();
         let mut refresh = Vec::new();
         let mut clear = Vec::new();
@@ -576,18 +745,15 @@ impl Core {
         // user already has, such as the one in their invitation mail.
         let lifetime = settings.enrollment.token_lifetime_secs;
         let mut fresh: Vec<(onramp_store::UserRow, String)> = Vec::new();
-        for (username, dn) in refresh {
+        for (username, locator) in refresh {
             match tokens.get(&username) {
-                Some((url, token)) => {
-                    let value = attribute_value(url, token)?;
-                    match conn.write_attribute(&dn, attribute, Some(&value)).await {
-                        Ok(()) => report.attributes_written.push(username),
-                        Err(e) => report.attribute_errors.push(Conflict { username, reason: e.to_string() }),
-                    }
-                }
+                Some(value) => match conn.write(&locator, Some(value)).await {
+                    Ok(()) => report.attributes_written.push(username),
+                    Err(e) => report.attribute_errors.push(Conflict { username, reason: e.to_string() }),
+                },
                 None => {
                     if let Some(u) = users.get(&username) {
-                        fresh.push((u.clone(), dn));
+                        fresh.push((u.clone(), locator));
                     }
                 }
             }
@@ -597,9 +763,12 @@ impl Core {
                 chunk.iter().map(|(u, _)| (u.clone(), onramp_domain::token::TokenKind::Enrollment)).collect();
             let prepared = self.prepare_tokens(actor, &targets, lifetime, None).await;
             let mut written = std::collections::HashSet::new();
-            for (t, (u, dn)) in prepared.issued.iter().zip(chunk) {
-                let value = attribute_value(&t.enrollment_url, t.token.expose())?;
-                match conn.write_attribute(dn, attribute, Some(&value)).await {
+            for (t, (u, locator)) in prepared.issued.iter().zip(chunk) {
+                let value = DirectoryAttribute {
+                    enrollment_url: t.enrollment_url.clone(),
+                    enrollment_token: t.token.expose().to_owned(),
+                };
+                match conn.write(locator, Some(&value)).await {
                     Ok(()) => {
                         written.insert(u.username.clone());
                     }
@@ -611,8 +780,8 @@ impl Core {
             let committed = self.commit_tokens(prepared, |t| written.contains(&t.username)).await?;
             report.attributes_written.extend(committed.into_iter().map(|t| t.username));
         }
-        for (username, dn) in clear {
-            match conn.write_attribute(&dn, attribute, None).await {
+        for (username, locator) in clear {
+            match conn.write(&locator, None).await {
                 Ok(()) => report.attributes_cleared.push(username),
                 Err(e) => report.attribute_errors.push(Conflict { username, reason: e.to_string() }),
             }
@@ -620,46 +789,59 @@ impl Core {
         Ok(())
     }
 
-    /// Runs the schedule until the process ends: every `tick`, when the sync is enabled and
-    /// due, whichever process takes the lease syncs.
+    /// Runs the schedule until the process ends: every `tick`, for each directory whose
+    /// sync is scheduled and due, whichever process takes the lease syncs it.
     pub async fn run_directory_sync_loop(self, tick: std::time::Duration) {
         let actor = Actor::system("directory sync");
         loop {
             tokio::time::sleep(tick).await;
-            let eff = self.effective_directory().await;
-            if !eff.settings.enabled || eff.settings.url.is_empty() {
-                continue;
-            }
-            let holder = holder_name();
-            let now = self.now();
-            match self.store().directory_lease_acquire(LDAP_SOURCE, &holder, now, now + LEASE_SECS, true).await {
-                Ok(true) => {}
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot check the directory sync's schedule");
-                    continue;
+            for source in DirectorySource::ALL {
+                let job = self.directory_job(source).await;
+                if job.scheduled {
+                    self.scheduled_run(&actor, &job).await;
                 }
             }
-            let result = match self.ldap_source(&eff).await {
-                Ok(src) => self.sync_once(&actor, &src, &eff, false).await,
-                Err(e) => Err(e),
-            };
-            match &result {
-                Ok(r) => tracing::info!(summary = %r.summary(), "directory sync done"),
-                Err(e) => tracing::error!(error = %e, "directory sync failed; nothing was changed, it will be retried"),
-            }
-            self.finish_run(&holder, &eff, &result).await;
         }
     }
 
-    pub async fn directory_sync_status(&self) -> CoreResult<SyncStatus> {
-        let eff = self.effective_directory().await;
-        let state = self.store().directory_sync_state(LDAP_SOURCE).await?;
+    async fn scheduled_run(&self, actor: &Actor, job: &Job) {
+        let holder = holder_name();
+        let now = self.now();
+        let lease = job.source.as_str();
+        match self.store().directory_lease_acquire(lease, &holder, now, now + LEASE_SECS, true).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, directory = lease, "cannot check the directory sync's schedule");
+                return;
+            }
+        }
+        let result = match self.directory_target(job.source).await {
+            Ok(target) => self.sync_once(actor, job, &target, false).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(r) => tracing::info!(directory = lease, summary = %r.summary(), "directory sync done"),
+            Err(e) => tracing::error!(directory = lease, error = %e,
+                "directory sync failed; nothing was changed, it will be retried"),
+        }
+        self.finish_run(&holder, job, &result).await;
+    }
+
+    /// The sync status of `source` (default: [`Self::default_directory_source`]).
+    pub async fn directory_sync_status(&self, source: Option<DirectorySource>) -> CoreResult<SyncStatus> {
+        let source = match source {
+            Some(s) => s,
+            None => self.default_directory_source().await,
+        };
+        let job = self.directory_job(source).await;
+        let state = self.store().directory_sync_state(source.as_str()).await?;
         let now = self.now();
         Ok(SyncStatus {
-            configured: !eff.settings.url.is_empty(),
-            scheduled: eff.settings.enabled && !eff.settings.url.is_empty(),
-            interval_secs: eff.settings.interval_secs,
+            source,
+            configured: job.configured,
+            scheduled: job.scheduled,
+            interval_secs: job.interval_secs,
             running_on: state.as_ref().filter(|s| s.lease_until > now).and_then(|s| s.holder.clone()),
             last_started: state.as_ref().and_then(|s| s.last_started),
             last_finished: state.as_ref().and_then(|s| s.last_finished),
@@ -673,21 +855,21 @@ impl Core {
         })
     }
 
-    /// Hands a user created in Onramp over to the directory (`link`), or back (`unlink`):
-    /// from the next sync the directory's entry with that username is authoritative.
-    pub async fn set_directory_link(&self, actor: &Actor, username: &str, link: bool) -> CoreResult<crate::UserInfo> {
+    /// Hands a user created in Onramp over to a directory (`Some`, its entry with that
+    /// username is authoritative from the next sync), or back to Onramp (`None`).
+    pub async fn set_directory_link(
+        &self,
+        actor: &Actor,
+        username: &str,
+        link: Option<DirectorySource>,
+    ) -> CoreResult<crate::UserInfo> {
         let row = self.user_row(username).await?;
-        let row = self.store().set_user_source(row.id, if link { LDAP_SOURCE } else { "local" }, self.now()).await?;
-        let action = if link { "directory.user_linked" } else { "directory.user_unlinked" };
-        self.audit(actor, action, Some(row.username.clone()), serde_json::json!({})).await;
+        let source = link.map(DirectorySource::as_str).unwrap_or("local");
+        let row = self.store().set_user_source(row.id, source, self.now()).await?;
+        let action = if link.is_some() { "directory.user_linked" } else { "directory.user_unlinked" };
+        self.audit(actor, action, Some(row.username.clone()), serde_json::json!({"source": source})).await;
         self.user_info(row).await
     }
-}
-
-/// The provisioning attribute's value (PROTOCOL.md 1.2).
-fn attribute_value(url: &str, token: &str) -> CoreResult<String> {
-    serde_json::to_string(&DirectoryAttribute { enrollment_url: url.to_owned(), enrollment_token: token.to_owned() })
-        .map_err(|e| CoreError::Internal(e.to_string()))
 }
 
 /// Who holds the lease: host and process, so a status can say where a sync runs, and a

@@ -10,6 +10,7 @@ pub mod directory;
 pub mod directory_sync;
 mod edge_dispatch;
 mod enrollment;
+pub mod entra_sync;
 mod error;
 pub mod gateways;
 pub mod groups;
@@ -28,8 +29,9 @@ pub use apitokens::{ApiTokenInfo, AuthenticatedAdmin, NewApiToken};
 pub use audit::{audit_diff, Actor, AuditEntry, AuditQuery};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use devices::{DeviceInfo, DeviceInput};
-pub use directory_sync::{DirectoryEnv, DirectorySettings, SyncReport, SyncStatus};
+pub use directory_sync::{DirectoryEnv, DirectorySettings, DirectorySource, SyncReport, SyncStatus};
 pub use enrollment::DEVICE_REMOVED;
+pub use entra_sync::{EntraEnv, EntraSettings};
 pub use error::{CoreError, CoreResult};
 pub use gateways::{DevicePeerStats, GatewayInfo, GatewayTokenInfo, LocationPeerStats, LocationStats, NewGatewayToken};
 pub use groups::{GroupInfo, GroupInput};
@@ -65,6 +67,8 @@ pub struct CoreConfig {
     pub web_session_max_secs: i64,
     /// `ONRAMP_LDAP_*`: the directory sync's settings from the environment.
     pub directory_env: DirectoryEnv,
+    /// `ONRAMP_ENTRA_*`: the Entra ID sync's settings from the environment.
+    pub entra_env: EntraEnv,
 }
 
 impl Default for CoreConfig {
@@ -78,6 +82,7 @@ impl Default for CoreConfig {
             web_session_idle_secs: 30 * 60,
             web_session_max_secs: 12 * 3600,
             directory_env: DirectoryEnv::default(),
+            entra_env: EntraEnv::default(),
         }
     }
 }

@@ -28,6 +28,8 @@ pub struct Settings {
     pub admin_contact: Option<AdminContact>,
     /// LDAP / Active Directory sync.
     pub directory: crate::directory_sync::DirectorySettings,
+    /// Entra ID sync (Microsoft Graph).
+    pub entra: crate::entra_sync::EntraSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
@@ -136,6 +138,7 @@ impl Default for Settings {
             templates: Templates::default(),
             admin_contact: None,
             directory: Default::default(),
+            entra: Default::default(),
         }
     }
 }
@@ -264,6 +267,9 @@ pub struct SettingsPatch {
     /// Merged: only the fields given change.
     #[schema(value_type = Option<Object>)]
     pub directory: Option<serde_json::Value>,
+    /// Merged: only the fields given change.
+    #[schema(value_type = Option<Object>)]
+    pub entra: Option<serde_json::Value>,
 }
 
 /// Tells a field given as `null` (`Some(None)`) from one left out (`None`, by `default`).
@@ -301,6 +307,7 @@ impl std::fmt::Debug for SettingsPatch {
             .field("templates_keys", &keys(&self.templates))
             .field("admin_contact", &self.admin_contact)
             .field("directory", &self.directory)
+            .field("entra", &self.entra)
             .finish()
     }
 }
@@ -472,6 +479,9 @@ impl Core {
         if let Some(d) = patch.directory {
             next.directory = merge_section("directory", &next.directory, d)?;
         }
+        if let Some(d) = patch.entra {
+            next.entra = merge_section("entra", &next.entra, d)?;
+        }
         validate(&next)?;
         let version = self.store().save_settings_json(&to_stored(&next, self.key())?).await?;
         let changes = crate::audit_diff(
@@ -528,6 +538,7 @@ fn validate(s: &Settings) -> CoreResult<()> {
         }
     }
     s.directory.validate()?;
+    s.entra.validate()?;
     if let Some(c) = &s.admin_contact {
         onramp_domain::validate::parse_name("admin_contact.name", &c.name, 128)?;
         onramp_domain::validate::Email::parse("admin_contact.email", &c.email)?;

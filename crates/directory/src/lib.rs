@@ -3,7 +3,9 @@
 //! helper) or write it (core's `provision-directory`). Simple bind with credentials from a
 //! file or the environment; anonymous when none are given.
 
+pub mod graph;
 pub mod sync;
+pub use graph::{GraphConnection, GraphSource};
 pub use sync::{ReadStats, SyncConnection, SyncSource};
 
 use ldap3::{LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};

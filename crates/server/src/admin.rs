@@ -203,24 +203,37 @@ pub enum GatewayTokenCommand {
 
 #[derive(Subcommand)]
 pub enum DirectoryCommand {
-    /// Sync now and print what changed. Settings: `onramp admin settings set directory.url ...`
-    /// (and the other `directory.*` settings) or ONRAMP_LDAP_URL, ONRAMP_LDAP_BASE_DN,
-    /// ONRAMP_LDAP_BIND_DN, ONRAMP_LDAP_PASSWORD_FILE, ONRAMP_LDAP_USER_ATTRIBUTE,
-    /// ONRAMP_LDAP_SYNC_GROUPS, ONRAMP_LDAP_INVITE_ATTRIBUTE.
+    /// Sync now and print what changed. LDAP / AD settings: `onramp admin settings set
+    /// directory.url ...` (and the other `directory.*` settings) or ONRAMP_LDAP_URL,
+    /// ONRAMP_LDAP_BASE_DN, ONRAMP_LDAP_BIND_DN, ONRAMP_LDAP_PASSWORD_FILE,
+    /// ONRAMP_LDAP_USER_ATTRIBUTE, ONRAMP_LDAP_SYNC_GROUPS, ONRAMP_LDAP_INVITE_ATTRIBUTE.
+    /// Entra ID: `entra.*` or ONRAMP_ENTRA_TENANT, ONRAMP_ENTRA_CLIENT_ID,
+    /// ONRAMP_ENTRA_CLIENT_SECRET_FILE, ONRAMP_ENTRA_SYNC_GROUPS, ONRAMP_ENTRA_INVITE_ATTRIBUTES.
     Sync {
         /// Read the directory and print what would change; write nothing.
         #[arg(long)]
         dry_run: bool,
         #[arg(long)]
         json: bool,
+        /// `ldap` or `entra` (default: the configured one, LDAP first).
+        #[arg(long)]
+        source: Option<onramp_core::DirectorySource>,
     },
     /// The last sync's outcome and the schedule.
     Status {
         #[arg(long)]
         json: bool,
+        /// `ldap` or `entra` (default: the configured one, LDAP first).
+        #[arg(long)]
+        source: Option<onramp_core::DirectorySource>,
     },
     /// Hand a user created in Onramp over to the directory (its entry becomes authoritative).
-    Link { username: String },
+    Link {
+        username: String,
+        /// `ldap` or `entra` (default: the configured one, LDAP first).
+        #[arg(long)]
+        source: Option<onramp_core::DirectorySource>,
+    },
     /// Make a directory user Onramp's own again (syncs leave them alone).
     Unlink { username: String },
 }

@@ -192,6 +192,10 @@ const OTHER_ENV: &[&str] = &[
     "ONRAMP_ENTRA_CLIENT_ID",
     "ONRAMP_ENTRA_CLIENT_SECRET_FILE",
     "ONRAMP_ENTRA_LOGIN_URL",
+    // The Entra ID sync also takes these.
+    "ONRAMP_ENTRA_SYNC_GROUPS",
+    "ONRAMP_ENTRA_SYNC",
+    "ONRAMP_ENTRA_INVITE_ATTRIBUTES",
     // The directory sync (`serve` and `admin directory sync`); provision-directory's flags
     // take the first ones too.
     "ONRAMP_LDAP_URL",

@@ -127,6 +127,7 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
         web_session_idle_secs: cfg.web_session_idle_secs,
         web_session_max_secs: cfg.web_session_max_secs,
         directory_env: directory_env(|k| std::env::var(k).ok()),
+        entra_env: entra_env(|k| std::env::var(k).ok()),
         ..CoreConfig::default()
     }
 }
@@ -148,6 +149,24 @@ pub fn directory_env(var: impl Fn(&str) -> Option<String>) -> onramp_core::Direc
         invite_attribute: get("ONRAMP_LDAP_INVITE_ATTRIBUTE"),
         enabled: get("ONRAMP_LDAP_SYNC")
             .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
+    }
+}
+
+/// The Entra ID sync's `ONRAMP_ENTRA_*` and `ONRAMP_GRAPH_URL` (the names the client's
+/// provisioning helper takes). Empty values count as unset.
+pub fn entra_env(var: impl Fn(&str) -> Option<String>) -> onramp_core::EntraEnv {
+    let get = |k: &str| var(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let flag = |k: &str| get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+    onramp_core::EntraEnv {
+        tenant: get("ONRAMP_ENTRA_TENANT"),
+        client_id: get("ONRAMP_ENTRA_CLIENT_ID"),
+        client_secret_file: get("ONRAMP_ENTRA_CLIENT_SECRET_FILE"),
+        graph_url: get("ONRAMP_GRAPH_URL"),
+        login_url: get("ONRAMP_ENTRA_LOGIN_URL"),
+        sync_groups: get("ONRAMP_ENTRA_SYNC_GROUPS")
+            .map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect()),
+        enabled: flag("ONRAMP_ENTRA_SYNC"),
+        invite_attributes: flag("ONRAMP_ENTRA_INVITE_ATTRIBUTES"),
     }
 }
 

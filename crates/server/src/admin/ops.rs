@@ -299,18 +299,19 @@ pub(crate) async fn directory(core: &Core, command: super::DirectoryCommand) -> 
     use super::DirectoryCommand;
     let actor = Actor::system("cli");
     match command {
-        DirectoryCommand::Sync { dry_run, json } => {
-            let r = core.directory_sync(&actor, dry_run).await?;
+        DirectoryCommand::Sync { dry_run, json, source } => {
+            let r = core.directory_sync(&actor, source, dry_run).await?;
             if json {
                 return print_json(&r);
             }
             print_sync_report(&r);
         }
-        DirectoryCommand::Status { json } => {
-            let s = core.directory_sync_status().await?;
+        DirectoryCommand::Status { json, source } => {
+            let s = core.directory_sync_status(source).await?;
             if json {
                 return print_json(&s);
             }
+            println!("directory      {}", s.source.title());
             println!("configured     {}", s.configured);
             println!("scheduled      {} (every {} s)", s.scheduled, s.interval_secs);
             println!("running on     {}", s.running_on.as_deref().unwrap_or("-"));
@@ -324,12 +325,19 @@ pub(crate) async fn directory(core: &Core, command: super::DirectoryCommand) -> 
                 println!("last summary   {sum}");
             }
         }
-        DirectoryCommand::Link { username } => {
-            core.set_directory_link(&actor, &username, true).await?;
-            eprintln!("{username} is linked to the directory: the next sync updates them from their entry");
+        DirectoryCommand::Link { username, source } => {
+            let source = match source {
+                Some(s) => s,
+                None => core.default_directory_source().await,
+            };
+            core.set_directory_link(&actor, &username, Some(source)).await?;
+            eprintln!(
+                "{username} is linked to the {} directory: the next sync updates them from their entry",
+                source.title()
+            );
         }
         DirectoryCommand::Unlink { username } => {
-            core.set_directory_link(&actor, &username, false).await?;
+            core.set_directory_link(&actor, &username, None).await?;
             eprintln!("{username} is Onramp's own again: syncs leave them alone");
         }
     }
@@ -371,11 +379,12 @@ fn print_sync_report(r: &onramp_core::SyncReport) {
     list("not synced", r.conflicts.iter().map(|c| format!("{}: {}", c.username, c.reason)).collect());
     list("attribute errors", r.attribute_errors.iter().map(|c| format!("{}: {}", c.username, c.reason)).collect());
     eprintln!(
-        "{} {} user entries and {} group entries in {} LDAP round trips, {} ms{}",
+        "{} {} user entries and {} group entries in {} {} round trips, {} ms{}",
         if r.dry_run { "dry run: read" } else { "synced: read" },
         r.users_read,
         r.groups_read,
         r.round_trips,
+        if r.source == onramp_core::DirectorySource::Ldap { "LDAP" } else { "Graph" },
         r.duration_ms,
         if r.changed_anything() { "" } else { "; nothing to change" }
     );

@@ -9,7 +9,7 @@ use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
 use maud::{html, Markup};
-use onramp_core::{CoreError, DirectorySettings, SettingsPatch, SyncReport, SyncStatus};
+use onramp_core::{CoreError, DirectorySettings, DirectorySource, SettingsPatch, SyncReport, SyncStatus};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -127,12 +127,12 @@ const FIELDS: &[&str] = &[
 ];
 
 /// What the page shows below the form: a run's report or why it failed.
-enum RunResult {
+pub(crate) enum RunResult {
     Report(Box<SyncReport>),
     Error(String),
 }
 
-fn status_card(st: &SyncStatus) -> Markup {
+pub(crate) fn status_card(st: &SyncStatus) -> Markup {
     html! {
         section.card #directory-status {
             h2 { "Last sync" }
@@ -156,7 +156,7 @@ fn status_card(st: &SyncStatus) -> Markup {
     }
 }
 
-fn report_card(r: &RunResult) -> Markup {
+pub(crate) fn report_card(r: &RunResult) -> Markup {
     let list = |title: String, items: Vec<String>| {
         html! {
             @if !items.is_empty() {
@@ -173,7 +173,8 @@ fn report_card(r: &RunResult) -> Markup {
                     @let verb = if r.dry_run { "would be " } else { "" };
                     h2 { @if r.dry_run { "Dry run: nothing was written" } @else { "Synced" } }
                     p { (r.users_read) " user entries and " (r.groups_read) " group entries read in " (r.round_trips)
-                        " LDAP requests, " (r.duration_ms) " ms."
+                        @if r.source == DirectorySource::Ldap { " LDAP requests, " } @else { " Graph requests, " }
+                        (r.duration_ms) " ms."
                         @if !r.changed_anything() { " Nothing to change." } }
                     (list(format!("Users {verb}created"), r.created.clone()))
                     (list(format!("Users {verb}updated"),
@@ -275,8 +276,9 @@ fn directory_page(
     }
 }
 
-async fn status(ui: &Ui) -> SyncStatus {
-    ui.core.directory_sync_status().await.unwrap_or_else(|e| SyncStatus {
+pub(crate) async fn status(ui: &Ui, source: DirectorySource) -> SyncStatus {
+    ui.core.directory_sync_status(Some(source)).await.unwrap_or_else(|e| SyncStatus {
+        source,
         configured: false,
         scheduled: false,
         interval_secs: 0,
@@ -292,7 +294,7 @@ async fn status(ui: &Ui) -> SyncStatus {
 
 pub async fn show(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Query(q): Query<DoneQuery>) -> Response {
     let f = DirectoryForm::of(&ui.core.settings().await.directory);
-    let st = status(&ui).await;
+    let st = status(&ui, DirectorySource::Ldap).await;
     page(&me, "Directory sync", directory_page(&me, &f, &None, q.done(), &st, None))
 }
 
@@ -304,7 +306,7 @@ pub async fn save(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(f
     match result {
         Ok(()) => Redirect::to("/settings/directory?done=saved").into_response(),
         Err(e) => {
-            let st = status(&ui).await;
+            let st = status(&ui, DirectorySource::Ldap).await;
             let body = directory_page(&me, &f, &Some(FormError::of(&e)), None, &st, None);
             let mut r = page(&me, "Directory sync", body);
             *r.status_mut() = layout::status_of(&e);
@@ -316,15 +318,15 @@ pub async fn save(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(f
 #[derive(Deserialize)]
 pub struct RunForm {
     #[serde(default)]
-    dry_run: Option<String>,
+    pub(crate) dry_run: Option<String>,
 }
 
 pub async fn run(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(r): Form<RunForm>) -> Response {
-    let result = match ui.core.directory_sync(&me.actor, r.dry_run.is_some()).await {
+    let result = match ui.core.directory_sync(&me.actor, Some(DirectorySource::Ldap), r.dry_run.is_some()).await {
         Ok(report) => RunResult::Report(Box::new(report)),
         Err(e) => RunResult::Error(layout::message_of(&e)),
     };
     let f = DirectoryForm::of(&ui.core.settings().await.directory);
-    let st = status(&ui).await;
+    let st = status(&ui, DirectorySource::Ldap).await;
     page(&me, "Directory sync", directory_page(&me, &f, &None, None, &st, Some(&result)))
 }

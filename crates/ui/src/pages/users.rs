@@ -403,7 +403,11 @@ pub async fn directory_link(
     Path(username): Path<String>,
     Form(f): Form<LinkForm>,
 ) -> Response {
-    match ui.core.set_directory_link(&me.actor, &username, f.link == "true").await {
+    let link = match f.link.as_str() {
+        "true" => Some(ui.core.default_directory_source().await),
+        _ => None,
+    };
+    match ui.core.set_directory_link(&me.actor, &username, link).await {
         Ok(_) => Redirect::to(&format!("/users/{username}?done=saved")).into_response(),
         Err(e) => layout::core_error_page(Some(&me), &e),
     }
