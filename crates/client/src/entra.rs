@@ -8,9 +8,7 @@ use onramp_domain::provisioning::ProvisioningFile;
 use serde_json::Value;
 use std::time::Duration;
 
-pub const DEFAULT_ATTRIBUTE_SET: &str = "Defguard";
-pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com";
-pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
+pub use onramp_directory::graph::{DEFAULT_ATTRIBUTE_SET, DEFAULT_GRAPH_URL, DEFAULT_LOGIN_URL};
 /// Permission needed to read custom security attributes.
 pub const PERMISSION: &str = "CustomSecAttributeAssignment.Read.All";
 
@@ -59,23 +57,21 @@ pub async fn access_token(cfg: &EntraConfig, show: &mut dyn FnMut(&str)) -> Resu
     let token_url = format!("{}/{}/oauth2/v2.0/token", cfg.login_url.trim_end_matches('/'), cfg.tenant);
     match &cfg.credentials {
         Credentials::ClientSecret { client_id, secret } => {
-            let scope = format!("{}/.default", cfg.graph_url.trim_end_matches('/'));
-            let (status, v) = post_form(
-                &token_url,
-                &[
-                    ("grant_type", "client_credentials"),
-                    ("client_id", client_id),
-                    ("client_secret", secret),
-                    ("scope", &scope),
-                ],
+            use onramp_directory::DirectoryError;
+            // The same grant as core's Entra ID sync.
+            onramp_directory::graph::client_credentials_token(
+                &http(),
+                &cfg.login_url,
+                &cfg.tenant,
+                client_id,
+                secret,
+                &cfg.graph_url,
             )
-            .await?;
-            match v["access_token"].as_str() {
-                Some(t) if status == 200 => Ok(t.to_owned()),
-                _ => {
-                    Err(ProvisionError::Credentials(format!("Entra ID sign-in failed ({status}): {}", oauth_error(&v))))
-                }
-            }
+            .await
+            .map_err(|e| match e {
+                DirectoryError::Credentials { message, .. } => ProvisionError::Credentials(message),
+                e => ProvisionError::Unreachable(e.to_string()),
+            })
         }
         Credentials::DeviceCode { client_id } => {
             let code_url = format!("{}/{}/oauth2/v2.0/devicecode", cfg.login_url.trim_end_matches('/'), cfg.tenant);

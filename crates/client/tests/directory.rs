@@ -343,3 +343,100 @@ async fn a_person_added_to_the_directory_enrolls_with_no_admin_step() {
     looping.abort();
     app.stop().await;
 }
+
+/// The same chain with Entra ID (issue 14, part 2): a person added to a synced Entra group is
+/// synced, their custom security attributes get a token, the helper reads them through
+/// Graph into provisioning.json, the first start enrolls, and the next sync clears them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_added_to_entra_enrolls_with_no_admin_step() {
+    use onramp_testkit::graph::{FakeGraph, CLIENT_ID, CLIENT_SECRET, TENANT};
+    let graph = FakeGraph::start().await;
+    let app = TestApp::builder(Backend::Sqlite).config(|c| c.public_url = None).manual_clock().spawn().await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    app.create_location("office", "10.1.0.1/24").await;
+    let (s, v) = app
+        .call(
+            "PATCH",
+            "/api/v1/settings",
+            Some(json!({
+                "public_url": format!("{}/", app.edge_url),
+                "enrollment": {"directory_invite_attribute": true},
+                "entra": {"tenant": TENANT, "client_id": CLIENT_ID, "client_secret_file": secret,
+                          "graph_url": graph.url, "login_url": graph.url, "sync_groups": ["VPN users"],
+                          "enabled": true, "interval_secs": 60}
+            })),
+        )
+        .await;
+    assert!(s.is_success(), "{v}");
+    let looping = tokio::spawn(app.core.clone().run_directory_sync_loop(std::time::Duration::from_millis(50)));
+    // Waits for the scheduled sync that `done` accepts.
+    let wait_for = |done: fn(&FakeGraph, &str) -> bool, zoe: String| {
+        let graph = graph.clone();
+        async move {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while !done(&graph, &zoe) {
+                assert!(std::time::Instant::now() < deadline, "no scheduled Entra sync did it");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    };
+
+    // 1. HR adds Zoe to Entra ID and to the group. 2. The scheduled sync creates her and
+    // fills her attributes.
+    let zoe = graph.add_user("zoe@contoso.com", "Zoe", "Zimmer", Some("zoe@contoso.com"));
+    graph.add_group("VPN users", &[&zoe]);
+    wait_for(|g, z| g.attributes(z).is_some(), zoe.clone()).await;
+    let (token, _) = graph.attributes(&zoe).unwrap();
+
+    // 3. The installer's helper reads them through Graph; 4. the first start enrolls.
+    let data = dir.path().join("data");
+    let file = data.join("provisioning.json");
+    let args: Vec<String> = [
+        "provision",
+        "--source",
+        "entra",
+        "--entra-tenant",
+        TENANT,
+        "--entra-client-id",
+        CLIENT_ID,
+        "--entra-client-secret-file",
+        secret.to_str().unwrap(),
+        "--graph-url",
+        &graph.url,
+        "--entra-login-url",
+        &graph.url,
+        "--entra-user",
+        "zoe@contoso.com",
+        "--output",
+        file.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let r = client(args, vec![]).await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(std::fs::read_to_string(&file).unwrap().contains(&token));
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
+    let r = client(
+        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
+        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+
+    // Enrolled: the next due sync clears her attributes.
+    app.clock.clone().unwrap().advance(61);
+    wait_for(|g, z| g.attributes(z).is_none(), zoe).await;
+    let (_, audit) = app.call("GET", "/api/v1/audit?limit=1000", None).await;
+    for e in audit.as_array().unwrap() {
+        if e["subject"] == "zoe" {
+            assert!(e["actor"] == "directory sync" || e["actor"] == "enrollment", "an admin step for zoe: {e}");
+        }
+    }
+    looping.abort();
+    app.stop().await;
+}
