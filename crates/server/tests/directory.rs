@@ -187,3 +187,68 @@ fn directory_sync_from_the_command_line_and_the_environment() {
     assert!(!out.status.success() && text(&out).contains("invalid credentials"), "{}", text(&out));
     assert!(text(&out).contains(SYNC_DN), "{}", text(&out));
 }
+
+/// `onramp admin directory sync --source entra` configured only by `ONRAMP_ENTRA_*`
+/// against a Graph-shaped server: a dry run writes nothing, the run creates the users and
+/// fills their custom security attributes, status names the directory, a bad setting is
+/// refused with its name, and a wrong secret fails the command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_sync_from_the_command_line_and_the_environment() {
+    use onramp_testkit::graph::{FakeGraph, CLIENT_ID, CLIENT_SECRET, TENANT};
+    let graph = FakeGraph::start().await;
+    let ann = graph.add_user("ann@contoso.com", "Ann", "Archer", None);
+    let bob = graph.add_user("bob@contoso.com", "Bob", "Baker", None);
+    graph.add_group("VPN users", &[&ann, &bob]);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let secret = tmp.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    Command::new(BIN).args(["migrate", "--create"]).env("ONRAMP_DATA_DIR", &data).output().unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .env("ONRAMP_DATA_DIR", &data)
+            .env("ONRAMP_PUBLIC_URL", "https://vpn-enroll.example.com/")
+            .env("ONRAMP_ENTRA_TENANT", TENANT)
+            .env("ONRAMP_ENTRA_CLIENT_ID", CLIENT_ID)
+            .env("ONRAMP_ENTRA_CLIENT_SECRET_FILE", &secret)
+            .env("ONRAMP_GRAPH_URL", &graph.url)
+            .env("ONRAMP_ENTRA_LOGIN_URL", &graph.url)
+            .env("ONRAMP_ENTRA_SYNC_GROUPS", "VPN users")
+            .env("ONRAMP_ENTRA_INVITE_ATTRIBUTES", "true")
+            .env_remove("ONRAMP_LDAP_URL");
+        async move { tokio::task::spawn_blocking(move || cmd.output().unwrap()).await.unwrap() }
+    };
+    let text = |o: &std::process::Output| {
+        format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    };
+    let out = run(&["admin", "directory", "sync", "--source", "entra", "--dry-run"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let t = text(&out);
+    assert!(t.contains("users would be created (2):") && t.contains("Graph round trips"), "{t}");
+    assert!(t.contains("provisioning attributes would be written (2):"), "{t}");
+    assert_eq!(graph.attributes(&ann), None, "a dry run writes nothing");
+
+    // Only Entra is configured: `sync` without --source is Entra's.
+    let out = run(&["admin", "directory", "sync", "--json"]).await;
+    assert!(out.status.success(), "{}", text(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((r["source"].as_str(), r["created"].clone()), (Some("entra"), serde_json::json!(["ann", "bob"])), "{r}");
+    assert_eq!(r["attributes_written"], serde_json::json!(["ann", "bob"]), "{r}");
+    let (token, url) = graph.attributes(&bob).unwrap();
+    assert_eq!(url, "https://vpn-enroll.example.com/");
+    assert!(!text(&out).contains(&token), "the token goes to Entra only");
+    let out = run(&["admin", "directory", "status", "--source", "entra"]).await;
+    let t = text(&out);
+    assert!(out.status.success() && t.contains("Entra ID") && t.contains("\"created\":2"), "{t}");
+    // Stored settings are checked and named.
+    let out = run(&["admin", "settings", "set", "entra.username_property", "uid"]).await;
+    assert!(!out.status.success() && text(&out).contains("entra.username_property"), "{}", text(&out));
+    let out = run(&["admin", "directory", "sync", "--source", "azure-ad"]).await;
+    assert!(!out.status.success() && text(&out).contains("ldap or entra"), "{}", text(&out));
+    // A wrong secret: the command fails with Entra's reason and changes nothing.
+    std::fs::write(&secret, "wrong").unwrap();
+    let out = run(&["admin", "directory", "sync", "--source", "entra"]).await;
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("invalid_client") && !t.contains("wrong"), "{t}");
+}
