@@ -103,3 +103,71 @@ async fn directory_page_saves_dry_runs_and_syncs() {
     c.close().await.unwrap();
     app.stop().await;
 }
+
+/// The Entra ID page, reached from the navigation: the app registration typed in and
+/// saved (a bad attribute set refused at its field), a dry run, "Sync now" against a
+/// Graph-shaped server, and the status card.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entra_page_saves_dry_runs_and_syncs() {
+    use onramp_testkit::graph::{FakeGraph, CLIENT_ID, CLIENT_SECRET, TENANT};
+    let graph = FakeGraph::start().await;
+    let ann = graph.add_user("ann.lee@contoso.com", "Ann", "Lee", Some("ann.lee@contoso.com"));
+    let bob = graph.add_user("bob@contoso.com", "Bob", "Baker", Some("bob@contoso.com"));
+    graph.add_group("VPN users", &[&ann, &bob]);
+    let tmp = tempfile::tempdir().unwrap();
+    let secret = tmp.path().join("client-secret");
+    std::fs::write(&secret, CLIENT_SECRET).unwrap();
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    // Graph's address is a setting under "Other clouds"; tests point it at the fake.
+    let (s, v) = app
+        .call("PATCH", "/api/v1/settings", Some(json!({"entra": {"graph_url": graph.url, "login_url": graph.url}})))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    admin_password(&app).await;
+    let driver = start_chromedriver();
+    let c = open(&driver).await;
+    sign_in(&c, &app, "admin", ADMIN_PASSWORD).await;
+
+    c.goto(&app.url("/users")).await.unwrap();
+    click(&c, "nav a[href='/settings/entra']").await;
+    assert_eq!(text(&c, "main h1").await, "Entra ID sync");
+    fill(&c, "#f-tenant", TENANT).await;
+    fill(&c, "#f-client_id", CLIENT_ID).await;
+    fill(&c, "#f-client_secret_file", secret.to_str().unwrap()).await;
+    fill(&c, "#f-sync_groups", "VPN users").await;
+    fill(&c, "#f-attribute_set", "Defguard Tokens").await;
+    click(&c, "#save-entra").await;
+    let err = text(&c, "#f-attribute_set-error").await;
+    assert!(err.contains("attribute set name"), "{err}");
+    assert_eq!(wait_for(&c, "#f-tenant").await.prop("value").await.unwrap().unwrap(), TENANT);
+    fill(&c, "#f-attribute_set", "Defguard").await;
+    c.execute("document.querySelector('#f-client_id').scrollIntoView()", vec![]).await.unwrap();
+    screenshot(&c, "entra-settings").await;
+    click(&c, "#save-entra").await;
+    assert_eq!(text(&c, "p.notice").await, "Changes saved.");
+    let (_, s) = app.call("GET", "/api/v1/settings", None).await;
+    assert_eq!(
+        (s["entra"]["tenant"].as_str(), s["entra"]["sync_groups"].clone()),
+        (Some(TENANT), json!(["VPN users"]))
+    );
+
+    click(&c, "#dry-run").await;
+    let report = text(&c, "#sync-report").await;
+    assert!(
+        report.contains("Dry run: nothing was written") && report.contains("Users would be created (2)"),
+        "{report}"
+    );
+    assert!(report.contains("ann.lee") && report.contains("Graph requests"), "{report}");
+    assert_eq!(app.call("GET", "/api/v1/user/ann.lee", None).await.0, StatusCode::NOT_FOUND);
+
+    click(&c, "#sync-now").await;
+    let report = text(&c, "#sync-report").await;
+    assert!(report.contains("Synced") && report.contains("Users created (2)"), "{report}");
+    assert!(text(&c, "#directory-status").await.contains("2 created"));
+    screenshot(&c, "entra-synced").await;
+    let (_, u) = app.call("GET", "/api/v1/user/ann.lee", None).await;
+    assert_eq!(u["source"], "entra", "{u}");
+    // The LDAP page's status is its own.
+    c.goto(&app.url("/settings/directory")).await.unwrap();
+    assert!(text(&c, "#directory-status").await.contains("never"));
+}

@@ -62,6 +62,7 @@ const ADMIN_NAV: &[(&str, &str)] = &[
     ("/settings/enrollment", "Enrollment"),
     ("/settings/smtp", "SMTP"),
     ("/settings/directory", "Directory"),
+    ("/settings/entra", "Entra ID"),
     ("/api-tokens", "API tokens"),
     ("/audit", "Audit log"),
     ("/mail", "Mail outbox"),

@@ -75,6 +75,8 @@ pub fn router(core: Core, cfg: UiConfig) -> Router {
         .route("/settings/smtp/test", post(settings::test_smtp))
         .route("/settings/directory", get(directory::show).post(directory::save))
         .route("/settings/directory/sync", post(directory::run))
+        .route("/settings/entra", get(entra::show).post(entra::save))
+        .route("/settings/entra/sync", post(entra::run))
         .route("/api-tokens", get(ops::api_tokens).post(ops::create_api_token))
         .route("/api-tokens/{id}/revoke", post(ops::revoke_api_token))
         .route("/audit", get(ops::audit))

@@ -316,7 +316,7 @@ pub async fn save(State(ui): State<Ui>, SignedInAdmin(me): SignedInAdmin, Form(f
 }
 
 #[derive(Deserialize)]
-pub struct RunForm {
+pub(crate) struct RunForm {
     #[serde(default)]
     pub(crate) dry_run: Option<String>,
 }

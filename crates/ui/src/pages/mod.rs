@@ -1,6 +1,7 @@
 //! One module per area of the UI; handlers are thin: extract, call core, render.
 
 pub mod directory;
+pub mod entra;
 pub mod groups;
 pub mod locations;
 pub mod me;
