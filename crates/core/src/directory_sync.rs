@@ -81,8 +81,8 @@ pub(crate) enum Target {
 /// An open directory session.
 enum Conn {
     /// The connection, and the attribute tokens are kept in.
-    Ldap(SyncConnection, String),
-    Entra(GraphConnection),
+    Ldap(Box<SyncConnection>, String),
+    Entra(Box<GraphConnection>),
 }
 
 impl Conn {
@@ -90,9 +90,9 @@ impl Conn {
         Ok(match target {
             Target::Ldap(src) => {
                 let attribute = src.provisioning_attribute.clone().unwrap_or_default();
-                Conn::Ldap(SyncConnection::open(src).await?, attribute)
+                Conn::Ldap(Box::new(SyncConnection::open(src).await?), attribute)
             }
-            Target::Entra(src) => Conn::Entra(GraphConnection::open(src).await?),
+            Target::Entra(src) => Conn::Entra(Box::new(GraphConnection::open(src).await?)),
         })
     }
 
@@ -123,7 +123,7 @@ impl Conn {
 
     async fn close(self) {
         if let Conn::Ldap(c, _) = self {
-            c.close().await;
+            (*c).close().await;
         }
     }
 }

@@ -219,8 +219,9 @@ async fn token(State((st, _)): State<(Shared, String)>, Form(f): Form<HashMap<St
     Json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599, "access_token": t})).into_response()
 }
 
-/// Counts the request, then checks throttling, the token and the permission (any of `need`).
-fn admit(s: &mut GraphState, headers: &HeaderMap, need: &[&str]) -> Result<(), Response> {
+/// Counts the request, then checks throttling, the token and the permission (any of
+/// `need`): the refusal, if any.
+fn admit(s: &mut GraphState, headers: &HeaderMap, need: &[&str]) -> Option<Response> {
     s.requests += 1;
     match s.expire_after {
         Some(0) => {
@@ -239,24 +240,24 @@ fn admit(s: &mut GraphState, headers: &HeaderMap, need: &[&str]) -> Result<(), R
             "Too many requests have been made; retry after the time in the Retry-After header.",
         );
         r.headers_mut().insert("retry-after", "1".parse().unwrap());
-        return Err(r);
+        return Some(r);
     }
     let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     if !bearer.is_some_and(|t| s.tokens.contains(t)) {
-        return Err(error(
+        return Some(error(
             StatusCode::UNAUTHORIZED,
             "InvalidAuthenticationToken",
             "Lifetime validation failed, the token is expired.",
         ));
     }
     if !need.is_empty() && !need.iter().any(|p| s.permissions.contains(*p)) {
-        return Err(error(
+        return Some(error(
             StatusCode::FORBIDDEN,
             "Authorization_RequestDenied",
             "Insufficient privileges to complete the operation.",
         ));
     }
-    Ok(())
+    None
 }
 
 /// The `$select`ed view of a user; custom security attributes only to an app that may read them.
@@ -320,7 +321,7 @@ async fn list_users(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let mut s = st.lock().unwrap();
-    if let Err(r) = admit(&mut s, &headers, &[READ_USERS]) {
+    if let Some(r) = admit(&mut s, &headers, &[READ_USERS]) {
         return r;
     }
     let items: Vec<Value> = s.users.keys().map(|id| view(&s, id, q.get("$select").map(String::as_str))).collect();
@@ -344,7 +345,7 @@ async fn get_user(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let mut s = st.lock().unwrap();
-    if let Err(r) = admit(&mut s, &headers, &[READ_USERS]) {
+    if let Some(r) = admit(&mut s, &headers, &[READ_USERS]) {
         return r;
     }
     match find(&s, &id) {
@@ -360,7 +361,7 @@ async fn patch_user(
     Json(body): Json<Value>,
 ) -> Response {
     let mut s = st.lock().unwrap();
-    if let Err(r) = admit(&mut s, &headers, &[WRITE_ATTRIBUTES]) {
+    if let Some(r) = admit(&mut s, &headers, &[WRITE_ATTRIBUTES]) {
         return r;
     }
     let Some(id) = find(&s, &id) else {
@@ -414,7 +415,7 @@ async fn find_groups(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let mut s = st.lock().unwrap();
-    if let Err(r) = admit(&mut s, &headers, &[READ_MEMBERS]) {
+    if let Some(r) = admit(&mut s, &headers, &[READ_MEMBERS]) {
         return r;
     }
     let filter = q.get("$filter").map(String::as_str).unwrap_or("");
@@ -438,7 +439,7 @@ async fn transitive_members(
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     let mut s = st.lock().unwrap();
-    if let Err(r) = admit(&mut s, &headers, &[READ_MEMBERS]) {
+    if let Some(r) = admit(&mut s, &headers, &[READ_MEMBERS]) {
         return r;
     }
     if !s.groups.contains_key(&id) {
