@@ -95,6 +95,81 @@ mod tests {
         assert!(local_config(&v6).unwrap().contains("Endpoint = [fd00::1]:51820\n"));
     }
 
+    /// The text as wg-quick reads it: `(section, key, value)` per line.
+    fn read_back(text: &str) -> Vec<(String, String, String)> {
+        let mut section = String::new();
+        let mut out = vec![];
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            if let Some(s) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                section = s.to_owned();
+                continue;
+            }
+            let (k, v) = line.split_once(" = ").expect("key = value");
+            out.push((section.clone(), k.to_owned(), v.to_owned()));
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// Whatever a server sends, the text is either refused or holds exactly the expected
+        /// keys, once each, in their sections: nothing else (no hooks) can get in.
+        #[test]
+        fn hostile_fields_never_add_a_line(
+            dns in "\\PC{0,30}|[0-9.]{7,15}",
+            endpoint in "\\PC{0,30}|[a-z.]{3,20}:[0-9]{1,5}",
+            allowed in "\\PC{0,30}|10\\.[0-9]{1,3}\\.0\\.0/16",
+            assigned in "\\PC{0,20}|10\\.1\\.[0-9]{1,3}\\.[0-9]{1,3}",
+            keepalive in -5i32..70_000,
+        ) {
+            let mut c = location();
+            (c.dns, c.endpoint, c.allowed_ips, c.assigned_ip, c.keepalive_interval) =
+                (Some(dns), endpoint, allowed, assigned, keepalive);
+            if let Ok(text) = local_config(&c) {
+                let keys: Vec<(String, String)> = read_back(&text).into_iter().map(|(s, k, _)| (s, k)).collect();
+                for (section, key) in &keys {
+                    let allowed = match section.as_str() {
+                        "Interface" => ["PrivateKey", "Address", "DNS"].contains(&key.as_str()),
+                        "Peer" => ["PublicKey", "AllowedIPs", "Endpoint", "PersistentKeepalive"].contains(&key.as_str()),
+                        _ => false,
+                    };
+                    proptest::prop_assert!(allowed, "{section}.{key} in {text:?}");
+                    proptest::prop_assert_eq!(keys.iter().filter(|k| *k == &(section.clone(), key.clone())).count(), 1);
+                }
+            }
+        }
+
+        /// Valid fields always build, and the text reads back to the same values.
+        #[test]
+        fn valid_fields_read_back(
+            ip in (1u8..255, 0u8..255, 1u8..255),
+            nets in proptest::collection::vec((1u8..224, 0u8..255, 8u8..=24), 0..4),
+            dns in proptest::option::of((1u8..224, 0u8..255)),
+            host in "[a-z][a-z0-9]{0,15}\\.[a-z]{2,5}",
+            port in 1u16..,
+            keepalive in 0i32..=65535,
+        ) {
+            let mut c = location();
+            c.assigned_ip = format!("10.{}.{}.{}", ip.0, ip.1, ip.2);
+            let nets: Vec<ipnet::Ipv4Net> = nets
+                .iter()
+                .map(|(a, b, len)| ipnet::Ipv4Net::new(std::net::Ipv4Addr::new(*a, *b, 0, 0), *len).unwrap().trunc())
+                .collect();
+            c.allowed_ips = nets.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+            c.dns = dns.map(|(a, b)| format!("{a}.{b}.0.53"));
+            c.endpoint = format!("{host}:{port}");
+            c.keepalive_interval = keepalive;
+            let text = local_config(&c).unwrap();
+            let read = read_back(&text);
+            let get = |k: &str| read.iter().find(|(_, key, _)| key == k).map(|(_, _, v)| v.clone());
+            proptest::prop_assert_eq!(get("Address"), Some(c.assigned_ip.clone()));
+            proptest::prop_assert_eq!(get("DNS"), c.dns.clone());
+            proptest::prop_assert_eq!(get("Endpoint"), Some(c.endpoint.clone()));
+            proptest::prop_assert_eq!(get("PersistentKeepalive"), Some(keepalive.to_string()));
+            proptest::prop_assert_eq!(get("AllowedIPs"), (!nets.is_empty()).then(|| c.allowed_ips.clone()));
+            proptest::prop_assert_eq!(get("PublicKey"), Some(c.pubkey.clone()));
+        }
+    }
+
     #[test]
     fn a_line_smuggled_into_a_field_is_refused() {
         type Change = fn(&mut DeviceConfig);

@@ -75,5 +75,23 @@ mod tests {
         fn hours_roundtrip(n in 1i64..8000) {
             prop_assert_eq!(parse_lifetime("t", &format!("{n}h")).unwrap(), n * 3600);
         }
+
+        /// Every unit: accepted exactly when positive and at most a year, then the seconds
+        /// are the number times the unit; blanks around are allowed.
+        #[test]
+        fn every_unit_round_trips(n in 0i64..2_000_000, unit in 0usize..5, pad in "[ \t]{0,2}") {
+            let (u, mult) = [("s", 1), ("m", 60), ("h", 3600), ("d", 86_400), ("w", 604_800)][unit];
+            let r = parse_lifetime("t", &format!("{pad}{n}{u}{pad}"));
+            let secs = n * mult;
+            if secs > 0 && secs <= 366 * 86_400 {
+                prop_assert_eq!(r.unwrap(), secs);
+                // Its human form names a whole number of one unit.
+                let h = humanize(secs);
+                let (num, _) = h.split_once(' ').unwrap();
+                prop_assert!(num.parse::<i64>().unwrap() > 0, "{}", h);
+            } else {
+                prop_assert!(r.is_err());
+            }
+        }
     }
 }

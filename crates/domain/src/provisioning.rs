@@ -270,6 +270,54 @@ mod tests {
             }
         }
 
+        /// Every accepted shape (UTF-8 with or without BOM, UTF-16 LE/BE with BOM, compact or
+        /// pretty, keys in any order, unknown keys, blanks around values) reads back the same
+        /// file; the directory attribute's camelCase form too.
+        #[test]
+        fn every_accepted_shape_round_trips(
+            token in "[A-Za-z0-9]{32}",
+            host in "[a-z][a-z0-9-]{0,20}(\\.[a-z]{2,6}){1,2}",
+            path in "(/[a-zA-Z0-9_-]{1,8}){0,3}/?",
+            encoding in 0usize..4,
+            pretty in any::<bool>(),
+            extra in proptest::option::of("[a-z_]{1,10}"),
+            pad in "[ \t]{0,2}",
+        ) {
+            let url = format!("https://{host}{path}");
+            let file = ProvisioningFile { enrollment_token: token.clone(), enrollment_url: url.clone() };
+            let mut v = serde_json::to_value(&file).unwrap();
+            if let Some(k) = extra.filter(|k| !k.starts_with("enrollment")) {
+                v[k] = serde_json::json!({"ignored": [1, 2]});
+            }
+            v["enrollment_token"] = serde_json::json!(format!("{pad}{token}{pad}"));
+            let text = if pretty { serde_json::to_string_pretty(&v).unwrap() } else { v.to_string() };
+            let bytes: Vec<u8> = match encoding {
+                0 => text.clone().into_bytes(),
+                1 => [&[0xEF, 0xBB, 0xBF][..], text.as_bytes()].concat(),
+                le_or_be => {
+                    let be = le_or_be == 3;
+                    let mut b = if be { vec![0xFE, 0xFF] } else { vec![0xFF, 0xFE] };
+                    for u in text.encode_utf16() {
+                        b.extend_from_slice(&if be { u.to_be_bytes() } else { u.to_le_bytes() });
+                    }
+                    b
+                }
+            };
+            prop_assert_eq!(parse_provisioning(&bytes, false).unwrap(), file.clone());
+            // Written back by the client (serde), it parses to the same file again.
+            let written = serde_json::to_vec(&file).unwrap();
+            prop_assert_eq!(parse_provisioning(&written, false).unwrap(), file.clone());
+            let attr = serde_json::to_string(&DirectoryAttribute { enrollment_url: url, enrollment_token: token }).unwrap();
+            prop_assert_eq!(parse_directory_attribute(&attr, false).unwrap(), file);
+        }
+
+        #[test]
+        fn directory_attributes_never_panic(text in "\\PC{0,120}") {
+            if let Err(e) = parse_directory_attribute(&text, true) {
+                prop_assert!(!e.to_string().is_empty());
+            }
+        }
+
         #[test]
         fn wrong_shaped_tokens_are_refused(t in "[A-Za-z0-9!-]{0,40}") {
             let text = format!(r#"{{"enrollment_token":"{t}","enrollment_url":"https://e/"}}"#);

@@ -194,6 +194,25 @@ mod tests {
     proptest! {
         /// Whatever the state, a start never yields a deadline in the past, and a resumed
         /// session keeps the deadline it had.
+        /// Generated tokens are well formed and their hash is stable; a user's copy with
+        /// blanks around is the same token; kinds read back from their names.
+        #[test]
+        fn token_formats_round_trip(seed in any::<u64>(), kind in 0usize..4) {
+            use rand::SeedableRng;
+            let t = TokenSecret::generate(&mut rand::rngs::StdRng::seed_from_u64(seed));
+            prop_assert!(is_well_formed(t.expose()));
+            prop_assert_eq!(TokenSecret::from_user(&format!(" {}\n", t.expose())).hash(), t.hash());
+            prop_assert_eq!(t.hash(), hash_secret(t.expose()));
+            let k = [TokenKind::Enrollment, TokenKind::DesktopConfig, TokenKind::PasswordReset, TokenKind::NetworkDevice][kind];
+            prop_assert_eq!(TokenKind::parse(k.as_str()), Some(k));
+        }
+
+        #[test]
+        fn token_shapes_never_panic(s in "\\PC{0,40}") {
+            prop_assert_eq!(is_well_formed(&s), s.len() == TOKEN_LEN && s.chars().all(|c| c.is_ascii_alphanumeric()));
+            prop_assert_eq!(TokenKind::parse(&s).map(TokenKind::as_str), Some(s.as_str()).filter(|s| TokenKind::parse(s).is_some()));
+        }
+
         #[test]
         fn deadlines_are_future(exp in 0i64..2000, dl in proptest::option::of(0i64..2000), now in 0i64..2000, sess in 1i64..1000) {
             let t = TokenTimes { expires_at: exp, session_deadline: dl, used_at: None, revoked_at: None };

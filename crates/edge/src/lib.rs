@@ -2,6 +2,7 @@
 //! long-lived secret: every request becomes one [`EdgeRequest`] sent to core through a
 //! [`CoreLink`], so a compromised edge can only do what the enrollment API allows.
 
+mod docs;
 mod limit;
 
 use axum::extract::{ConnectInfo, FromRequest, Request, State};
@@ -66,6 +67,7 @@ pub fn router(link: Arc<dyn CoreLink>, cfg: EdgeConfig) -> Router {
         .route("/password-reset/reset", post(password_reset))
         .route("/health", get(health))
         .route("/info", get(info))
+        .route("/openapi.json", get(docs::openapi_json))
         .fallback(|| async { edge_error(StatusCode::NOT_FOUND, "not found") })
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard));
     Router::new()
@@ -200,11 +202,20 @@ fn missing_session() -> Response {
     edge_error(StatusCode::UNAUTHORIZED, "invalid token")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct StartBody {
     token: String,
 }
 
+/// Start an enrollment
+///
+/// Opens a session for the token (valid for the session lifetime) and returns the user,
+/// the instance and the admin's contact. Sets the `defguard_proxy` session cookie.
+#[utoipa::path(post, path = "/api/v1/enrollment/start", tag = "enrollment", request_body = StartBody,
+    responses((status = 200, body = onramp_proto::EnrollmentStartResponse), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, description = "unknown, used, revoked or expired token", body = onramp_proto::EdgeError),
+        (status = 403, body = onramp_proto::EdgeError), (status = 429, body = onramp_proto::EdgeError),
+        (status = 503, body = onramp_proto::EdgeError)))]
 async fn start(State(s): State<EdgeState>, req: Request) -> Response {
     let m = meta(&s.cfg, &req);
     let b: StartBody = match body(req).await {
@@ -254,7 +265,7 @@ fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ActivateBody {
     password: String,
     #[serde(default)]
@@ -263,6 +274,14 @@ struct ActivateBody {
     token: Option<String>,
 }
 
+/// Set the password
+///
+/// Activates the user of the session (cookie or `token`) with a password that meets the
+/// policy, and optionally a phone number. 200 with an empty body.
+#[utoipa::path(post, path = "/api/v1/enrollment/activate_user", tag = "enrollment", request_body = ActivateBody,
+    responses((status = 200, description = "activated"), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, body = onramp_proto::EdgeError), (status = 403, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn activate_user(State(s): State<EdgeState>, req: Request) -> Response {
     let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
     let b: ActivateBody = match body(req).await {
@@ -275,7 +294,7 @@ async fn activate_user(State(s): State<EdgeState>, req: Request) -> Response {
         .map_or_else(|r| r, reply)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct DeviceBody {
     #[serde(default)]
     name: String,
@@ -284,6 +303,14 @@ struct DeviceBody {
     token: Option<String>,
 }
 
+/// Register a device
+///
+/// Registers the device's public key (the private key never leaves the machine) and
+/// returns its configuration for every location the user may use, and a polling token.
+#[utoipa::path(post, path = "/api/v1/enrollment/create_device", tag = "enrollment", request_body = DeviceBody,
+    responses((status = 200, body = onramp_proto::DeviceConfigResponse), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, body = onramp_proto::EdgeError), (status = 403, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn create_device(State(s): State<EdgeState>, req: Request) -> Response {
     let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
     let b: DeviceBody = match body(req).await {
@@ -294,13 +321,18 @@ async fn create_device(State(s): State<EdgeState>, req: Request) -> Response {
     forward(&s, EdgeCall::CreateDevice { token, name: b.name, pubkey: b.pubkey }, m).await.map_or_else(|r| r, reply)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct NetworkInfoBody {
     pubkey: String,
     #[serde(default)]
     token: Option<String>,
 }
 
+/// A registered device's configuration
+#[utoipa::path(post, path = "/api/v1/enrollment/network_info", tag = "enrollment", request_body = NetworkInfoBody,
+    responses((status = 200, body = onramp_proto::DeviceConfigResponse), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, body = onramp_proto::EdgeError), (status = 404, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn network_info(State(s): State<EdgeState>, req: Request) -> Response {
     let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
     let b: NetworkInfoBody = match body(req).await {
@@ -311,11 +343,18 @@ async fn network_info(State(s): State<EdgeState>, req: Request) -> Response {
     forward(&s, EdgeCall::NetworkInfo { token, pubkey: b.pubkey }, m).await.map_or_else(|r| r, reply)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct PollBody {
     token: String,
 }
 
+/// Poll for configuration changes
+///
+/// With the device's polling token: the current configuration of every location.
+#[utoipa::path(post, path = "/api/v1/poll", tag = "client", request_body = PollBody,
+    responses((status = 200, body = docs::PollResponse), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, body = onramp_proto::EdgeError), (status = 403, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn poll(State(s): State<EdgeState>, req: Request) -> Response {
     let m = meta(&s.cfg, &req);
     let b: PollBody = match body(req).await {
@@ -325,12 +364,17 @@ async fn poll(State(s): State<EdgeState>, req: Request) -> Response {
     forward(&s, EdgeCall::Poll { token: b.token }, m).await.map_or_else(|r| r, reply)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct EmailBody {
     email: String,
 }
 
+/// Request a password reset e-mail
+///
 /// Always 200 with an empty body: whether the address is known is not revealed.
+#[utoipa::path(post, path = "/api/v1/password-reset/request", tag = "password reset", request_body = EmailBody,
+    responses((status = 200, description = "accepted"), (status = 400, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn password_reset_request(State(s): State<EdgeState>, req: Request) -> Response {
     let m = meta(&s.cfg, &req);
     let b: EmailBody = match body(req).await {
@@ -344,6 +388,13 @@ async fn password_reset_request(State(s): State<EdgeState>, req: Request) -> Res
     }
 }
 
+/// Start a password reset
+///
+/// Opens a reset session for the e-mailed token; sets the `onramp_reset` cookie.
+#[utoipa::path(post, path = "/api/v1/password-reset/start", tag = "password reset", request_body = StartBody,
+    responses((status = 200, body = docs::ResetStartResponse), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, body = onramp_proto::EdgeError), (status = 403, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn password_reset_start(State(s): State<EdgeState>, req: Request) -> Response {
     let m = meta(&s.cfg, &req);
     let b: StartBody = match body(req).await {
@@ -355,13 +406,18 @@ async fn password_reset_start(State(s): State<EdgeState>, req: Request) -> Respo
     with_session_cookie(&s, forward(&s, call, m).await, RESET_COOKIE, &session)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct ResetBody {
     password: String,
     #[serde(default)]
     token: Option<String>,
 }
 
+/// Set the new password
+#[utoipa::path(post, path = "/api/v1/password-reset/reset", tag = "password reset", request_body = ResetBody,
+    responses((status = 200, description = "changed"), (status = 400, body = onramp_proto::EdgeError),
+        (status = 401, body = onramp_proto::EdgeError), (status = 403, body = onramp_proto::EdgeError),
+        (status = 429, body = onramp_proto::EdgeError), (status = 503, body = onramp_proto::EdgeError)))]
 async fn password_reset(State(s): State<EdgeState>, req: Request) -> Response {
     let (m, headers) = (meta(&s.cfg, &req), req.headers().clone());
     let b: ResetBody = match body(req).await {
@@ -396,6 +452,9 @@ async fn asset(axum::extract::Path(file): axum::extract::Path<String>) -> Respon
     ([(header::CONTENT_TYPE, ct)], body).into_response()
 }
 
+/// Whether the edge is connected to core
+#[utoipa::path(get, path = "/api/v1/health", tag = "service",
+    responses((status = 200, body = docs::Health), (status = 503, body = docs::Health)))]
 async fn health(State(s): State<EdgeState>) -> Response {
     if s.link.connected() {
         (StatusCode::OK, Json(json!({ "status": "ok", "core": "connected" }))).into_response()
@@ -405,6 +464,8 @@ async fn health(State(s): State<EdgeState>) -> Response {
     }
 }
 
+/// The edge's version
+#[utoipa::path(get, path = "/api/v1/info", tag = "service", responses((status = 200, body = docs::Info)))]
 async fn info() -> Json<Value> {
     Json(json!({ "version": env!("CARGO_PKG_VERSION") }))
 }

@@ -5,10 +5,20 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-/// Error body of the edge API: `{"error": "<message>"}`.
+/// Error body of the edge API: `{"error": "<message>"}`, the message clients match on
+/// ("invalid token", "token expired", ...). Onramp adds what a person needs to read.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct EdgeError {
     pub error: String,
+    /// Onramp: a stable code telling the cases apart (`token_used`, `token_revoked`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Onramp: a sentence for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// Onramp: whom to ask for a new token, on a refused start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<AdminInfo>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, ToSchema)]

@@ -1,20 +1,29 @@
 //! Directory sync benchmark: 10,000 users in a real slapd (one synced group), synced into a
 //! real `onramp serve` through `POST /api/v1/directory/sync`, on SQLite and PostgreSQL:
 //! from nothing, then again with nothing changed; and the same with the provisioning
-//! attribute on (a token issued and written per user, then checked for freshness). Prints
-//! the wall time and the LDAP round trips of each run.
+//! attribute on (a token issued and written per user, then checked for freshness). Then the
+//! same against the Graph-shaped test server for Entra ID (in this process, on loopback).
+//! Prints the wall time and the LDAP / Graph round trips of each run.
 //!
 //! Run: `cargo bench -p onramp-server --bench directory_sync` (env BENCH_USERS,
-//! BENCH_BACKENDS=sqlite,postgres). Needs slapd and ldap-utils.
+//! BENCH_BACKENDS=sqlite,postgres, BENCH_DIRECTORIES=ldap,entra). Needs slapd and ldap-utils.
 
 mod common;
 
 use common::Proc;
+use onramp_testkit::graph::FakeGraph;
 use onramp_testkit::ldap::{Slapd, GROUPS_DN, SYNC_DN, SYNC_PASSWORD, USERS_DN};
 use serde_json::{json, Value};
 use std::time::Instant;
 
+/// Where the users come from.
+enum Directory<'a> {
+    Ldap(&'a Slapd),
+    Entra(&'a FakeGraph),
+}
+
 struct Row {
+    directory: &'static str,
     backend: &'static str,
     run: &'static str,
     secs: f64,
@@ -49,19 +58,37 @@ fn counts(v: &Value) -> String {
 async fn run(
     backend: &'static str,
     env: Vec<(String, String)>,
-    slapd: &Slapd,
+    source: &Directory<'_>,
     dir: &std::path::Path,
     attribute: bool,
 ) -> Vec<Row> {
     let (server, base, token): (Proc, String, String) = common::serve_core(env);
-    let pw = dir.join(format!("bind-pw-{backend}-{attribute}"));
-    std::fs::write(&pw, SYNC_PASSWORD).unwrap();
     let c = reqwest::Client::new();
-    let patch = json!({
-        "enrollment": {"directory_invite_attribute": attribute},
-        "directory": {"url": slapd.url(), "bind_dn": SYNC_DN, "password_file": pw, "user_base": USERS_DN,
-                      "group_base": GROUPS_DN, "sync_groups": ["staff"], "page_size": 1000}
-    });
+    let patch = match source {
+        Directory::Ldap(slapd) => {
+            let pw = dir.join(format!("bind-pw-{backend}-{attribute}"));
+            std::fs::write(&pw, SYNC_PASSWORD).unwrap();
+            json!({
+                "enrollment": {"directory_invite_attribute": attribute},
+                "directory": {"url": slapd.url(), "bind_dn": SYNC_DN, "password_file": pw, "user_base": USERS_DN,
+                              "group_base": GROUPS_DN, "sync_groups": ["staff"], "page_size": 1000}
+            })
+        }
+        Directory::Entra(graph) => {
+            let secret = dir.join("entra-secret");
+            std::fs::write(&secret, onramp_testkit::graph::CLIENT_SECRET).unwrap();
+            json!({
+                "enrollment": {"directory_invite_attribute": attribute},
+                "entra": {"tenant": onramp_testkit::graph::TENANT, "client_id": onramp_testkit::graph::CLIENT_ID,
+                          "client_secret_file": secret, "graph_url": graph.url, "login_url": graph.url,
+                          "sync_groups": ["staff"]}
+            })
+        }
+    };
+    let directory = match source {
+        Directory::Ldap(_) => "LDAP",
+        Directory::Entra(_) => "Entra ID",
+    };
     let r = c.patch(format!("{base}/api/v1/settings")).bearer_auth(&token).json(&patch).send().await.unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
     let mut rows = vec![];
@@ -74,6 +101,7 @@ async fn run(
     for first in [true, false] {
         let (secs, v) = sync(&c, &base, &token).await;
         rows.push(Row {
+            directory,
             backend,
             run: label(first),
             secs,
@@ -88,7 +116,13 @@ async fn run(
 fn main() {
     let users: usize = std::env::var("BENCH_USERS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
     let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "sqlite,postgres".into());
+    let directories = std::env::var("BENCH_DIRECTORIES").unwrap_or_else(|_| "ldap,entra".into());
     let rt = tokio::runtime::Runtime::new().unwrap();
+    let graph = rt.block_on(FakeGraph::start());
+    let ids: Vec<String> = (0..users)
+        .map(|i| graph.add_user(&format!("user{i:05}@contoso.com"), "User", &format!("N{i}"), None))
+        .collect();
+    graph.add_group("staff", &ids.iter().map(String::as_str).collect::<Vec<_>>());
     let slapd = Slapd::start();
     let load = Instant::now();
     let mut members = Vec::with_capacity(users);
@@ -106,27 +140,45 @@ fn main() {
     eprintln!("loaded {users} users into slapd in {:.1} s", load.elapsed().as_secs_f64());
     let dir = tempfile::tempdir().unwrap();
     let mut rows = vec![];
-    for attribute in [false, true] {
-        if backends.contains("sqlite") {
-            let data = dir.path().join(format!("sqlite-{attribute}"));
-            std::fs::create_dir_all(&data).unwrap();
-            let env = vec![("ONRAMP_DATA_DIR".into(), data.display().to_string())];
-            rows.extend(rt.block_on(run("sqlite", env, &slapd, dir.path(), attribute)));
-        }
-        if backends.contains("postgres") {
-            let pg = rt.block_on(onramp_testkit::pg::fresh_database_url());
-            let data = dir.path().join(format!("pg-{attribute}"));
-            std::fs::create_dir_all(&data).unwrap();
-            let env = vec![("ONRAMP_DATABASE_URL".into(), pg), ("ONRAMP_DATA_DIR".into(), data.display().to_string())];
-            rows.extend(rt.block_on(run("postgres", env, &slapd, dir.path(), attribute)));
+    let mut sources = vec![];
+    if directories.contains("ldap") {
+        sources.push(("ldap", Directory::Ldap(&slapd)));
+    }
+    if directories.contains("entra") {
+        sources.push(("entra", Directory::Entra(&graph)));
+    }
+    for (name, source) in &sources {
+        for attribute in [false, true] {
+            if backends.contains("sqlite") {
+                let data = dir.path().join(format!("{name}-sqlite-{attribute}"));
+                std::fs::create_dir_all(&data).unwrap();
+                let env = vec![("ONRAMP_DATA_DIR".into(), data.display().to_string())];
+                rows.extend(rt.block_on(run("sqlite", env, source, dir.path(), attribute)));
+            }
+            if backends.contains("postgres") {
+                let pg = rt.block_on(onramp_testkit::pg::fresh_database_url());
+                let data = dir.path().join(format!("{name}-pg-{attribute}"));
+                std::fs::create_dir_all(&data).unwrap();
+                let env =
+                    vec![("ONRAMP_DATABASE_URL".into(), pg), ("ONRAMP_DATA_DIR".into(), data.display().to_string())];
+                rows.extend(rt.block_on(run("postgres", env, source, dir.path(), attribute)));
+            }
         }
     }
     println!();
-    println!("Directory sync of {users} users in one group (slapd on loopback, pages of 1,000)");
-    println!("| backend  | run                                            | time (s) | LDAP round trips | changes |");
-    println!("|----------|------------------------------------------------|---------:|-----------------:|---------|");
+    println!("Directory sync of {users} users in one group (slapd or the Graph-shaped server on loopback;");
+    println!("pages of 1,000 for LDAP, 999 for Graph)");
+    println!(
+        "| directory | backend  | run                                            | time (s) | round trips | changes |"
+    );
+    println!(
+        "|-----------|----------|------------------------------------------------|---------:|------------:|---------|"
+    );
     for r in rows {
-        println!("| {:<8} | {:<46} | {:>8.2} | {:>16} | {} |", r.backend, r.run, r.secs, r.round_trips, r.summary);
+        println!(
+            "| {:<9} | {:<8} | {:<46} | {:>8.2} | {:>11} | {} |",
+            r.directory, r.backend, r.run, r.secs, r.round_trips, r.summary
+        );
     }
     println!("Targets: from nothing < 30 s, nothing changed < 2 s.");
 }

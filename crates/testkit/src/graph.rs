@@ -284,18 +284,26 @@ fn view(s: &GraphState, id: &str, select: Option<&str>) -> Value {
     Value::Object(out)
 }
 
-/// A page of `items` from `skip`, and the next link.
-fn page(base: &str, path: &str, q: &HashMap<String, String>, items: Vec<Value>, default_top: usize) -> Response {
+/// A page of the `total` items from `$skiptoken`, built by `item(i)` (only the page's), and
+/// the next link.
+fn page(
+    base: &str,
+    path: &str,
+    q: &HashMap<String, String>,
+    total: usize,
+    item: impl Fn(usize) -> Value,
+    default_top: usize,
+) -> Response {
     let top = q.get("$top").and_then(|t| t.parse::<usize>().ok()).unwrap_or(default_top);
     if top == 0 || top > 999 {
         return error(StatusCode::BAD_REQUEST, "Request_UnsupportedQuery", "Invalid page size specified: '$top'.");
     }
     let skip =
         q.get("$skiptoken").and_then(|t| t.strip_prefix("X'")).and_then(|t| t.parse::<usize>().ok()).unwrap_or(0);
-    let end = (skip + top).min(items.len());
-    let mut body = json!({"@odata.context": format!("{base}/v1.0/$metadata#{path}"),
-        "value": items.get(skip..end).map(<[Value]>::to_vec).unwrap_or_default()});
-    if end < items.len() {
+    let end = (skip + top).min(total);
+    let value: Vec<Value> = (skip.min(end)..end).map(item).collect();
+    let mut body = json!({"@odata.context": format!("{base}/v1.0/$metadata#{path}"), "value": value});
+    if end < total {
         let mut params: Vec<(String, String)> =
             q.iter().filter(|(k, _)| k.as_str() != "$skiptoken").map(|(k, v)| (k.clone(), v.clone())).collect();
         params.sort();
@@ -324,8 +332,8 @@ async fn list_users(
     if let Some(r) = admit(&mut s, &headers, &[READ_USERS]) {
         return r;
     }
-    let items: Vec<Value> = s.users.keys().map(|id| view(&s, id, q.get("$select").map(String::as_str))).collect();
-    page(&base, "users", &q, items, 100)
+    let ids: Vec<&String> = s.users.keys().collect();
+    page(&base, "users", &q, ids.len(), |i| view(&s, ids[i], q.get("$select").map(String::as_str)), 100)
 }
 
 fn find(s: &GraphState, id: &str) -> Option<String> {
@@ -429,7 +437,7 @@ async fn find_groups(
         .filter(|(_, g)| g.name == name)
         .map(|(id, g)| json!({"id": id, "displayName": g.name}))
         .collect();
-    page(&base, "groups", &q, items, 100)
+    page(&base, "groups", &q, items.len(), |i| items[i].clone(), 100)
 }
 
 async fn transitive_members(
@@ -461,7 +469,7 @@ async fn transitive_members(
             }
         }
     }
-    let items: Vec<Value> = users.iter().map(|u| view(&s, u, q.get("$select").map(String::as_str))).collect();
+    let users: Vec<&String> = users.iter().collect();
     let path = format!("groups/{id}/transitiveMembers/microsoft.graph.user");
-    page(&base, &path, &q, items, 100)
+    page(&base, &path, &q, users.len(), |i| view(&s, users[i], q.get("$select").map(String::as_str)), 100)
 }
