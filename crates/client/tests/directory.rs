@@ -62,6 +62,30 @@ fn ldap_args(url: &str, user: &str, output: &Path) -> Vec<String> {
     .collect()
 }
 
+/// The first start in `data` (provisioning.json placed there), with a password from a file
+/// in `dir`: it must enroll into the location "office".
+async fn first_start(dir: &Path, data: &Path) {
+    let pw = dir.join("pw");
+    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
+    let r = client(
+        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
+        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+}
+
+/// Only the sync and the enrollment acted on `user`: no admin step.
+async fn assert_no_admin_step(app: &TestApp, user: &str) {
+    let (_, audit) = app.call("GET", "/api/v1/audit?limit=1000", None).await;
+    for e in audit.as_array().unwrap() {
+        if e["subject"] == user {
+            assert!(e["actor"] == "directory sync" || e["actor"] == "enrollment", "an admin step for {user}: {e}");
+        }
+    }
+}
+
 /// The user's own password, as the logged-on user would bind.
 fn password_env(user: &str) -> Vec<(&'static str, String)> {
     vec![("ONRAMP_LDAP_PASSWORD", format!("{user}-pw"))]
@@ -121,15 +145,7 @@ async fn server_writes_attribute_client_provisions_and_enrolls() {
     assert!(r.stderr.contains("--force"));
 
     // First start of the client enrolls from it.
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
-    let r = client(
-        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
-        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
-    )
-    .await;
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+    first_start(dir.path(), &data).await;
     app.stop().await;
 }
 
@@ -318,15 +334,7 @@ async fn a_person_added_to_the_directory_enrolls_with_no_admin_step() {
     let file = data.join("provisioning.json");
     let r = client(ldap_args(&slapd.url(), "zoe", &file), password_env("zoe")).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
-    let r = client(
-        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
-        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
-    )
-    .await;
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+    first_start(dir.path(), &data).await;
 
     // Enrolled: the next sync clears her attribute, and only one mail ever went out.
     let r = scheduled(300).await;
@@ -334,12 +342,7 @@ async fn a_person_added_to_the_directory_enrolls_with_no_admin_step() {
     assert_eq!(slapd.read_attribute("zoe", ATTR), None);
     assert_eq!(sink.messages().iter().filter(|m| m.subject.starts_with("Set up your VPN")).count(), 1);
     // No step above was an admin call for Zoe.
-    let (_, audit) = app.call("GET", "/api/v1/audit?limit=1000", None).await;
-    for e in audit.as_array().unwrap() {
-        if e["subject"] == "zoe" {
-            assert!(e["actor"] == "directory sync" || e["actor"] == "enrollment", "an admin step for zoe: {e}");
-        }
-    }
+    assert_no_admin_step(&app, "zoe").await;
     looping.abort();
     app.stop().await;
 }
@@ -418,25 +421,12 @@ async fn a_person_added_to_entra_enrolls_with_no_admin_step() {
     let r = client(args, vec![]).await;
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
     assert!(std::fs::read_to_string(&file).unwrap().contains(&token));
-    let pw = dir.path().join("pw");
-    std::fs::write(&pw, "Str0ng!Pass\n").unwrap();
-    let r = client(
-        vec!["start".into(), "--password-file".into(), pw.display().to_string()],
-        vec![("ONRAMP_CLIENT_DATA_DIR", data.display().to_string())],
-    )
-    .await;
-    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    assert!(r.stdout.contains("Enrolled") && r.stdout.contains("office"), "{}", r.stdout);
+    first_start(dir.path(), &data).await;
 
     // Enrolled: the next due sync clears her attributes.
     app.clock.clone().unwrap().advance(61);
     wait_for(|g, z| g.attributes(z).is_none(), zoe).await;
-    let (_, audit) = app.call("GET", "/api/v1/audit?limit=1000", None).await;
-    for e in audit.as_array().unwrap() {
-        if e["subject"] == "zoe" {
-            assert!(e["actor"] == "directory sync" || e["actor"] == "enrollment", "an admin step for zoe: {e}");
-        }
-    }
+    assert_no_admin_step(&app, "zoe").await;
     looping.abort();
     app.stop().await;
 }

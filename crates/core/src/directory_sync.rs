@@ -241,11 +241,15 @@ pub struct EffectiveDirectory {
 pub struct SyncReport {
     pub source: DirectorySource,
     pub dry_run: bool,
-    /// Entries the directory returned, and the LDAP requests the read took.
+    /// Entries the directory returned, and the requests (LDAP or Graph) the run took.
     pub users_read: usize,
     pub groups_read: usize,
     pub round_trips: u32,
     pub duration_ms: u64,
+    /// Of which reading the directory (sign-in or bind, and every page).
+    pub read_ms: u64,
+    /// Of which the invitations and the provisioning attributes (their checks and writes).
+    pub invite_ms: u64,
     pub groups_created: Vec<String>,
     pub created: Vec<String>,
     pub updated: Vec<UpdatedUser>,
@@ -302,6 +306,7 @@ impl SyncReport {
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "users_read": self.users_read, "round_trips": self.round_trips, "duration_ms": self.duration_ms,
+            "read_ms": self.read_ms, "invite_ms": self.invite_ms,
             "created": self.created.len(), "updated": self.updated.len(), "enabled": self.enabled.len(),
             "disabled": self.disabled.len(), "groups_created": self.groups_created.len(),
             "memberships_added": self.memberships_added.len(), "memberships_removed": self.memberships_removed.len(),
@@ -588,9 +593,11 @@ impl Core {
                 return Err(unavailable(e));
             }
         };
+        let read_ms = started.elapsed().as_millis() as u64;
         let known = self.known_for_sync(source).await?;
         let plan = plan_rules::plan(&snapshot, &known);
         let mut report = SyncReport::from_plan(source, &plan, dry_run);
+        report.read_ms = read_ms;
         report.users_read = conn.stats().user_entries;
         report.groups_read = conn.stats().group_entries;
         if !dry_run && !plan.is_empty() {
@@ -603,7 +610,9 @@ impl Core {
                 return Err(crate::users::last_admin("the directory sync".into()));
             }
         }
+        let inviting = std::time::Instant::now();
         self.invite(actor, job, &snapshot, &plan, &mut conn, &mut report).await?;
+        report.invite_ms = inviting.elapsed().as_millis() as u64;
         report.round_trips = conn.stats().round_trips;
         conn.close().await;
         report.duration_ms = started.elapsed().as_millis() as u64;

@@ -48,10 +48,12 @@ async fn sync(c: &reqwest::Client, base: &str, token: &str) -> (f64, Value) {
 fn counts(v: &Value) -> String {
     let n = |k: &str| v[k].as_array().map(|a| a.len()).unwrap_or(0);
     format!(
-        "created {}, memberships {}, attributes written {}",
+        "created {}, memberships {}, attributes written {}; read {} ms, invitations and attributes {} ms",
         n("created"),
         n("memberships_added"),
-        n("attributes_written")
+        n("attributes_written"),
+        v["read_ms"],
+        v["invite_ms"]
     )
 }
 

@@ -41,3 +41,34 @@ pub fn error_code(status: StatusCode, body: &Value, expected: StatusCode) -> Str
     assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "missing error message: {body}");
     body["code"].as_str().unwrap_or_else(|| panic!("missing code: {body}")).to_owned()
 }
+
+/// A location "office" (10.9.0.0/24) open to `group`, and a laptop for `username` in it;
+/// returns the location's id and the laptop's key.
+pub async fn laptop_in_group_location(app: &TestApp, group: &str, username: &str, seed: u8) -> (i64, String) {
+    let (s, loc) = app
+        .call(
+            "POST",
+            "/api/v1/location",
+            Some(json!({"name": "office", "address": "10.9.0.1/24", "endpoint": "vpn.example.com", "port": 51820,
+                        "allowed_groups": [group]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{loc}");
+    let key = pubkey(seed);
+    let body = json!({"username": username, "name": "laptop", "pubkey": key});
+    let (s, v) = app.call("POST", "/api/v1/device", Some(body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    (loc["id"].as_i64().unwrap(), key)
+}
+
+/// The keys of the location's peers, as its gateway gets them.
+pub async fn peer_keys(app: &TestApp, location: i64) -> Vec<String> {
+    app.core.store().gateway_peers(location).await.unwrap().into_iter().map(|(k, _)| k).collect()
+}
+
+/// A JSON array of strings, sorted.
+pub fn sorted_names(v: &Value) -> Vec<String> {
+    let mut n: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
+    n.sort();
+    n
+}

@@ -36,12 +36,6 @@ async fn synced(app: &TestApp) -> Value {
     r
 }
 
-fn names(v: &Value) -> Vec<String> {
-    let mut n: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
-    n.sort();
-    n
-}
-
 async fn user(app: &TestApp, name: &str) -> Value {
     let (s, v) = app.call("GET", &format!("/api/v1/user/{name}"), None).await;
     assert_eq!(s, StatusCode::OK, "{name}: {v}");
@@ -68,15 +62,15 @@ async fn entra_sync_follows_the_tenant(b: Backend) {
     // A dry run reads and writes nothing.
     let (s, dry) = sync(&app, true).await;
     assert_eq!(s, StatusCode::OK, "{dry}");
-    assert_eq!(names(&dry["created"]), ["ann", "bob", "eve"], "{dry}");
+    assert_eq!(sorted_names(&dry["created"]), ["ann", "bob", "eve"], "{dry}");
     assert_eq!(app.call("GET", "/api/v1/user/ann", None).await.0, StatusCode::NOT_FOUND);
 
     // Only Entra is configured: a sync that names no directory is Entra's.
     let (s, r) = app.call("POST", "/api/v1/directory/sync", None).await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(r["source"], "entra");
-    assert_eq!(names(&r["created"]), ["ann", "bob", "eve"], "{r}");
-    assert_eq!(names(&r["groups_created"]), ["VPN users"]);
+    assert_eq!(sorted_names(&r["created"]), ["ann", "bob", "eve"], "{r}");
+    assert_eq!(sorted_names(&r["groups_created"]), ["VPN users"]);
     assert_eq!(r["users_read"], 5, "{r}");
     // Sign-in, the group, its members (2 pages) and the users (3 pages of 2).
     assert!(r["round_trips"].as_u64().unwrap() >= 7, "{r}");
@@ -87,30 +81,14 @@ async fn entra_sync_follows_the_tenant(b: Backend) {
         (Some("Ann"), Some("Archer"), Some("ann@contoso.com"), Some("entra"))
     );
     let (_, group) = app.call("GET", "/api/v1/group/VPN users", None).await;
-    assert_eq!(names(&group["members"]), ["ann", "bob", "eve"], "{group}");
+    assert_eq!(sorted_names(&group["members"]), ["ann", "bob", "eve"], "{group}");
     assert_eq!(app.call("GET", "/api/v1/user/cat", None).await.0, StatusCode::NOT_FOUND);
     let again = synced(&app).await;
     assert!(again["created"].as_array().unwrap().is_empty() && again["updated"].as_array().unwrap().is_empty());
 
     // Bob has a device in a location open to the group: he is one of its peers.
-    let (s, loc) = app
-        .call(
-            "POST",
-            "/api/v1/location",
-            Some(json!({"name": "office", "address": "10.9.0.1/24", "endpoint": "vpn.example.com", "port": 51820,
-                        "allowed_groups": ["VPN users"]})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{loc}");
-    let location = loc["id"].as_i64().unwrap();
-    let key = pubkey(11);
-    let (s, v) =
-        app.call("POST", "/api/v1/device", Some(json!({"username": "bob", "name": "laptop", "pubkey": key}))).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let peers = || {
-        let store = app.core.store().clone();
-        async move { store.gateway_peers(location).await.unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>() }
-    };
+    let (location, key) = laptop_in_group_location(&app, "VPN users", "bob", 11).await;
+    let peers = || peer_keys(&app, location);
     assert_eq!(peers().await, vec![key.clone()]);
 
     // In Entra: Ann's surname and phone change, Bob leaves Engineering, Eve's account is
@@ -130,7 +108,7 @@ async fn entra_sync_follows_the_tenant(b: Backend) {
                {"username": "ann", "fields": ["last_name", "phone"]}]),
         "Dan, linked, takes his entry's values: {r}"
     );
-    assert_eq!(names(&r["created"]), ["cat"], "{r}");
+    assert_eq!(sorted_names(&r["created"]), ["cat"], "{r}");
     let disabled: Vec<(String, String)> = r["disabled"]
         .as_array()
         .unwrap()
@@ -151,7 +129,7 @@ async fn entra_sync_follows_the_tenant(b: Backend) {
     graph.add_member(&vpn, &bob);
     let r = synced(&app).await;
     assert_eq!(r["disabled"][0]["username"], "ann", "{r}");
-    assert_eq!(names(&r["enabled"]), ["bob"], "{r}");
+    assert_eq!(sorted_names(&r["enabled"]), ["bob"], "{r}");
     assert_eq!(peers().await, vec![key]);
     let (_, audit) = app.call("GET", "/api/v1/audit?action=directory.synced", None).await;
     assert!(audit.as_array().unwrap().iter().all(|e| e["subject"] == "entra"), "{audit}");
@@ -175,7 +153,7 @@ async fn entra_attributes_are_written_and_a_refused_write_stores_nothing() {
     assert_eq!(s, StatusCode::OK, "{v}");
 
     let r = synced(&app).await;
-    assert_eq!(names(&r["attributes_written"]), ["ann", "bob"], "{r}");
+    assert_eq!(sorted_names(&r["attributes_written"]), ["ann", "bob"], "{r}");
     let (token, url) = graph.attributes(&ann).expect("ann's attributes");
     assert!(url.starts_with("https://") && url.ends_with('/'), "{url}");
     // The written token is the one Onramp holds for Ann.

@@ -35,12 +35,6 @@ async fn synced(app: &TestApp) -> Value {
     r
 }
 
-fn names(v: &Value) -> Vec<String> {
-    let mut n: Vec<String> = v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect();
-    n.sort();
-    n
-}
-
 async fn user(app: &TestApp, name: &str) -> Value {
     let (s, v) = app.call("GET", &format!("/api/v1/user/{name}"), None).await;
     assert_eq!(s, StatusCode::OK, "{name}: {v}");
@@ -70,13 +64,13 @@ async fn sync_follows_the_directory(b: Backend) {
     let (s, dry) = sync(&app, true).await;
     assert_eq!(s, StatusCode::OK, "{dry}");
     assert_eq!(dry["dry_run"], true);
-    assert_eq!(names(&dry["created"]), ["ann", "bob"], "{dry}");
+    assert_eq!(sorted_names(&dry["created"]), ["ann", "bob"], "{dry}");
     assert_eq!(app.call("GET", "/api/v1/user/ann", None).await.0, StatusCode::NOT_FOUND);
     assert_eq!(app.call("GET", "/api/v1/group/staff", None).await.0, StatusCode::NOT_FOUND);
 
     let r = synced(&app).await;
-    assert_eq!(names(&r["created"]), ["ann", "bob"], "{r}");
-    assert_eq!(names(&r["groups_created"]), ["staff"]);
+    assert_eq!(sorted_names(&r["created"]), ["ann", "bob"], "{r}");
+    assert_eq!(sorted_names(&r["groups_created"]), ["staff"]);
     assert!(r["round_trips"].as_u64().unwrap() >= 3, "{r}");
     let conflicts = r["conflicts"].as_array().unwrap();
     assert_eq!(conflicts.len(), 1, "{r}");
@@ -88,32 +82,16 @@ async fn sync_follows_the_directory(b: Backend) {
         (Some("Ann"), Some("Archer"), Some("ann@example.com"), Some("ldap"))
     );
     let (_, staff) = app.call("GET", "/api/v1/group/staff", None).await;
-    assert_eq!(names(&staff["members"]), ["ann", "bob"], "nested eng counts, dan is local: {staff}");
+    assert_eq!(sorted_names(&staff["members"]), ["ann", "bob"], "nested eng counts, dan is local: {staff}");
     assert_eq!(app.call("GET", "/api/v1/user/cat", None).await.0, StatusCode::NOT_FOUND);
     // Nothing changed: a second sync writes nothing.
     let again = synced(&app).await;
     assert!(again["created"].as_array().unwrap().is_empty() && again["updated"].as_array().unwrap().is_empty());
 
     // Bob gets a device in a location open to staff: he is one of its peers.
-    let (s, loc) = app
-        .call(
-            "POST",
-            "/api/v1/location",
-            Some(json!({"name": "office", "address": "10.9.0.1/24", "endpoint": "vpn.example.com", "port": 51820,
-                        "allowed_groups": ["staff"]})),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{loc}");
-    let location = loc["id"].as_i64().unwrap();
-    let key = pubkey(7);
-    let (s, v) =
-        app.call("POST", "/api/v1/device", Some(json!({"username": "bob", "name": "laptop", "pubkey": key}))).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let peers = |app: &TestApp| {
-        let store = app.core.store().clone();
-        async move { store.gateway_peers(location).await.unwrap().into_iter().map(|(k, _)| k).collect::<Vec<_>>() }
-    };
-    assert_eq!(peers(&app).await, vec![key.clone()]);
+    let (location, key) = laptop_in_group_location(&app, "staff", "bob", 7).await;
+    let peers = || peer_keys(&app, location);
+    assert_eq!(peers().await, vec![key.clone()]);
 
     // In the directory: Ann's surname and phone change, Bob leaves eng (so staff; eng keeps
     // the sync account as a member, since groupOfNames needs one), Cat joins
@@ -143,14 +121,14 @@ async fn sync_follows_the_directory(b: Backend) {
     assert!(r["conflicts"].as_array().unwrap().is_empty(), "{r}");
     let dan = user(&app, "dan").await;
     assert_eq!((dan["first_name"].as_str(), dan["last_name"].as_str()), (Some("Dan"), Some("Dunn")), "linked: {dan}");
-    assert_eq!(names(&app.call("GET", "/api/v1/group/staff", None).await.1["members"]), ["ann", "dan"]);
+    assert_eq!(sorted_names(&app.call("GET", "/api/v1/group/staff", None).await.1["members"]), ["ann", "dan"]);
     assert_eq!(user(&app, "ann").await["phone"], "+48 600 100 200");
     let bob = user(&app, "bob").await;
     assert_eq!(bob["is_active"], false);
     // Bob's device stays (never deleted silently) but is no peer any more.
     let (_, devices) = app.call("GET", "/api/v1/device?username=bob", None).await;
     assert!(devices.to_string().contains(&key), "{devices}");
-    assert!(peers(&app).await.is_empty());
+    assert!(peers().await.is_empty());
 
     // Ann is disabled in the directory, then enabled again; an admin's own disable holds.
     let uac = |v: i32| {

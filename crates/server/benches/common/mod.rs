@@ -149,3 +149,38 @@ pub fn quantile_ms(samples: &mut [Duration], q: f64) -> f64 {
     let i = ((samples.len() - 1) as f64 * q).round() as usize;
     samples[i].as_secs_f64() * 1000.0
 }
+
+/// `onramp serve` (admin API on its own port, no embedded edge) and a standalone `onramp
+/// edge` it dials over the plaintext link on loopback; `core_env` adds the store settings.
+/// Returns both processes, the admin base URL (`http://.../api/v1`) and the edge's URL,
+/// once the edge answers its health check.
+pub async fn core_and_edge(mut core_env: Vec<(String, String)>, rate_limit: u32) -> (Proc, Proc, String, String) {
+    let (http, edge_port, link) = (free_port(), free_port(), free_port());
+    core_env.extend([
+        ("ONRAMP_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
+        ("ONRAMP_EDGE_ENABLED".into(), "false".into()),
+        ("ONRAMP_EDGE_URLS".into(), format!("http://127.0.0.1:{link}")),
+        ("ONRAMP_LINK_INSECURE".into(), "true".into()),
+        ("ONRAMP_PUBLIC_URL".into(), format!("http://127.0.0.1:{edge_port}")),
+    ]);
+    let core = Proc::spawn("serve", core_env);
+    core.wait_healthy();
+    let edge = Proc::spawn(
+        "edge",
+        vec![
+            ("ONRAMP_EDGE_ADDR".into(), format!("127.0.0.1:{edge_port}")),
+            ("ONRAMP_EDGE_LINK_ADDR".into(), format!("127.0.0.1:{link}")),
+            ("ONRAMP_LINK_INSECURE".into(), "true".into()),
+            ("ONRAMP_EDGE_RATE_LIMIT".into(), rate_limit.to_string()),
+        ],
+    );
+    let edge_url = format!("http://127.0.0.1:{edge_port}");
+    let c = reqwest::Client::new();
+    for _ in 0..200 {
+        match c.get(format!("{edge_url}/api/v1/health")).send().await {
+            Ok(r) if r.status().is_success() => break,
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    (core, edge, format!("http://127.0.0.1:{http}/api/v1"), edge_url)
+}
