@@ -14,8 +14,9 @@ pub enum FirstStart {
     Initialized,
     /// Not initialized, and no provisioning anywhere.
     NotProvisioned,
-    /// Enrolled from `found`, which was deleted when it was the user's own file.
-    Enrolled { found: Found, enrolled: Enrolled },
+    /// Enrolled from `found`, which was deleted when it was the user's own file (boxed:
+    /// the other cases carry nothing).
+    Enrolled { found: Found, enrolled: Box<Enrolled> },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,5 +49,5 @@ pub async fn first_start(
     ui.found(&found, &url);
     let enrolled = enroll::enroll(store, &url, &prov.enrollment_token, device, ui).await?;
     provision::consume(&found);
-    Ok(FirstStart::Enrolled { found, enrolled })
+    Ok(FirstStart::Enrolled { found, enrolled: Box::new(enrolled) })
 }
