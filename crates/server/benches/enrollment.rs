@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{concurrently, free_port, post, quantile_ms, Proc};
+use common::{argon2_bound, concurrently, free_port, post, quantile_ms, Proc};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -116,31 +116,6 @@ struct Row {
     p99: f64,
     cd_p50: f64,
     cd_p99: f64,
-}
-
-/// Password hashes per second with core's Argon2 parameters, one thread per CPU.
-fn argon2_bound() -> f64 {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let until = Instant::now() + Duration::from_secs(3);
-    let start = Instant::now();
-    let total: usize = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(move || {
-                    let mut n = 0;
-                    while Instant::now() < until {
-                        let salt = SaltString::generate(&mut OsRng);
-                        argon2::Argon2::default().hash_password(b"Str0ng!Password", &salt).unwrap();
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    total as f64 / start.elapsed().as_secs_f64()
 }
 
 async fn run() {
