@@ -224,8 +224,10 @@ impl Core {
     /// client cannot tell a lost answer from a refusal otherwise. Anything else is refused.
     async fn repeated_activation(&self, t: &TokenRow, user: &UserRow, password: String) -> CoreResult<()> {
         // The activation marks the session's token used; an enrolled user's desktop token
-        // never activates.
-        let this_session = t.kind == TokenKind::Enrollment.as_str() && t.used_at.is_some();
+        // never activates. The token may have been read just before the first copy
+        // committed (and the user just after), so an unused one is read again.
+        let used = t.used_at.is_some() || self.store().token_by_id(t.id).await?.used_at.is_some();
+        let this_session = t.kind == TokenKind::Enrollment.as_str() && used;
         if this_session && self.inner.passwords.verify(password, user.password_hash.clone()).await? {
             return Ok(());
         }
