@@ -138,17 +138,22 @@ impl EdgeClient {
                             .to_owned();
                         return Err(ApiError::Redirect { url: origin(&url), status, location });
                     }
-                    let v = crate::http::read_json(resp)
-                        .await
-                        .map_err(|e| ApiError::BadAnswer { url: origin(&url), message: e.to_string() })?;
-                    if (200..300).contains(&status) {
-                        return Ok(v);
+                    match crate::http::read_json(resp).await {
+                        Ok(v) if (200..300).contains(&status) => return Ok(v),
+                        Ok(v) => {
+                            let err = classify(&url, status, &v);
+                            if !matches!(status, 502..=504) || attempt >= self.retries {
+                                return Err(err);
+                            }
+                            err
+                        }
+                        // A connection lost mid-answer is a lost connection: sent again like
+                        // one (the calls that change state are safe to repeat in a session).
+                        Err(e @ crate::http::BodyError::Read(_)) if attempt < self.retries => {
+                            ApiError::Network { url: url.to_string(), message: e.to_string() }
+                        }
+                        Err(e) => return Err(ApiError::BadAnswer { url: origin(&url), message: e.to_string() }),
                     }
-                    let err = classify(&url, status, &v);
-                    if !matches!(status, 502..=504) || attempt >= self.retries {
-                        return Err(err);
-                    }
-                    err
                 }
                 Err(e) => {
                     let err = ApiError::Network { url: url.to_string(), message: onramp_proto::error_chain(&e) };
@@ -159,8 +164,11 @@ impl EdgeClient {
                 }
             };
             attempt += 1;
-            tracing::warn!(error = %retryable, retry_in = ?delay, "retrying");
-            tokio::time::sleep(delay).await;
+            // Jitter (half to all of the delay): a fleet that lost the edge at the same
+            // moment must not come back in lockstep.
+            let wait = jittered(delay);
+            tracing::warn!(error = %retryable, retry_in = ?wait, "retrying");
+            tokio::time::sleep(wait).await;
             delay = (delay * 2).min(Duration::from_secs(8));
         }
     }
@@ -200,6 +208,12 @@ impl EdgeClient {
             .map_err(|message| ApiError::BadAnswer { url: origin(&self.base), message })?;
         Ok(resp)
     }
+}
+
+/// A random wait between half of `delay` and all of it.
+fn jittered(delay: Duration) -> Duration {
+    use rand::Rng;
+    delay.mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
 }
 
 /// `Name <email>, phone`: one line naming an administrator.

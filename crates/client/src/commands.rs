@@ -6,6 +6,7 @@ use crate::output::{self, say, warn};
 use crate::prompt::{self, Terminal};
 use onramp_client::enroll::{self, EnrollError};
 use onramp_client::exit::Exit;
+use onramp_client::start::{self, FirstStart, FirstStartError};
 use onramp_client::tunnel::{self, ServiceClient, ServiceError};
 use onramp_client::{dirs, helper, ipc, provision, sync, ApiError, Settings, Store};
 use std::path::Path;
@@ -106,25 +107,22 @@ async fn command(
 ) -> Result<(), Failure> {
     match cmd {
         Command::Start { enroll, provisioning_file, watch, interval } => {
-            if !store.is_initialized().await? {
-                let found = provision::find(dir, provisioning_file.as_deref(), settings.allow_http)
-                    .map_err(|e| Failure(Exit::BadProvisioningFile, e.to_string()))?;
-                let Some((path, prov)) = found else {
+            let device = device_name(&enroll);
+            let mut ui = Terminal { password_file: enroll.password_file.clone(), admin: None };
+            let explicit = provisioning_file.as_deref();
+            match start::first_start(store, dir, explicit, settings, &device, &mut ui).await {
+                Ok(FirstStart::Enrolled { enrolled, .. }) => output::enrolled(&enrolled),
+                Ok(FirstStart::Initialized) => leftover_provisioning(dir, explicit, settings, store).await?,
+                Ok(FirstStart::NotProvisioned) => {
                     say(&format!(
                         "This client is not enrolled yet.\nAsk your administrator for an enrollment token, then run\n  \
                          onramp-client add-instance --url <ENROLLMENT URL> --token-file <FILE>\nor place provisioning.json in {}",
                         dir.display()
                     ));
                     return Ok(());
-                };
-                let url = onramp_domain::provisioning::check_url(&prov.enrollment_url, settings.allow_http)
-                    .map_err(|e| Failure(Exit::BadProvisioningFile, format!("{path}: {e}")))?;
-                say(&format!("Found {path}; enrolling at {url}"));
-                let done = enroll_with(store, &url, &prov.enrollment_token, &enroll).await?;
-                provision::consume(&path);
-                output::enrolled(&done);
-            } else {
-                leftover_provisioning(dir, provisioning_file.as_deref(), settings, store).await?;
+                }
+                Err(FirstStartError::File(e)) => return Err(Failure(Exit::BadProvisioningFile, e.to_string())),
+                Err(FirstStartError::Enroll(e)) => return Err(Failure::from(e).with_admin(ui.admin.as_deref())),
             }
             // The store may have changed (an enrollment, a sync by another command).
             refresh(store, service, false).await?;
@@ -345,17 +343,22 @@ async fn refresh(store: &Store, service: &ServiceClient, json: bool) -> Result<(
     Ok(())
 }
 
+/// The device name from the flags: chosen, a network device's, or the host name.
+fn device_name(args: &EnrollArgs) -> enroll::DeviceName {
+    match &args.device_name {
+        _ if args.network_device => enroll::DeviceName::network_device(),
+        Some(name) => enroll::DeviceName::Chosen(name.clone()),
+        None => enroll::DeviceName::from_host(),
+    }
+}
+
 async fn enroll_with(
     store: &Store,
     url: &url::Url,
     token: &str,
     args: &EnrollArgs,
 ) -> Result<enroll::Enrolled, Failure> {
-    let device = match &args.device_name {
-        _ if args.network_device => enroll::DeviceName::network_device(),
-        Some(name) => enroll::DeviceName::Chosen(name.clone()),
-        None => enroll::DeviceName::from_host(),
-    };
+    let device = device_name(args);
     let mut ui = Terminal { password_file: args.password_file.clone(), admin: None };
     let result = enroll::enroll(store, url, token, &device, &mut ui).await;
     result.map_err(|e| Failure::from(e).with_admin(ui.admin.as_deref()))

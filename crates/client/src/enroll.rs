@@ -22,12 +22,16 @@ pub enum EnrollError {
     Input(String),
 }
 
-/// What the enrollment needs from a person (or from flags in unattended runs).
-pub trait Interaction {
+/// What the enrollment needs from a person (or from flags in unattended runs). `Send`, so
+/// an enrollment can run as a task of a multi-threaded runtime (the fleet simulation runs
+/// thousands).
+pub trait Interaction: Send {
     /// Shows the user's data, the admin's contact and the session deadline.
     fn show_start(&mut self, start: &EnrollmentStartResponse);
     /// A new password meeting the policy; called only for users not enrolled yet.
     fn password(&mut self) -> Result<String, String>;
+    /// A first start found a provisioning pointing at `url` and is about to enroll.
+    fn found(&mut self, _source: &crate::provision::Found, _url: &url::Url) {}
 }
 
 #[derive(Debug)]

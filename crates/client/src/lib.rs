@@ -15,6 +15,7 @@ pub mod keys;
 pub mod provision;
 #[cfg(target_os = "linux")]
 pub mod service;
+pub mod start;
 pub mod store;
 pub mod sync;
 pub mod text;

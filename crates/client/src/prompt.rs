@@ -42,6 +42,10 @@ impl Interaction for Terminal {
         say(&format!("  this enrollment session ends in {} min {} s", left.max(0) / 60, left.max(0) % 60));
     }
 
+    fn found(&mut self, source: &onramp_client::provision::Found, url: &url::Url) {
+        say(&format!("Found {source}; enrolling at {url}"));
+    }
+
     fn password(&mut self) -> Result<String, String> {
         if let Some(f) = &self.password_file {
             let p = std::fs::read_to_string(f).map_err(|e| format!("{}: cannot be read: {e}", f.display()))?;

@@ -196,7 +196,7 @@ impl Core {
             AnySession::Network { .. } => return Err(no_account_to_activate()),
         };
         if user.enrolled || user.password_hash.is_some() {
-            return Err(CoreError::refused("already_activated", "this account is already activated"));
+            return self.repeated_activation(&t, &user, password).await;
         }
         if onramp_domain::password::explain(&password).is_some() {
             return Err(CoreError::refused("weak_password", "password not strong enough"));
@@ -204,15 +204,34 @@ impl Core {
         if let Some(p) = phone.filter(|p| !p.trim().is_empty()) {
             user.phone = Some(onramp_domain::validate::parse_phone("phone_number", &p)?);
         }
-        user.password_hash = Some(self.inner.passwords.hash(password).await?);
+        user.password_hash = Some(self.inner.passwords.hash(password.clone()).await?);
         // Conditional on "no password yet": of two concurrent activations one wins, and
         // only it audits and mails.
         let Some(user) = self.store().activate_user(&user, t.id, self.now()).await? else {
-            return Err(CoreError::refused("already_activated", "this account is already activated"));
+            // The winner may be this same call sent twice (the client's connection broke
+            // while core was still hashing, and it sent the call again).
+            let (t, user) = (self.store().token_by_id(t.id).await?, self.store().user_by_id(user.id).await?);
+            return self.repeated_activation(&t, &user, password).await;
         };
         self.audit(actor, "enrollment.completed", Some(user.username.clone()), serde_json::json!({"token_id": t.id}))
             .await;
         self.send_enrollment_completed_mails(&user.username, t.issued_by).await
+    }
+
+    /// `activate_user` for a user who has a password: a repeat of this session's own
+    /// activation (its answer was lost: a core died or the connection broke after the
+    /// commit) succeeds again, changing nothing, when the password is the one set; the
+    /// client cannot tell a lost answer from a refusal otherwise. Anything else is refused.
+    async fn repeated_activation(&self, t: &TokenRow, user: &UserRow, password: String) -> CoreResult<()> {
+        // The activation marks the session's token used; an enrolled user's desktop token
+        // never activates. The token may have been read just before the first copy
+        // committed (and the user just after), so an unused one is read again.
+        let used = t.used_at.is_some() || self.store().token_by_id(t.id).await?.used_at.is_some();
+        let this_session = t.kind == TokenKind::Enrollment.as_str() && used;
+        if this_session && self.inner.passwords.verify(password, user.password_hash.clone()).await? {
+            return Ok(());
+        }
+        Err(CoreError::refused("already_activated", "this account is already activated"))
     }
 
     /// `enrollment/create_device`: registers a device for the session's user with an

@@ -11,10 +11,10 @@
 
 mod common;
 
-use common::{concurrently, free_port, post, quantile_ms, Proc};
+use common::{argon2_bound, concurrently, core_and_edge, post, quantile_ms};
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn env_num(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -118,73 +118,19 @@ struct Row {
     cd_p99: f64,
 }
 
-/// Password hashes per second with core's Argon2 parameters, one thread per CPU.
-fn argon2_bound() -> f64 {
-    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let until = Instant::now() + Duration::from_secs(3);
-    let start = Instant::now();
-    let total: usize = std::thread::scope(|s| {
-        let hs: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(move || {
-                    let mut n = 0;
-                    while Instant::now() < until {
-                        let salt = SaltString::generate(&mut OsRng);
-                        argon2::Argon2::default().hash_password(b"Str0ng!Password", &salt).unwrap();
-                        n += 1;
-                    }
-                    n
-                })
-            })
-            .collect();
-        hs.into_iter().map(|h| h.join().unwrap()).sum()
-    });
-    total as f64 / start.elapsed().as_secs_f64()
-}
-
 async fn run() {
     let existing = env_num("BENCH_DEVICES", 5000);
     let poll_devices = env_num("BENCH_POLL_DEVICES", 10_000).max(existing);
     let enroll_secs = env_num("BENCH_ENROLL_SECS", 8) as f64;
     let backend = std::env::var("BENCH_BACKEND").unwrap_or_else(|_| "sqlite".into());
     let dir = tempfile::tempdir().unwrap();
-    let (http, edge_port, link) = (free_port(), free_port(), free_port());
-    let mut core_env: Vec<(String, String)> = vec![
-        ("ONRAMP_HTTP_ADDR".into(), format!("127.0.0.1:{http}")),
-        ("ONRAMP_EDGE_ENABLED".into(), "false".into()),
-        ("ONRAMP_EDGE_URLS".into(), format!("http://127.0.0.1:{link}")),
-        ("ONRAMP_LINK_INSECURE".into(), "true".into()),
-        ("ONRAMP_PUBLIC_URL".into(), format!("http://127.0.0.1:{edge_port}")),
-    ];
-    match backend.as_str() {
-        "postgres" => core_env.push(("ONRAMP_DATABASE_URL".into(), onramp_testkit::pg::fresh_database_url().await)),
-        _ => core_env.push(("ONRAMP_DATA_DIR".into(), dir.path().display().to_string())),
-    }
-    let core = Proc::spawn("serve", core_env);
-    core.wait_healthy();
-    let edge = Proc::spawn(
-        "edge",
-        vec![
-            ("ONRAMP_EDGE_ADDR".into(), format!("127.0.0.1:{edge_port}")),
-            ("ONRAMP_EDGE_LINK_ADDR".into(), format!("127.0.0.1:{link}")),
-            ("ONRAMP_LINK_INSECURE".into(), "true".into()),
-            ("ONRAMP_EDGE_RATE_LIMIT".into(), "0".into()),
-        ],
-    );
+    let store = match backend.as_str() {
+        "postgres" => ("ONRAMP_DATABASE_URL".into(), onramp_testkit::pg::fresh_database_url().await),
+        _ => ("ONRAMP_DATA_DIR".into(), dir.path().display().to_string()),
+    };
+    let (core, edge, api, edge_url) = core_and_edge(vec![store], 0).await;
     let c = reqwest::Client::builder().pool_max_idle_per_host(64).build().unwrap();
-    let b = Arc::new(Bench {
-        c: c.clone(),
-        api: format!("http://127.0.0.1:{http}/api/v1"),
-        edge: format!("http://127.0.0.1:{edge_port}"),
-        admin: core.api_token(),
-    });
-    for _ in 0..200 {
-        match c.get(format!("{}/api/v1/health", b.edge)).send().await {
-            Ok(r) if r.status().is_success() => break,
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
+    let b = Arc::new(Bench { c: c.clone(), api, edge: edge_url, admin: core.api_token() });
     post(&c, format!("{}/location", b.api), &b.admin,
         json!({"name": "office", "address": "10.0.0.1/16", "endpoint": "vpn.example.com", "port": 51820, "allowed_ips": ["10.0.0.0/16"]}))
         .await;

@@ -99,6 +99,10 @@ pub enum AdminCommand {
         /// Put the token itself into the CSV (it is always in each provisioning.json).
         #[arg(long)]
         include_token: bool,
+        /// Also e-mail each member an invitation carrying the same token (SMTP must be
+        /// configured; the mail is queued in the outbox).
+        #[arg(long)]
+        send_email: bool,
         #[command(flatten)]
         who: As,
     },
@@ -392,9 +396,9 @@ async fn dispatch(core: &Core, cmd: AdminCommand) -> anyhow::Result<()> {
             let email = if send_email { Some(core.get_user(&username).await?.email) } else { None };
             print_json(&users::start(core, &who.user, &username, expires, email, false).await?)?;
         }
-        AdminCommand::ProvisionGroup { group, out, expires, include_token, who } => {
+        AdminCommand::ProvisionGroup { group, out, expires, include_token, send_email, who } => {
             let a = actor(core, &who.user).await;
-            provision_group(core, &a, &group, &out, expires, include_token).await?;
+            provision_group(core, &a, &group, &out, expires, include_token, send_email).await?;
         }
         AdminCommand::ProvisionDirectory {
             group,
@@ -518,6 +522,7 @@ async fn provision_group(
     out: &Path,
     expires: Option<String>,
     include_token: bool,
+    send_email: bool,
 ) -> anyhow::Result<()> {
     private_dir(out)?;
     let outcomes = core
@@ -527,7 +532,7 @@ async fn provision_group(
                 group: Some(group.to_owned()),
                 usernames: vec![],
                 token_expiration_time: expires,
-                send_enrollment_notification: false,
+                send_enrollment_notification: send_email,
             },
         )
         .await?;

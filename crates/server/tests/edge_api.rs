@@ -238,12 +238,17 @@ async fn refusals_over_http(b: Backend) {
     let r = edge(&app, "/api/v1/enrollment/start", None, json!({ "token": fresh })).await;
     expect(r, StatusCode::FORBIDDEN, "user_disabled");
 
-    // Activation twice, then a desktop-configuration token for the enrolled user: no
-    // password step (activate_user is refused), a device is registered.
+    // Activation, repeated (a client whose answer was lost sends it again: the same
+    // password is answered 200, another is refused), then a desktop-configuration token
+    // for the enrolled user: no password step (activate_user is refused), a device is
+    // registered.
     let (s, v, _) =
         edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Str0ng!Pass", "token": ta})).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let r = edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Str0ng!Pass", "token": ta})).await;
+    let (s, v, _) =
+        edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Str0ng!Pass", "token": ta})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let r = edge(&app, "/api/v1/enrollment/activate_user", None, json!({"password": "Oth3r!Pass", "token": ta})).await;
     expect(r, StatusCode::BAD_REQUEST, "already_activated");
     let (s, d) = app.call("POST", "/api/v1/user/ann/start_desktop", Some(json!({}))).await;
     assert_eq!(s, StatusCode::CREATED, "{d}");

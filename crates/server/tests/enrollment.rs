@@ -10,7 +10,8 @@ on_both_backends!(
     browser_order_and_hand_off,
     refusals,
     enrolled_user_desktop_token,
-    session_deadline
+    session_deadline,
+    activation_sent_twice_at_once
 );
 
 fn actor() -> Actor {
@@ -150,7 +151,12 @@ async fn refusals(b: Backend) {
     let e = app.core.network_info(&tb, &pubkey_of(&d)).await.unwrap_err();
     assert_eq!(e.code(), "forbidden");
     app.core.activate_user(&actor(), &t, "Str0ng!Pass".into(), None).await.unwrap();
-    let e = app.core.activate_user(&actor(), &t, "Str0ng!Pass".into(), None).await.unwrap_err();
+    // The same activation again (its answer was lost) succeeds and completes nothing
+    // twice; another password is refused.
+    app.core.activate_user(&actor(), &t, "Str0ng!Pass".into(), None).await.unwrap();
+    let (_, done) = app.call("GET", "/api/v1/audit?action=enrollment.completed", None).await;
+    assert_eq!(done.as_array().map(Vec::len), Some(1), "{done}");
+    let e = app.core.activate_user(&actor(), &t, "Oth3r!Pass".into(), None).await.unwrap_err();
     assert_eq!(e.code(), "already_activated");
     // Unknown tokens.
     let bogus = TokenSecret::from_user("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
@@ -164,6 +170,28 @@ async fn refusals(b: Backend) {
         app.core.enrollment_create_device(&actor(), &tb, "x", &pubkey(8)).await.unwrap_err().code(),
         "user_disabled"
     );
+    app.stop().await;
+}
+
+/// A client whose connection broke while core was still hashing sends activate_user again:
+/// both copies run at once. Both succeed (the loser finds its own password set), the
+/// enrollment completes once; a concurrent other password is still refused.
+async fn activation_sent_twice_at_once(b: Backend) {
+    let app = setup(b).await;
+    let t = token_for(&app, "ann", "start_enrollment").await;
+    app.core.enrollment_start(&actor(), &t).await.unwrap();
+    let a = actor();
+    let calls = (0..2).map(|_| app.core.activate_user(&a, &t, "Str0ng!Pass".into(), None));
+    for r in futures::future::join_all(calls).await {
+        r.unwrap();
+    }
+    let (_, done) = app.call("GET", "/api/v1/audit?action=enrollment.completed", None).await;
+    assert_eq!(done.as_array().map(Vec::len), Some(1), "{done}");
+    let tb = token_for(&app, "bob", "start_enrollment").await;
+    app.core.enrollment_start(&actor(), &tb).await.unwrap();
+    let calls = ["Str0ng!Pass", "Oth3r!Pass"].map(|p| app.core.activate_user(&a, &tb, p.into(), None));
+    let results = futures::future::join_all(calls).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
     app.stop().await;
 }
 

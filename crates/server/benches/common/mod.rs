@@ -184,3 +184,28 @@ pub async fn core_and_edge(mut core_env: Vec<(String, String)>, rate_limit: u32)
     }
     (core, edge, format!("http://127.0.0.1:{http}/api/v1"), edge_url)
 }
+
+/// Password hashes per second with core's Argon2 parameters, one thread per CPU.
+pub fn argon2_bound() -> f64 {
+    use argon2::password_hash::{rand_core::OsRng, PasswordHasher, SaltString};
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let until = Instant::now() + Duration::from_secs(3);
+    let start = Instant::now();
+    let total: usize = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(move || {
+                    let mut n = 0;
+                    while Instant::now() < until {
+                        let salt = SaltString::generate(&mut OsRng);
+                        argon2::Argon2::default().hash_password(b"Str0ng!Password", &salt).unwrap();
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    total as f64 / start.elapsed().as_secs_f64()
+}

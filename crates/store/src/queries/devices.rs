@@ -276,6 +276,32 @@ impl AddressCache {
         }
         Some(ip)
     }
+
+    /// Takes `used` (just read from the database) as the location's entry and reserves from
+    /// it under the same lock; `None` only when the subnet is full. (Reserving in a second
+    /// step let another allocation of this process drop the entry in between, after an
+    /// address clash with another replica, and that read as a full subnet: a fleet run
+    /// with two cores refused two devices of 10,000 with `subnet_full` in /16 subnets.)
+    fn load_and_reserve(
+        &self,
+        location_id: i64,
+        used: HashSet<IpAddr>,
+        subnet: &onramp_domain::net::LocationSubnet,
+    ) -> Option<IpAddr> {
+        let mut map = self.lock();
+        let now = std::time::Instant::now();
+        let entry = map.entry(location_id).or_insert_with(|| (HashSet::new(), now));
+        if entry.1.elapsed() > ADDRESS_CACHE_TTL {
+            *entry = (HashSet::new(), now);
+        }
+        // A fresh entry another allocation loaded meanwhile keeps its reservations.
+        entry.0.extend(used);
+        let ip = subnet.allocate(&entry.0);
+        if let Some(ip) = ip {
+            entry.0.insert(ip);
+        }
+        ip
+    }
 }
 
 /// One free address per subnet of each location, chosen in memory from the addresses in
@@ -301,8 +327,7 @@ pub(crate) async fn allocate_addresses(
                             .iter()
                             .filter_map(|a| a.parse().ok())
                             .collect();
-                    cache.lock().insert(*location_id, (used, std::time::Instant::now()));
-                    cache.reserve(*location_id, subnet).flatten()
+                    cache.load_and_reserve(*location_id, used, subnet)
                 }
             };
             let Some(ip) = picked else {
@@ -451,4 +476,26 @@ pub(crate) async fn fill_missing_addresses(
         }
     }
     Ok(added)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dropped_entry_between_read_and_reserve_is_not_a_full_subnet() {
+        let subnet = onramp_domain::net::LocationSubnet::parse("address", "10.0.0.1/29").unwrap();
+        let cache = AddressCache::default();
+        let used: HashSet<IpAddr> = ["10.0.0.2".parse().unwrap()].into();
+        // The read happened; another allocation's clash dropped the entry meanwhile.
+        cache.forget(1);
+        assert_eq!(cache.load_and_reserve(1, used.clone(), &subnet), Some("10.0.0.3".parse().unwrap()));
+        // The reservation is kept for this process's next allocation, and merged with a
+        // later read of the same location.
+        assert_eq!(cache.reserve(1, &subnet), Some(Some("10.0.0.4".parse().unwrap())));
+        assert_eq!(cache.load_and_reserve(1, used, &subnet), Some("10.0.0.5".parse().unwrap()));
+        // Full: .6 is the last host of the /29 (.7 is the broadcast).
+        assert_eq!(cache.load_and_reserve(1, HashSet::new(), &subnet), Some("10.0.0.6".parse().unwrap()));
+        assert_eq!(cache.load_and_reserve(1, HashSet::new(), &subnet), None);
+    }
 }
