@@ -132,41 +132,63 @@ pub fn core_config(cfg: &Config) -> CoreConfig {
     }
 }
 
+/// Reads the directory syncs' environment: empty values count as unset.
+struct EnvVars<F: Fn(&str) -> Option<String>>(F);
+
+impl<F: Fn(&str) -> Option<String>> EnvVars<F> {
+    fn text(&self, k: &str) -> Option<String> {
+        (self.0)(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty())
+    }
+
+    /// Comma-separated names.
+    fn list(&self, k: &str) -> Option<Vec<String>> {
+        self.text(k).map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect())
+    }
+
+    /// `true`/`false` (also 1/0, yes/no, on/off); anything else is ignored, and said so.
+    fn flag(&self, k: &str) -> Option<bool> {
+        let v = self.text(k)?;
+        match v.to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Some(true),
+            "0" | "false" | "no" | "off" => Some(false),
+            _ => {
+                tracing::warn!(variable = k, value = %v, "not true or false; ignored");
+                None
+            }
+        }
+    }
+}
+
 /// The directory sync's `ONRAMP_LDAP_*` variables (the names `provision-directory` takes).
-/// Empty values count as unset.
 pub fn directory_env(var: impl Fn(&str) -> Option<String>) -> onramp_core::DirectoryEnv {
-    let get = |k: &str| var(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+    let env = EnvVars(var);
     onramp_core::DirectoryEnv {
-        url: get("ONRAMP_LDAP_URL"),
-        base_dn: get("ONRAMP_LDAP_BASE_DN"),
-        bind_dn: get("ONRAMP_LDAP_BIND_DN"),
-        password_file: get("ONRAMP_LDAP_PASSWORD_FILE"),
+        url: env.text("ONRAMP_LDAP_URL"),
+        base_dn: env.text("ONRAMP_LDAP_BASE_DN"),
+        bind_dn: env.text("ONRAMP_LDAP_BIND_DN"),
+        password_file: env.text("ONRAMP_LDAP_PASSWORD_FILE"),
         // Not trimmed: a password may end in a space.
-        password: var("ONRAMP_LDAP_PASSWORD").filter(|v| !v.is_empty()),
-        user_attribute: get("ONRAMP_LDAP_USER_ATTRIBUTE"),
-        sync_groups: get("ONRAMP_LDAP_SYNC_GROUPS")
-            .map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect()),
-        invite_attribute: get("ONRAMP_LDAP_INVITE_ATTRIBUTE"),
-        enabled: get("ONRAMP_LDAP_SYNC")
-            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")),
+        password: (env.0)("ONRAMP_LDAP_PASSWORD").filter(|v| !v.is_empty()),
+        user_attribute: env.text("ONRAMP_LDAP_USER_ATTRIBUTE"),
+        sync_groups: env.list("ONRAMP_LDAP_SYNC_GROUPS"),
+        invite_attribute: env.text("ONRAMP_LDAP_INVITE_ATTRIBUTE"),
+        enabled: env.flag("ONRAMP_LDAP_SYNC"),
     }
 }
 
 /// The Entra ID sync's `ONRAMP_ENTRA_*` and `ONRAMP_GRAPH_URL` (the names the client's
-/// provisioning helper takes). Empty values count as unset.
+/// provisioning helper takes).
 pub fn entra_env(var: impl Fn(&str) -> Option<String>) -> onramp_core::EntraEnv {
-    let get = |k: &str| var(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
-    let flag = |k: &str| get(k).map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"));
+    let env = EnvVars(var);
     onramp_core::EntraEnv {
-        tenant: get("ONRAMP_ENTRA_TENANT"),
-        client_id: get("ONRAMP_ENTRA_CLIENT_ID"),
-        client_secret_file: get("ONRAMP_ENTRA_CLIENT_SECRET_FILE"),
-        graph_url: get("ONRAMP_GRAPH_URL"),
-        login_url: get("ONRAMP_ENTRA_LOGIN_URL"),
-        sync_groups: get("ONRAMP_ENTRA_SYNC_GROUPS")
-            .map(|v| v.split(',').map(|g| g.trim().to_owned()).filter(|g| !g.is_empty()).collect()),
-        enabled: flag("ONRAMP_ENTRA_SYNC"),
-        invite_attributes: flag("ONRAMP_ENTRA_INVITE_ATTRIBUTES"),
+        tenant: env.text("ONRAMP_ENTRA_TENANT"),
+        client_id: env.text("ONRAMP_ENTRA_CLIENT_ID"),
+        client_secret_file: env.text("ONRAMP_ENTRA_CLIENT_SECRET_FILE"),
+        graph_url: env.text("ONRAMP_GRAPH_URL"),
+        login_url: env.text("ONRAMP_ENTRA_LOGIN_URL"),
+        sync_groups: env.list("ONRAMP_ENTRA_SYNC_GROUPS"),
+        enabled: env.flag("ONRAMP_ENTRA_SYNC"),
+        invite_attributes: env.flag("ONRAMP_ENTRA_INVITE_ATTRIBUTES"),
     }
 }
 
@@ -399,4 +421,30 @@ pub async fn healthcheck(cfg: Config, url: Option<String>) -> anyhow::Result<()>
     }
     println!("ok");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn directory_environments_read_texts_lists_and_flags() {
+        let vars = |k: &str| {
+            match k {
+                "ONRAMP_ENTRA_TENANT" => Some(" contoso.onmicrosoft.com "),
+                "ONRAMP_ENTRA_SYNC_GROUPS" => Some("VPN users, ,Engineering"),
+                "ONRAMP_ENTRA_SYNC" => Some("Yes"),
+                "ONRAMP_ENTRA_INVITE_ATTRIBUTES" => Some("maybe"),
+                "ONRAMP_GRAPH_URL" => Some(""),
+                "ONRAMP_LDAP_SYNC" => Some("off"),
+                "ONRAMP_LDAP_PASSWORD" => Some("pass word "),
+                _ => None,
+            }
+            .map(str::to_owned)
+        };
+        let e = super::entra_env(vars);
+        assert_eq!(e.tenant.as_deref(), Some("contoso.onmicrosoft.com"));
+        assert_eq!(e.sync_groups, Some(vec!["VPN users".to_owned(), "Engineering".to_owned()]));
+        assert_eq!((e.enabled, e.invite_attributes, e.graph_url), (Some(true), None, None));
+        let l = super::directory_env(vars);
+        assert_eq!((l.enabled, l.password.as_deref(), l.url), (Some(false), Some("pass word "), None));
+    }
 }
