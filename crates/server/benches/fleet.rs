@@ -441,6 +441,17 @@ impl Checks {
     }
 }
 
+/// Bytes an unprivileged process may still write on the filesystem holding `dir`.
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs only writes into the zeroed struct we pass.
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        (libc::statvfs(c.as_ptr(), &mut st) == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    }
+}
+
 struct FaultEvent {
     at: f64,
     enrolled: usize,
@@ -452,6 +463,21 @@ async fn run(o: Opts) -> bool {
     let run_dir = tempfile::Builder::new().prefix("onramp-fleet-").tempdir().expect("run directory");
     let run = run_dir.path().to_owned();
     let clients_dir = run.join("clients");
+    // Every client keeps a SQLite store (with its WAL) here, and PostgreSQL's data goes here
+    // too: a full disk shows up as thousands of "disk I/O error"s, so say it before the run.
+    let need = 512 * 1024 * 1024 + o.users as u64 * 256 * 1024;
+    if let Some(free) = free_bytes(&run) {
+        if free < need {
+            eprintln!(
+                "fleet: only {} MiB free under {} and this run needs about {} MiB; free some space \
+                 (or point TMPDIR elsewhere)",
+                free >> 20,
+                run.display(),
+                need >> 20
+            );
+            return false;
+        }
+    }
     let backend = if o.backend == Backend::Postgres { "postgres" } else { "sqlite" };
     let mode = match (o.faults, o.desktop) {
         (true, _) => "faults",
