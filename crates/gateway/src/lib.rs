@@ -7,6 +7,7 @@
 //! "gateway".
 
 pub mod config;
+pub mod device;
 pub mod keys;
 pub mod masq;
 pub mod wg;
@@ -69,8 +70,8 @@ pub async fn run(cfg: GatewayConfig, shutdown: impl std::future::Future<Output =
     tokio::select! {
         _ = agent.run() => {}
         _ = shutdown => tracing::info!("stopping"),
-        // An in-process userspace device may take the SIGTERM meant for this process.
-        Some(()) = device_exit.recv() => tracing::info!("stopping with the WireGuard device"),
+        // The userspace device failed (its interface was deleted under it, say).
+        Some(()) = device_exit.recv() => tracing::error!("stopping: the WireGuard device failed"),
     }
     if let Some(h) = health {
         h.abort();

@@ -148,54 +148,34 @@ impl Api {
     }
 }
 
-/// An in-process userspace device, run by this module rather than by `WGApi` so that its
-/// end is seen: boringtun exits on SIGTERM/SIGINT itself (it reads them from a signalfd,
-/// racing the gateway's own handler for the same signal), and when it wins, the gateway
-/// must still shut down.
+/// The in-process userspace device ([`crate::device`]), and what it says when it fails on
+/// its own: then the gateway must notice and shut down.
 struct UserspaceDevice {
-    /// Joins the device's threads, then says whether that was expected.
-    thread: Option<std::thread::JoinHandle<()>>,
-    stopping: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    device: Option<crate::device::Device>,
 }
 
 impl UserspaceDevice {
     fn start(name: &str, on_exit: Option<tokio::sync::mpsc::UnboundedSender<()>>) -> Result<Self, String> {
-        // The device binds its configuration socket (and makes /var/run/wireguard if need
-        // be) inside `new`, with the process umask. That socket answers `get=1` with the
-        // private key and takes `set=1` from whoever can connect: owner-only, whatever
-        // umask the gateway was started with.
-        let handle = with_umask(0o077, || defguard_boringtun::device::DeviceHandle::new(name, Default::default()));
-        let mut handle = handle.map_err(|e| format!("cannot create userspace interface {name}: {e:?}"))?;
+        let on_failure: Option<Box<dyn FnOnce(String) + Send>> = on_exit.map(|tx| {
+            Box::new(move |_why: String| {
+                let _ = tx.send(());
+            }) as Box<dyn FnOnce(String) + Send>
+        });
+        // The configuration socket answers `get=1` with the private key and takes `set=1`
+        // from whoever can connect: owner-only, whatever umask the gateway was started with.
+        let device = with_umask(0o077, || crate::device::Device::start(name, on_failure))?;
         let socket = socket_path(name);
         if let Err(e) = restrict_to_owner(&socket) {
-            drop(handle);
-            let _ = std::fs::remove_file(&socket);
+            device.stop();
             return Err(format!("cannot restrict {} to root: {e}", socket.display()));
         }
-        let stopping = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stopping.clone();
-        let iface = name.to_owned();
-        let thread = std::thread::Builder::new()
-            .name(format!("wg-{name}"))
-            .spawn(move || {
-                handle.wait();
-                drop(handle);
-                if !flag.load(std::sync::atomic::Ordering::SeqCst) {
-                    tracing::warn!(interface = %iface, "the userspace WireGuard device stopped (SIGTERM/SIGINT or a fatal device error)");
-                    if let Some(tx) = on_exit {
-                        let _ = tx.send(());
-                    }
-                }
-            })
-            .map_err(|e| format!("cannot start the device thread: {e}"))?;
-        Ok(UserspaceDevice { thread: Some(thread), stopping })
+        Ok(UserspaceDevice { device: Some(device) })
     }
 
-    /// After the socket is removed the device stops within its 3 s check; wait for it.
+    /// Ends the device's threads; its interface goes with its last file descriptor.
     fn finish(&mut self) {
-        self.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        if let Some(d) = self.device.take() {
+            d.stop();
         }
     }
 }
