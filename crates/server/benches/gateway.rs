@@ -122,7 +122,8 @@ impl Setup {
             .env("ONRAMP_PUBLIC_URL", format!("http://{GW_IP}:8080"))
             .env("ONRAMP_GATEWAY_ADDR", format!("127.0.0.1:{gw_port}"))
             .env("ONRAMP_GATEWAY_INSECURE", "true")
-            .env("ONRAMP_LOG", "warn")
+            // BENCH_CORE_LOG=warn,onramp_core::gateways=debug shows each peer-set read.
+            .env("ONRAMP_LOG", std::env::var("BENCH_CORE_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .spawn()
             .unwrap();

@@ -335,6 +335,16 @@ pub struct GatewaySeen {
     pub session_id: String,
 }
 
+/// One address of one device a location's gateway serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayPeerRow {
+    pub device_id: i64,
+    /// None for a network device.
+    pub user_id: Option<i64>,
+    pub pubkey: String,
+    pub address: String,
+}
+
 /// One peer's counters as a gateway reported them, keyed by the device's public key.
 #[derive(Debug, Clone)]
 pub struct PeerCounters {

@@ -111,6 +111,64 @@ async fn epoch_moves_on_peer_affecting_writes_only(kind: DatabaseKind) {
     s.close().await;
 }
 
+/// What each write records in the change log, the rows of only some devices and users,
+/// and pruning.
+async fn changes_name_what_they_touched(kind: DatabaseKind) {
+    let (s, _dir) = store(kind).await;
+    let touched = |since: i64| {
+        let s = s.clone();
+        async move {
+            let (now, mut rows) = s.peer_changes_since(since, 1000).await.unwrap();
+            rows.sort();
+            rows.dedup();
+            (now, rows)
+        }
+    };
+    let ann = s.create_user(&user("ann"), 1).await.unwrap();
+    let bob = s.create_user(&user("bob"), 1).await.unwrap();
+    let g = s.create_group("staff", false, 1).await.unwrap();
+    let e = s.peer_epoch().await.unwrap();
+    let l = s.create_location(&location("office", "10.4.0.1/24", vec![]), 1).await.unwrap();
+    let (e, rows) = touched(e).await;
+    assert_eq!(rows, vec![(None, None)], "a location may change anything");
+
+    let (d1, _) = s.create_device(ann.id, "d1", &key(1), &[l.id], LIMITS, 1).await.unwrap();
+    let (e, rows) = touched(e).await;
+    assert_eq!(rows, vec![(Some(d1.id), None)], "a device and its address name the device");
+    let (b1, _) = s.create_device(bob.id, "b1", &key(2), &[l.id], LIMITS, 1).await.unwrap();
+
+    let (e, _) = touched(e).await;
+    let mut off = ann.clone();
+    off.is_active = false;
+    s.update_user(&off, 2).await.unwrap();
+    let (e, rows) = touched(e).await;
+    assert_eq!(rows, vec![(None, Some(ann.id))], "disabling names the user");
+    s.add_member(g.id, bob.id).await.unwrap();
+    let (e, rows) = touched(e).await;
+    assert_eq!(rows, vec![(None, Some(bob.id))], "a membership names the user");
+    s.delete_device(b1.id).await.unwrap();
+    let (e, rows) = touched(e).await;
+    assert!(rows.contains(&(Some(b1.id), None)) && rows.iter().all(|r| r.0 == Some(b1.id)), "{rows:?}");
+    let (_, rows) = touched(e).await;
+    assert!(rows.is_empty(), "nothing since");
+
+    // Only some rows: by device, by user, or none.
+    s.update_user(&ann, 3).await.unwrap();
+    let (b2, _) = s.create_device(bob.id, "b2", &key(3), &[l.id], LIMITS, 1).await.unwrap();
+    let ids = |rows: Vec<onramp_store::GatewayPeerRow>| rows.into_iter().map(|r| r.device_id).collect::<Vec<_>>();
+    assert_eq!(ids(s.gateway_peer_rows(l.id, Some((&[d1.id], &[]))).await.unwrap()), vec![d1.id]);
+    assert_eq!(ids(s.gateway_peer_rows(l.id, Some((&[], &[bob.id]))).await.unwrap()), vec![b2.id]);
+    assert!(s.gateway_peer_rows(l.id, Some((&[], &[]))).await.unwrap().is_empty());
+    assert_eq!(s.gateway_peer_rows(l.id, None).await.unwrap().len(), 2);
+
+    // Pruning keeps the recent records only.
+    let (_, all) = s.peer_changes_since(0, 1000).await.unwrap();
+    assert!(s.prune_peer_changes(1).await.unwrap() > 0);
+    let (_, kept) = s.peer_changes_since(0, 1000).await.unwrap();
+    assert!(kept.len() < all.len() && !kept.is_empty(), "{} of {}", kept.len(), all.len());
+    s.close().await;
+}
+
 async fn peers_and_counters(kind: DatabaseKind) {
     let (s, _dir) = store(kind).await;
     let g = s.create_group("staff", false, 1).await.unwrap();
@@ -199,4 +257,4 @@ macro_rules! both {
     )*};
 }
 
-both!(epoch_moves_on_peer_affecting_writes_only, peers_and_counters);
+both!(epoch_moves_on_peer_affecting_writes_only, peers_and_counters, changes_name_what_they_touched);

@@ -2,11 +2,52 @@
 //! take a gateway from one peer set to the next. No I/O here.
 
 use onramp_proto::gateway::{PeerSpec, ToGateway};
-use std::collections::BTreeMap;
+use onramp_store::GatewayPeerRow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 /// Device public key -> its host routes in the location, sorted.
 pub type PeerSet = BTreeMap<String, Vec<String>>;
+
+/// Device id -> (its user, its key), for every device in a session's peer set: what a
+/// change to a device or a user touches.
+pub type Owners = HashMap<i64, (Option<i64>, String)>;
+
+/// The peer set and owners of a location's whole set of rows.
+pub fn from_rows(rows: &[GatewayPeerRow]) -> (PeerSet, Owners) {
+    let set = peer_set(rows.iter().map(|r| (r.pubkey.clone(), r.address.clone())));
+    let owners = rows.iter().map(|r| (r.device_id, (r.user_id, r.pubkey.clone()))).collect();
+    (set, owners)
+}
+
+/// Brings `set` up to date after changes that touched `devices` and `users`: `rows` are
+/// the current rows of those devices and of every device of those users (none when they
+/// no longer qualify). Only the touched devices' peers are looked at. Returns the messages
+/// that take a gateway from the old set to the new, as [`diff`] would.
+pub fn apply_changes(
+    set: &mut PeerSet,
+    owners: &mut Owners,
+    devices: &BTreeSet<i64>,
+    users: &BTreeSet<i64>,
+    rows: &[GatewayPeerRow],
+) -> Vec<ToGateway> {
+    let mut touched: BTreeSet<i64> = devices.clone();
+    touched.extend(owners.iter().filter(|(_, (u, _))| u.is_some_and(|u| users.contains(&u))).map(|(d, _)| *d));
+    touched.extend(rows.iter().map(|r| r.device_id));
+    let mut before = PeerSet::new();
+    for d in &touched {
+        if let Some((_, key)) = owners.remove(d) {
+            if let Some(routes) = set.remove(&key) {
+                before.insert(key, routes);
+            }
+        }
+    }
+    let (after, now_owned) = from_rows(rows);
+    owners.extend(now_owned);
+    let messages = diff(&before, &after);
+    set.extend(after);
+    messages
+}
 
 /// `10.0.0.2` -> `10.0.0.2/32`, `fd00::2` -> `fd00::2/128`; `None` for a malformed address.
 pub fn host_route(address: &str) -> Option<String> {
@@ -120,7 +161,84 @@ mod tests {
         )
     }
 
+    /// A toy database: devices (id, user, key, address); users active or not.
+    #[derive(Debug, Clone)]
+    struct World {
+        devices: BTreeMap<i64, (Option<i64>, String, String)>,
+        inactive: BTreeSet<i64>,
+    }
+
+    impl World {
+        /// The rows a gateway serves, as the store's query gives them.
+        fn rows(&self, only: Option<(&BTreeSet<i64>, &BTreeSet<i64>)>) -> Vec<GatewayPeerRow> {
+            self.devices
+                .iter()
+                .filter(|(_, (u, ..))| u.is_none_or(|u| !self.inactive.contains(&u)))
+                .filter(|(d, (u, ..))| only.is_none_or(|(ds, us)| ds.contains(d) || u.is_some_and(|u| us.contains(&u))))
+                .map(|(d, (u, k, a))| GatewayPeerRow {
+                    device_id: *d,
+                    user_id: *u,
+                    pubkey: k.clone(),
+                    address: a.clone(),
+                })
+                .collect()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        /// Add or replace device `d` of user `u` (None: a network device) with key `k`, address `a`.
+        Put(i64, Option<i64>, u8, u8),
+        Delete(i64),
+        Toggle(i64),
+    }
+
+    fn arb_change() -> impl Strategy<Value = Change> {
+        prop_oneof![
+            (0i64..8, proptest::option::of(0i64..3), 0u8..10, 0u8..6).prop_map(|(d, u, k, a)| Change::Put(d, u, k, a)),
+            (0i64..8).prop_map(Change::Delete),
+            (0i64..3).prop_map(Change::Toggle),
+        ]
+    }
+
     proptest! {
+        /// Re-reading only what changes touched gives the same peer set, and the same
+        /// messages, as re-reading everything.
+        #[test]
+        fn incremental_updates_match_a_full_read(batches in proptest::collection::vec(proptest::collection::vec(arb_change(), 1..5), 1..8)) {
+            let mut world = World { devices: BTreeMap::new(), inactive: BTreeSet::new() };
+            let (mut set, mut owners) = from_rows(&world.rows(None));
+            for batch in batches {
+                let (mut devices, mut users) = (BTreeSet::new(), BTreeSet::new());
+                for c in batch {
+                    match c {
+                        Change::Put(d, u, k, a) => {
+                            // Keys are unique per device in the database: derive it from the id.
+                            world.devices.insert(d, (u, format!("key{d}-{k}"), format!("10.0.0.{a}")));
+                            devices.insert(d);
+                        }
+                        Change::Delete(d) => {
+                            world.devices.remove(&d);
+                            devices.insert(d);
+                        }
+                        Change::Toggle(u) => {
+                            if !world.inactive.remove(&u) {
+                                world.inactive.insert(u);
+                            }
+                            users.insert(u);
+                        }
+                    }
+                }
+                let before = set.clone();
+                let rows = world.rows(Some((&devices, &users)));
+                let msgs = apply_changes(&mut set, &mut owners, &devices, &users, &rows);
+                let (full, full_owners) = from_rows(&world.rows(None));
+                prop_assert_eq!(&set, &full);
+                prop_assert_eq!(&owners, &full_owners);
+                prop_assert_eq!(msgs, diff(&before, &full));
+            }
+        }
+
         #[test]
         fn applying_the_diff_yields_the_new_set(old in arb_set(), new in arb_set()) {
             let msgs = diff(&old, &new);

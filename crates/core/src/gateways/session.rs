@@ -3,9 +3,12 @@
 //!
 //! Changes reach sessions through the `peer_epoch` counter, which database triggers bump on
 //! every write that can change what a gateway serves (whichever replica or code path made
-//! it). One task per core process polls it (at once after this process's own audited
-//! writes, else every 100 ms) and wakes that process's sessions; each then
-//! recomputes its location's peer set with one query and sends the difference.
+//! it), recording in `peer_changes` which device or user each change touched. One task per
+//! core process polls the counter (at once after this process's own audited writes, else
+//! every 100 ms) and wakes that process's sessions; each then re-reads only the touched
+//! devices' peers and sends the difference. A change to a location, its groups or a token
+//! (or a burst too large to list) re-reads the whole peer set, as does every session every
+//! 30 s, as a safety net.
 
 use super::peers::{self, PeerSet};
 use super::GATEWAY_LIVE_SECS;
@@ -17,7 +20,7 @@ use onramp_proto::gateway::{
     PeerStats, RefusalKind, ToGateway, UpdateSource,
 };
 use onramp_store::{GatewaySeen, LocationRow, PeerCounters, Store, StoreError};
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,6 +30,12 @@ use tokio::time::Instant;
 const EPOCH_POLL: Duration = Duration::from_millis(100);
 /// A full recompute this often even without a change, as a safety net.
 const FULL_RECOMPUTE: Duration = Duration::from_secs(30);
+/// More changes than this since the last read: read the whole peer set instead.
+const INCREMENTAL_MAX: usize = 2_000;
+/// Change records kept (in epochs); a session further behind reads everything.
+const CHANGES_KEPT: i64 = 100_000;
+/// How often a core process prunes older change records.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// How often a session refreshes its gateway's `last_seen_at` (well inside
 /// `GATEWAY_LIVE_SECS`), so a live connection stays "connected" between reports.
 const HEARTBEAT: Duration = Duration::from_secs(10);
@@ -154,6 +163,9 @@ impl Core {
             epoch,
             interface: None,
             peers: PeerSet::new(),
+            owners: peers::Owners::new(),
+            covered: None,
+            full_due: true,
             queue: VecDeque::new(),
             dirty: false,
             ended: false,
@@ -270,6 +282,7 @@ async fn watch_epoch(store: Store, tx: watch::Sender<i64>, poke: Arc<tokio::sync
     let mut tick = tokio::time::interval(EPOCH_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
@@ -277,6 +290,12 @@ async fn watch_epoch(store: Store, tx: watch::Sender<i64>, poke: Arc<tokio::sync
         }
         if tx.is_closed() || store.is_closed() {
             return;
+        }
+        if Instant::now() >= next_prune {
+            next_prune = Instant::now() + PRUNE_EVERY;
+            if let Err(e) = store.prune_peer_changes(CHANGES_KEPT).await {
+                tracing::warn!(error = %e, "cannot prune old gateway change records");
+            }
         }
         match store.peer_epoch().await {
             Ok(v) => {
@@ -309,6 +328,12 @@ struct Updates {
     /// What the gateway was last sent (`None` before the first `Full`).
     interface: Option<InterfaceSpec>,
     peers: PeerSet,
+    /// Which device holds which key in `peers`.
+    owners: peers::Owners,
+    /// The change counter `peers` reflects (`None`: not read yet).
+    covered: Option<i64>,
+    /// The next recompute reads the whole peer set.
+    full_due: bool,
     queue: VecDeque<ToGateway>,
     /// A recompute is due (kept across a cancelled `next`).
     dirty: bool,
@@ -336,7 +361,10 @@ impl Updates {
                         // The core shut down.
                         Err(_) => { self.ended = true; continue; }
                     },
-                    _ = tokio::time::sleep_until(self.next_full) => self.dirty = true,
+                    _ = tokio::time::sleep_until(self.next_full) => {
+                        self.dirty = true;
+                        self.full_due = true;
+                    }
                     _ = tokio::time::sleep_until(self.next_heartbeat) => {
                         self.heartbeat().await;
                         continue;
@@ -391,9 +419,37 @@ impl Updates {
         if location.gateway_pubkey.as_deref() != Some(self.pubkey.as_str()) {
             return Ok(false);
         }
-        let set = peers::peer_set(store.gateway_peers(location.id).await?);
         let interface = interface_of(&location);
+        let began = std::time::Instant::now();
+        if self.interface.as_ref() == Some(&interface) && !self.full_due {
+            if let Some(since) = self.covered {
+                let (epoch, changes) = store.peer_changes_since(since, INCREMENTAL_MAX as i64 + 1).await?;
+                let everything = changes.len() > INCREMENTAL_MAX
+                    || epoch - since > CHANGES_KEPT / 2
+                    || changes.iter().any(|c| *c == (None, None));
+                if !everything {
+                    let devices: BTreeSet<i64> = changes.iter().filter_map(|c| c.0).collect();
+                    let users: BTreeSet<i64> = changes.iter().filter_map(|c| c.1).collect();
+                    let d: Vec<i64> = devices.iter().copied().collect();
+                    let u: Vec<i64> = users.iter().copied().collect();
+                    let rows = store.gateway_peer_rows(location.id, Some((&d, &u))).await?;
+                    let messages = peers::apply_changes(&mut self.peers, &mut self.owners, &devices, &users, &rows);
+                    tracing::debug!(location = %location.name, changes = changes.len(), rows = rows.len(),
+                        messages = messages.len(), ms = began.elapsed().as_millis() as u64, "peer changes read");
+                    self.queue.extend(messages);
+                    self.covered = Some(epoch);
+                    return Ok(true);
+                }
+            }
+        }
+        // Everything: the counter first, so that changes made during the read are read again
+        // next time (re-reading a device is harmless).
+        let epoch = store.peer_epoch().await?;
+        let rows = store.gateway_peer_rows(location.id, None).await?;
+        let (set, owners) = peers::from_rows(&rows);
+        tracing::debug!(location = %location.name, peers = set.len(), ms = began.elapsed().as_millis() as u64, "peer set read");
         self.next_full = Instant::now() + FULL_RECOMPUTE;
+        self.full_due = false;
         if self.interface.as_ref() != Some(&interface) {
             self.queue.clear();
             self.queue.push_back(ToGateway::Full { interface: interface.clone(), peers: peers::peer_specs(&set) });
@@ -402,6 +458,8 @@ impl Updates {
             self.queue.extend(peers::diff(&self.peers, &set));
         }
         self.peers = set;
+        self.owners = owners;
+        self.covered = Some(epoch);
         Ok(true)
     }
 }

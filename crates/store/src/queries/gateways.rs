@@ -283,25 +283,89 @@ impl Store {
         q.fetch_all(&self.pool).await.map_err(map_err)
     }
 
-    /// (device public key, address) of every device a location's gateway must serve: devices
-    /// of active users allowed in the location (its groups; none = everyone) with an address
-    /// there, and the location's enrolled network devices (no user, so no user or group
-    /// rule). One query, ordered by key.
+    /// (device key, address) of every peer a location's gateway serves, sorted.
     pub async fn gateway_peers(&self, location_id: i64) -> StoreResult<Vec<(String, String)>> {
-        sqlx::query_as::<_, (String, String)>(
-            "SELECT d.pubkey, a.address FROM device_addresses a \
+        let rows = self.gateway_peer_rows(location_id, None).await?;
+        Ok(rows.into_iter().map(|r| (r.pubkey, r.address)).collect())
+    }
+
+    /// The peer rows a location's gateway serves: devices of active users allowed in the
+    /// location (its groups; none = everyone) with an address there, and the location's
+    /// enrolled network devices (no user, so no user or group rule). Every one, or (`only`)
+    /// those of the given devices and of every device of the given users. One row per
+    /// (device, address), in one query.
+    pub async fn gateway_peer_rows(
+        &self,
+        location_id: i64,
+        only: Option<(&[i64], &[i64])>,
+    ) -> StoreResult<Vec<GatewayPeerRow>> {
+        let mut filter = String::new();
+        let mut ids: Vec<i64> = Vec::new();
+        if let Some((devices, users)) = only {
+            if devices.is_empty() && users.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut parts = Vec::new();
+            if !devices.is_empty() {
+                parts.push(format!("d.id IN ({})", placeholders(2, devices.len())));
+                ids.extend_from_slice(devices);
+            }
+            if !users.is_empty() {
+                parts.push(format!("d.user_id IN ({})", placeholders(2 + ids.len(), users.len())));
+                ids.extend_from_slice(users);
+            }
+            filter = format!(" AND ({})", parts.join(" OR "));
+        }
+        let sql = format!(
+            "SELECT d.id, d.user_id, d.pubkey, a.address FROM device_addresses a \
                JOIN devices d ON d.id = a.device_id LEFT JOIN users u ON u.id = d.user_id \
              WHERE a.location_id = $1 AND d.pubkey IS NOT NULL AND ( \
                d.location_id = $1 OR (u.is_active = 1 AND \
                (NOT EXISTS (SELECT 1 FROM location_groups lg WHERE lg.location_id = $1) \
                 OR EXISTS (SELECT 1 FROM location_groups lg JOIN group_members gm ON gm.group_id = lg.group_id \
-                           WHERE lg.location_id = $1 AND gm.user_id = d.user_id)))) \
-             ORDER BY d.pubkey, a.address",
+                           WHERE lg.location_id = $1 AND gm.user_id = d.user_id)))){filter} \
+             ORDER BY d.pubkey, a.address"
+        );
+        let mut q = sqlx::query_as::<_, (i64, Option<i64>, String, String)>(&sql).bind(location_id);
+        for id in ids {
+            q = q.bind(id);
+        }
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(device_id, user_id, pubkey, address)| GatewayPeerRow { device_id, user_id, pubkey, address })
+            .collect())
+    }
+
+    /// The change counter now, and what the changes after `since` (up to it) touched: at
+    /// most `limit` rows of (device, user), both `None` for "anything".
+    pub async fn peer_changes_since(
+        &self,
+        since: i64,
+        limit: i64,
+    ) -> StoreResult<(i64, Vec<(Option<i64>, Option<i64>)>)> {
+        let epoch = self.peer_epoch().await?;
+        let rows = sqlx::query_as::<_, (Option<i64>, Option<i64>)>(
+            "SELECT device_id, user_id FROM peer_changes WHERE epoch > $1 AND epoch <= $2 LIMIT $3",
         )
-        .bind(location_id)
+        .bind(since)
+        .bind(epoch)
+        .bind(limit)
         .fetch_all(&self.pool)
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+        Ok((epoch, rows))
+    }
+
+    /// Forgets changes more than `keep` epochs old; returns how many rows went.
+    pub async fn prune_peer_changes(&self, keep: i64) -> StoreResult<u64> {
+        let done =
+            sqlx::query("DELETE FROM peer_changes WHERE epoch < (SELECT value FROM peer_epoch WHERE id = 1) - $1")
+                .bind(keep)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+        Ok(done.rows_affected())
     }
 
     /// The change counter of everything a gateway serves (bumped by triggers, see migration
