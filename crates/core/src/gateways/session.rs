@@ -426,7 +426,7 @@ impl Updates {
                 let (epoch, changes) = store.peer_changes_since(since, INCREMENTAL_MAX as i64 + 1).await?;
                 let everything = changes.len() > INCREMENTAL_MAX
                     || epoch - since > CHANGES_KEPT / 2
-                    || changes.iter().any(|c| *c == (None, None));
+                    || changes.contains(&(None, None));
                 if !everything {
                     let devices: BTreeSet<i64> = changes.iter().filter_map(|c| c.0).collect();
                     let users: BTreeSet<i64> = changes.iter().filter_map(|c| c.1).collect();
