@@ -94,10 +94,21 @@ pub enum Body {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         sid: Option<String>,
     },
-    Connected { interface: String, change: Change, warnings: Vec<String> },
-    Disconnected { interfaces: Vec<String> },
-    Status { tunnels: Vec<TunnelStatus> },
-    Error { code: ErrorCode, message: String },
+    Connected {
+        interface: String,
+        change: Change,
+        warnings: Vec<String>,
+    },
+    Disconnected {
+        interfaces: Vec<String>,
+    },
+    Status {
+        tunnels: Vec<TunnelStatus>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Reply {

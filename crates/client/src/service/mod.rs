@@ -23,9 +23,9 @@ mod tunnels;
 mod tunnels;
 #[cfg(target_os = "linux")]
 mod unix;
+pub mod winacl;
 #[cfg(windows)]
 mod windows;
-pub mod winacl;
 
 use crate::ipc::{self, Body, ErrorCode, Op, Reply, Request, TunnelConfig, ValidTunnel};
 use std::net::{SocketAddr, ToSocketAddrs};

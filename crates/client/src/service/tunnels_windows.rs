@@ -116,7 +116,14 @@ impl Manager {
             return match create(&iface, &want, port) {
                 Ok((api, warnings)) => {
                     tracing::info!(%owner, iface, location = %cfg.name, "tunnel reconfigured");
-                    let t = Tunnel { name: cfg.name.clone(), endpoint: cfg.endpoint.clone(), iface, suffix, api, applied: want };
+                    let t = Tunnel {
+                        name: cfg.name.clone(),
+                        endpoint: cfg.endpoint.clone(),
+                        iface,
+                        suffix,
+                        api,
+                        applied: want,
+                    };
                     let iface = t.iface.clone();
                     self.tunnels.insert(key, t);
                     Ok((iface, Change::Reconfigured, warnings))

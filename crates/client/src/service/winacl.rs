@@ -99,7 +99,10 @@ mod tests {
         assert!(caller(SYSTEM_SID, false).unwrap().admin, "SYSTEM sees every tunnel");
         assert!(caller("S-1-5-21-1-2-3-500", true).unwrap().admin);
         // Two users of one machine own different tunnels.
-        assert_ne!(caller("S-1-5-21-1-2-3-1001", false).unwrap().owner, caller("S-1-5-21-1-2-3-1002", false).unwrap().owner);
+        assert_ne!(
+            caller("S-1-5-21-1-2-3-1001", false).unwrap().owner,
+            caller("S-1-5-21-1-2-3-1002", false).unwrap().owner
+        );
         assert!(caller("Everyone", false).is_err());
     }
 

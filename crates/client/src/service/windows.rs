@@ -25,8 +25,8 @@ use windows_sys::Win32::Security::Authorization::{
     SDDL_REVISION_1,
 };
 use windows_sys::Win32::Security::{
-    CheckTokenMembership, GetTokenInformation, LookupAccountNameW, RevertToSelf, TokenUser, PSECURITY_DESCRIPTOR,
-    PSID, SECURITY_ATTRIBUTES, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
+    CheckTokenMembership, GetTokenInformation, LookupAccountNameW, RevertToSelf, TokenUser, PSECURITY_DESCRIPTOR, PSID,
+    SECURITY_ATTRIBUTES, SID_NAME_USE, TOKEN_QUERY, TOKEN_USER,
 };
 use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
 use windows_sys::Win32::System::Threading::{GetCurrentThread, OpenThreadToken};
@@ -232,7 +232,9 @@ unsafe impl Sync for Access {}
 pub fn run(opts: Options) -> Result<(), String> {
     super::check_prefix(&opts.interface_prefix)?;
     if opts.userspace {
-        return Err("--userspace: on Windows tunnels use WireGuard-NT (wireguard.dll); there is no userspace mode".into());
+        return Err(
+            "--userspace: on Windows tunnels use WireGuard-NT (wireguard.dll); there is no userspace mode".into()
+        );
     }
     // The WireGuard library loads wireguard.dll relative to the current directory, and a
     // service starts in System32: work from the program's own folder.
@@ -346,9 +348,8 @@ async fn listen(opts: Options, stop: impl Future<Output = ()>, ready: impl FnOnc
     let group = match &opts.group {
         Some(name) => Some((
             name.clone(),
-            account_sid(name)?.ok_or_else(|| {
-                format!("group {name:?} does not exist; create it: net localgroup \"{name}\" /add")
-            })?,
+            account_sid(name)?
+                .ok_or_else(|| format!("group {name:?} does not exist; create it: net localgroup \"{name}\" /add"))?,
         )),
         None => account_sid(ipc::DEFAULT_GROUP)?.map(|sid| (ipc::DEFAULT_GROUP.to_owned(), sid)),
     };
@@ -371,7 +372,9 @@ async fn listen(opts: Options, stop: impl Future<Output = ()>, ready: impl FnOnc
         admins: LocalSid::parse(ADMINISTRATORS_SID)?,
     });
     match &access.group {
-        Some((g, _)) => tracing::info!(pipe = %name, group = %g, "listening; SYSTEM, Administrators and group members may connect"),
+        Some((g, _)) => {
+            tracing::info!(pipe = %name, group = %g, "listening; SYSTEM, Administrators and group members may connect")
+        }
         None => tracing::info!(
             pipe = %name,
             "listening for Administrators only; to allow users: net localgroup \"{0}\" /add, net localgroup \"{0}\" USER /add, restart the service (or set ONRAMP_CLIENT_GROUP)",
@@ -384,10 +387,6 @@ async fn listen(opts: Options, stop: impl Future<Output = ()>, ready: impl FnOnc
     loop {
         tokio::select! {
             connected = server.connect() => {
-                if let Err(e) = connected {
-                    tracing::warn!("pipe connect: {e}");
-                    continue;
-                }
                 // The next instance first, so that a client never finds the name missing.
                 let next = match create_pipe(&name, &sd, false) {
                     Ok(n) => n,
@@ -397,8 +396,14 @@ async fn listen(opts: Options, stop: impl Future<Output = ()>, ready: impl FnOnc
                     }
                 };
                 let conn = std::mem::replace(&mut server, next);
-                let (shared, access) = (shared.clone(), access.clone());
-                tokio::spawn(async move { serve_pipe(conn, shared, access).await });
+                match connected {
+                    Ok(()) => {
+                        let (shared, access) = (shared.clone(), access.clone());
+                        tokio::spawn(async move { serve_pipe(conn, shared, access).await });
+                    }
+                    // A client that left at once; its instance is dropped.
+                    Err(e) => tracing::debug!("pipe connect: {e}"),
+                }
             }
             _ = &mut stop => break,
         }
