@@ -4,7 +4,9 @@
 //! on both). Checked: without the service, `status` and `connect` say how to start it;
 //! `service --console` listens on its pipe and answers `status --json` (no tunnel) and
 //! `disconnect`; `connect` validates the location and, without WireGuard-NT's wireguard.dll
-//! (wine has no WireGuard-NT driver), fails saying what to install and where.
+//! (wine has no WireGuard-NT driver), fails saying what to install and where. Then the same
+//! exe as a service of wine's Service Control Manager (`sc create`, `sc start`, `sc stop`):
+//! Running, answering, Stopped with exit code 0.
 //!
 //! Run by `scripts/test-windows`, which builds the exe and a wine 8 shim (bcryptprimitives.dll,
 //! whose ProcessPrng Rust's standard library needs and wine 8 lacks) and passes them in
@@ -75,6 +77,13 @@ impl Wine {
             .env("ONRAMP_CLIENT_SOCKET", &self.pipe)
             .env_remove("ONRAMP_CLIENT_LOG")
             .env_remove("ONRAMP_TOKEN");
+        c
+    }
+
+    /// A wine tool (`wine sc ...`, `wineserver`) in this prefix.
+    fn tool(&self, program: &str, args: &[&str]) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new(program);
+        c.args(args).env("WINEPREFIX", &self.prefix).env("WINEDEBUG", "-all").env_remove("DISPLAY");
         c
     }
 
@@ -243,5 +252,54 @@ async fn windows_service_under_wine() {
         assert!(started.elapsed() < Duration::from_secs(30), "the pipe outlived its service: {v}");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // Under wine's Service Control Manager, as the MSI installs it: Running once the pipe
+    // listens (working from its own folder, where it looks for wireguard.dll), Stopped with
+    // exit code 0 after `sc stop`. Wine runs services only while its server does: keep it.
+    let _ = output(wine.tool("wineserver", &["-k"])).await;
+    let _ = output(wine.tool("wineserver", &["-w"])).await;
+    let r = output(wine.tool("wineserver", &["-p"])).await;
+    assert_eq!(r.code, 0, "wineserver -p: {}", r.all());
+    let bin_path = format!("{} --socket {} service", z(&wine.exe), wine.pipe);
+    let r = output(wine.tool("wine", &["sc", "create", "onramp-client", "binPath=", &bin_path])).await;
+    assert_eq!(r.code, 0, "sc create: {}", r.all());
+    let r = output(wine.tool("wine", &["sc", "start", "onramp-client"])).await;
+    assert_eq!(r.code, 0, "sc start: {}", r.all());
+    let started = Instant::now();
+    loop {
+        let r = wine.run(&["status", "--json"]).await;
+        let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()));
+        if v["service"] == "running" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the SCM's service did not answer in 60 s: {v}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = output(wine.tool("wine", &["sc", "query", "onramp-client"])).await;
+    assert!(r.stdout.contains("RUNNING"), "{}", r.all());
+    let r = wine.run(&["connect", "office"]).await;
+    assert_eq!(r.code, 1, "{}", r.all());
+    assert!(r.stderr.to_lowercase().contains(&expected.to_lowercase()), "{expected}: {}", r.all());
+    let r = output(wine.tool("wine", &["sc", "stop", "onramp-client"])).await;
+    assert_eq!(r.code, 0, "sc stop: {}", r.all());
+    let started = Instant::now();
+    loop {
+        let r = output(wine.tool("wine", &["sc", "query", "onramp-client"])).await;
+        if r.stdout.contains("STOPPED") {
+            assert!(r.stdout.contains("WIN32_EXIT_CODE    : 0 "), "a clean stop: {}", r.all());
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "not stopped in 60 s: {}", r.all());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let r = wine.run(&["status", "--json"]).await;
+    let v: Value = serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.all()));
+    assert_eq!(v["service"], "not_running", "{v}");
+    // Its standard error went nowhere: its log is beside the exe.
+    let svc_log = std::fs::read_to_string(install.join("service.log")).unwrap_or_default();
+    assert!(svc_log.contains(&format!(r"\\.\pipe\{}", wine.pipe)), "{svc_log}");
+    assert!(svc_log.contains("connect failed: WireGuard-NT's wireguard.dll is missing"), "{svc_log}");
+    assert!(svc_log.contains("stopping: taking every tunnel down"), "{svc_log}");
+    assert!(!svc_log.contains('\u{1b}'), "no colour codes in the file: {svc_log}");
     app.stop().await;
 }
