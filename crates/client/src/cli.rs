@@ -15,7 +15,8 @@ pub struct Cli {
     /// Data directory (default: the per-user app data folder; ONRAMP_CLIENT_DATA_DIR).
     #[arg(long, global = true, env = "ONRAMP_CLIENT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The tunnel service's socket (default /run/onramp-client.sock).
+    /// The tunnel service's socket (default /run/onramp-client.sock; on Windows the named pipe
+    /// \\.\pipe\onramp-client, a bare NAME meaning \\.\pipe\NAME).
     #[arg(long, global = true, env = "ONRAMP_CLIENT_SOCKET", value_name = "PATH")]
     pub socket: Option<PathBuf>,
     #[command(subcommand)]
@@ -107,7 +108,8 @@ pub enum Command {
         #[arg(long)]
         instance: Option<String>,
     },
-    /// Run the privileged tunnel service (root) that connect, disconnect and status talk to.
+    /// Run the privileged tunnel service (root; LocalSystem on Windows) that connect,
+    /// disconnect and status talk to.
     Service(ServiceArgs),
     /// Internal: one userspace WireGuard device, started by the service.
     #[command(hide = true)]
@@ -133,15 +135,20 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct ServiceArgs {
-    /// Group whose members may use the service (default: "onramp" if it exists, else root only).
+    /// Group whose members may use the service (default: "onramp" if it exists, else root only;
+    /// on Windows the local group "Onramp Users" if it exists, else Administrators only).
     #[arg(long, env = "ONRAMP_CLIENT_GROUP")]
     pub group: Option<String>,
     /// Interface names: this prefix and a 6-character suffix per location.
     #[arg(long, env = "ONRAMP_CLIENT_INTERFACE_PREFIX", default_value = "onramp")]
     pub interface_prefix: String,
-    /// Userspace WireGuard (boringtun) even when the kernel module is loaded.
+    /// Userspace WireGuard (boringtun) even when the kernel module is loaded (Linux).
     #[arg(long, env = "ONRAMP_CLIENT_USERSPACE")]
     pub userspace: bool,
+    /// Windows: run in this console (Ctrl+C stops) instead of under the Service Control
+    /// Manager; also what happens when the SCM did not start it.
+    #[arg(long)]
+    pub console: bool,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -288,15 +288,32 @@ fn append_log(path: &Path, line: &str) {
     }
 }
 
-#[cfg(target_os = "linux")]
-async fn service_cmd(args: crate::cli::ServiceArgs, socket: &Path) -> Result<(), Failure> {
-    let opts = onramp_client::service::Options {
+fn service_options(args: crate::cli::ServiceArgs, socket: &Path) -> onramp_client::service::Options {
+    onramp_client::service::Options {
         socket: socket.to_path_buf(),
         group: args.group,
         interface_prefix: args.interface_prefix,
         userspace: args.userspace,
-    };
-    onramp_client::service::run(opts).await.map_err(|e| Failure(Exit::Failed, e))
+        console: args.console,
+    }
+}
+
+#[cfg(target_os = "linux")]
+async fn service_cmd(args: crate::cli::ServiceArgs, socket: &Path) -> Result<(), Failure> {
+    onramp_client::service::run(service_options(args, socket)).await.map_err(|e| Failure(Exit::Failed, e))
+}
+
+/// On Windows the service blocks in the Service Control Manager's dispatcher (or its console
+/// loop) with a runtime of its own: on a thread outside this one's.
+#[cfg(windows)]
+async fn service_cmd(args: crate::cli::ServiceArgs, socket: &Path) -> Result<(), Failure> {
+    let opts = service_options(args, socket);
+    let thread = std::thread::spawn(move || onramp_client::service::run(opts));
+    let result = tokio::task::spawn_blocking(move || thread.join())
+        .await
+        .map_err(|e| Failure(Exit::Failed, format!("the service stopped: {e}")))?
+        .map_err(|_| Failure(Exit::Failed, "the service panicked".into()))?;
+    result.map_err(|e| Failure(Exit::Failed, e))
 }
 
 #[cfg(target_os = "linux")]
@@ -306,13 +323,12 @@ fn service_device(interface: &str) -> Result<(), Failure> {
 
 #[cfg(not(target_os = "linux"))]
 fn service_device(_interface: &str) -> Result<(), Failure> {
-    Err(Failure(Exit::Failed, "the tunnel service is not supported yet on this platform".into()))
+    Err(Failure(Exit::Failed, "userspace devices exist only on Linux".into()))
 }
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(not(any(target_os = "linux", windows)))]
 async fn service_cmd(_args: crate::cli::ServiceArgs, _socket: &Path) -> Result<(), Failure> {
-    let os = if cfg!(windows) { "Windows" } else { "this platform" };
-    Err(Failure(Exit::Failed, format!("the tunnel service is not supported yet on {os}")))
+    Err(Failure(Exit::Failed, "the tunnel service is not supported yet on this platform".into()))
 }
 
 async fn daemon(store: &Store, service: &ServiceClient, interval: u64) -> Result<(), Failure> {

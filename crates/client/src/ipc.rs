@@ -17,9 +17,17 @@ pub const VERSION: u32 = 1;
 /// The longest request or reply line, in bytes (a connect request is well under 8 KiB).
 pub const MAX_LINE: usize = 64 * 1024;
 /// Where the service listens unless `ONRAMP_CLIENT_SOCKET` / `--socket` says otherwise.
+#[cfg(not(windows))]
 pub const DEFAULT_SOCKET: &str = "/run/onramp-client.sock";
+/// On Windows a named pipe; a `--socket` without the `\\.\pipe\` prefix names a pipe too.
+#[cfg(windows)]
+pub const DEFAULT_SOCKET: &str = r"\\.\pipe\onramp-client";
 /// The group whose members may use the service, when it exists.
+#[cfg(not(windows))]
 pub const DEFAULT_GROUP: &str = "onramp";
+/// A local group on Windows (`net localgroup "Onramp Users" /add`).
+#[cfg(windows)]
+pub const DEFAULT_GROUP: &str = "Onramp Users";
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Request {
@@ -79,11 +87,28 @@ pub enum ErrorCode {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "snake_case")]
 pub enum Body {
-    Hello { uid: u32, userspace: bool },
-    Connected { interface: String, change: Change, warnings: Vec<String> },
-    Disconnected { interfaces: Vec<String> },
-    Status { tunnels: Vec<TunnelStatus> },
-    Error { code: ErrorCode, message: String },
+    /// `uid`: on Windows the last part (RID) of the caller's user SID, given whole in `sid`.
+    Hello {
+        uid: u32,
+        userspace: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sid: Option<String>,
+    },
+    Connected {
+        interface: String,
+        change: Change,
+        warnings: Vec<String>,
+    },
+    Disconnected {
+        interfaces: Vec<String>,
+    },
+    Status {
+        tunnels: Vec<TunnelStatus>,
+    },
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
 }
 
 impl Reply {

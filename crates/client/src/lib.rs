@@ -13,7 +13,7 @@ pub mod ipc;
 pub mod join;
 pub mod keys;
 pub mod provision;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", windows))]
 pub mod service;
 pub mod start;
 pub mod store;

@@ -14,13 +14,38 @@ use clap::Parser;
 use commands::Failure;
 use onramp_client::exit::Exit;
 use std::process::ExitCode;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+
+/// Under the Service Control Manager the service's standard error goes nowhere: on Windows
+/// `service` (not `--console`) also appends to service.log beside the exe. That folder
+/// (Program Files) only administrators can write to, so no user can plant a link there for
+/// LocalSystem to write through.
+#[cfg(windows)]
+fn service_log(cli: &cli::Cli) -> Option<std::fs::File> {
+    let cli::Command::Service(args) = &cli.command else { return None };
+    if args.console {
+        return None;
+    }
+    let path = std::env::current_exe().ok()?.parent()?.join("service.log");
+    std::fs::OpenOptions::new().create(true).append(true).open(path).ok()
+}
+
+#[cfg(not(windows))]
+fn service_log(_cli: &cli::Cli) -> Option<std::fs::File> {
+    None
+}
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     // The service logs what it does to interfaces; the commands only warnings.
     let default = if matches!(cli.command, cli::Command::Service(_)) { "info" } else { "warn" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("ONRAMP_CLIENT_LOG").unwrap_or_else(|_| default.into());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let (writer, ansi) = match service_log(&cli) {
+        // No colour codes in a file.
+        Some(file) => (BoxMakeWriter::new(std::io::stderr.and(std::sync::Mutex::new(file))), false),
+        None => (BoxMakeWriter::new(std::io::stderr), true),
+    };
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer).with_ansi(ansi).try_init();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -12,7 +12,7 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
-    #[error("the Onramp client service is not running; start it: sudo onramp-client service (or systemctl start onramp-client)")]
+    #[error("the Onramp client service is not running; start it: {NOT_RUNNING_HINT}")]
     NotRunning,
     #[error("{0}")]
     PermissionDenied(String),
@@ -22,6 +22,22 @@ pub enum ServiceError {
     Protocol { path: String, detail: String },
     #[error("tunnels are not supported yet on this platform")]
     Unsupported,
+}
+
+#[cfg(not(windows))]
+const NOT_RUNNING_HINT: &str = "sudo onramp-client service (or systemctl start onramp-client)";
+#[cfg(windows)]
+const NOT_RUNNING_HINT: &str =
+    "sc start onramp-client in an administrator's prompt (or onramp-client service --console there, to see its log)";
+
+/// `--socket` on Windows: a full pipe path (`\\.\pipe\NAME`), or a bare NAME under `\\.\pipe\`.
+pub fn pipe_path(socket: &Path) -> String {
+    let s = socket.to_string_lossy();
+    if s.starts_with(r"\\") {
+        s.into_owned()
+    } else {
+        format!(r"\\.\pipe\{s}")
+    }
 }
 
 /// The socket path: `--socket` / `ONRAMP_CLIENT_SOCKET`, else [`ipc::DEFAULT_SOCKET`].
@@ -65,12 +81,22 @@ impl ServiceClient {
 
     #[cfg(unix)]
     async fn exchange(&self, op: Op) -> Result<Reply, ServiceError> {
-        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let stream = match tokio::net::UnixStream::connect(&self.path).await {
             Ok(s) => s,
             Err(e) => return Err(self.connect_error(e)),
         };
-        let (rd, mut wr) = stream.into_split();
+        let (rd, wr) = stream.into_split();
+        self.talk(rd, wr, op).await
+    }
+
+    /// One request line out, one reply line back.
+    async fn talk(
+        &self,
+        rd: impl tokio::io::AsyncRead + Unpin,
+        mut wr: impl tokio::io::AsyncWrite + Unpin,
+        op: Op,
+    ) -> Result<Reply, ServiceError> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
         let mut line =
             serde_json::to_vec(&ipc::Request { v: ipc::VERSION, op }).map_err(|e| self.protocol(&e.to_string()))?;
         line.push(b'\n');
@@ -99,7 +125,60 @@ impl ServiceClient {
         }
     }
 
-    #[cfg(not(unix))]
+    /// On Windows: the service's named pipe, opened for reading and writing only (not the
+    /// right to create an instance, which the pipe's ACL does not grant) and letting the
+    /// service identify this user but not act as it. While every instance is busy, waits.
+    #[cfg(windows)]
+    async fn exchange(&self, op: Op) -> Result<Reply, ServiceError> {
+        use std::os::windows::fs::OpenOptionsExt;
+        use std::os::windows::io::IntoRawHandle;
+        const ERROR_PIPE_BUSY: i32 = 231;
+        const FILE_FLAG_OVERLAPPED: u32 = 0x4000_0000;
+        const SECURITY_IDENTIFICATION: u32 = 0x0001_0000;
+        let name = pipe_path(&self.path);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let file = loop {
+            let opened = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .access_mode(crate::service::winacl::PIPE_CLIENT_ACCESS)
+                .custom_flags(FILE_FLAG_OVERLAPPED)
+                .security_qos_flags(SECURITY_IDENTIFICATION)
+                .open(&name);
+            match opened {
+                Ok(f) => break f,
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(self.connect_error(e)),
+            }
+        };
+        // SAFETY: an overlapped handle to a pipe's client end, owned from here on.
+        let pipe = unsafe { tokio::net::windows::named_pipe::NamedPipeClient::from_raw_handle(file.into_raw_handle()) }
+            .map_err(|e| self.protocol(&e.to_string()))?;
+        let (rd, wr) = tokio::io::split(pipe);
+        self.talk(rd, wr, op).await
+    }
+
+    #[cfg(windows)]
+    fn connect_error(&self, e: std::io::Error) -> ServiceError {
+        const ERROR_PIPE_BUSY: i32 = 231;
+        match (e.kind(), e.raw_os_error()) {
+            (std::io::ErrorKind::NotFound, _) => ServiceError::NotRunning,
+            (std::io::ErrorKind::PermissionDenied, _) => ServiceError::PermissionDenied(format!(
+                "permission denied on {}: only Administrators and members of the local group the service allows \
+                 (by default {:?}) may use the Onramp client service; ask your administrator to add you \
+                 (net localgroup \"{}\" %USERNAME% /add, then sign out and in again)",
+                pipe_path(&self.path),
+                ipc::DEFAULT_GROUP,
+                ipc::DEFAULT_GROUP
+            )),
+            (_, Some(ERROR_PIPE_BUSY)) => self.protocol("every instance of the pipe stayed busy for 10 s"),
+            _ => self.protocol(&e.to_string()),
+        }
+    }
+
+    #[cfg(not(any(unix, windows)))]
     async fn exchange(&self, _op: Op) -> Result<Reply, ServiceError> {
         Err(ServiceError::Unsupported)
     }
@@ -271,4 +350,15 @@ pub async fn refresh_connected(store: &Store, service: &ServiceClient) -> Result
         }
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_names() {
+        assert_eq!(pipe_path(Path::new("onramp-test")), r"\\.\pipe\onramp-test");
+        assert_eq!(pipe_path(Path::new(r"\\.\pipe\onramp-client")), r"\\.\pipe\onramp-client");
+    }
 }

@@ -1,7 +1,10 @@
-//! `onramp-client service`: the privileged part of the client (root). It owns the tunnels and
-//! listens on a local Unix socket (mode 0660, group `onramp` when that group exists) for the
-//! unprivileged commands; each caller is checked with SO_PEERCRED (root, or a member of the
-//! allowed group, supplementary groups included).
+//! `onramp-client service`: the privileged part of the client (root on Linux, LocalSystem on
+//! Windows). It owns the tunnels and listens on a local endpoint for the unprivileged
+//! commands: a Unix socket on Linux (mode 0660, group `onramp` when that group exists, each
+//! caller checked with SO_PEERCRED), a named pipe on Windows (an ACL for SYSTEM,
+//! Administrators and the group `Onramp Users` when it exists, each caller identified by its
+//! token). Only that transport is platform code ([`unix`], [`windows`]); requests are read,
+//! checked and answered here, the same way on both.
 //!
 //! Where a tunnel's fields come from: the caller sends them, read from its own client store.
 //! The alternative, the service opening the caller's store through their home directory, would
@@ -12,81 +15,128 @@
 //! it reaches an interface. Being in the group therefore means being trusted to route this
 //! machine's traffic into a WireGuard tunnel, as membership of `netdev` is for NetworkManager.
 
+#[cfg(target_os = "linux")]
+#[path = "tunnels_linux.rs"]
 mod tunnels;
+#[cfg(windows)]
+#[path = "tunnels_windows.rs"]
+mod tunnels;
+#[cfg(target_os = "linux")]
+mod unix;
+pub mod winacl;
+#[cfg(windows)]
+mod windows;
 
-use crate::ipc::{self, Body, ErrorCode, Op, Reply, Request};
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use crate::ipc::{self, Body, ErrorCode, Op, Reply, Request, TunnelConfig, ValidTunnel};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+
+#[cfg(target_os = "linux")]
 pub use tunnels::{run_device, PRIORITY_MARK, PRIORITY_SUPPRESS};
+#[cfg(target_os = "linux")]
+pub use unix::run;
+#[cfg(windows)]
+pub use windows::run;
+
+/// The service's name: the systemd unit, and the Windows service (`sc start onramp-client`).
+pub const SERVICE_NAME: &str = "onramp-client";
 
 /// A connection may stay idle this long between requests.
 const IDLE: Duration = Duration::from_secs(300);
 
 pub struct Options {
+    /// The Unix socket, or on Windows the pipe (`\\.\pipe\NAME`).
     pub socket: PathBuf,
-    /// The group allowed to call; None: `onramp` if it exists, else root only.
+    /// The group allowed to call; None: the platform's default group if it exists (`onramp`,
+    /// `Onramp Users`), else only root / SYSTEM and Administrators.
     pub group: Option<String>,
     pub interface_prefix: String,
-    /// Userspace WireGuard even when the kernel module is loaded.
+    /// Userspace WireGuard even when the kernel module is loaded (Linux only).
     pub userspace: bool,
+    /// Windows: run in this console instead of under the Service Control Manager.
+    pub console: bool,
 }
 
-struct Shared {
-    manager: Mutex<tunnels::Manager>,
-    group: Option<(String, u32)>,
-    userspace: bool,
-}
+/// Who owns a tunnel: the caller's uid on Linux, its user SID on Windows (as text).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner(String);
 
-fn gid_of(name: &str) -> Option<u32> {
-    let c = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: getgrnam_r fills `grp` with pointers into `buf`; only the gid is read.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut found: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut found);
-        (rc == 0 && !found.is_null()).then_some(grp.gr_gid)
+impl Owner {
+    pub fn new(id: impl Into<String>) -> Owner {
+        Owner(id.into())
     }
 }
 
-/// The peer's supplementary groups, as the kernel recorded them at connect (SO_PEERGROUPS).
-fn peer_groups(stream: &UnixStream) -> Vec<u32> {
-    // SO_PEERGROUPS (Linux 4.13); not every libc target exposes the constant.
-    #[cfg(any(target_arch = "mips", target_arch = "mips64"))]
-    const SO_PEERGROUPS: libc::c_int = 59;
-    #[cfg(target_arch = "sparc64")]
-    const SO_PEERGROUPS: libc::c_int = 0x3d;
-    #[cfg(not(any(target_arch = "mips", target_arch = "mips64", target_arch = "sparc64")))]
-    const SO_PEERGROUPS: libc::c_int = 59;
-    let mut groups = vec![0 as libc::gid_t; 1024];
-    let mut len = (groups.len() * std::mem::size_of::<libc::gid_t>()) as libc::socklen_t;
-    // SAFETY: the buffer and its length in bytes; the kernel writes at most `len` bytes.
-    let rc = unsafe {
-        libc::getsockopt(stream.as_raw_fd(), libc::SOL_SOCKET, SO_PEERGROUPS, groups.as_mut_ptr().cast(), &mut len)
-    };
-    if rc != 0 {
-        return vec![];
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
-    groups.truncate(len as usize / std::mem::size_of::<libc::gid_t>());
-    groups
 }
 
-fn user_name(uid: u32) -> String {
-    let mut buf = vec![0 as libc::c_char; 16 * 1024];
-    // SAFETY: getpwuid_r fills `pwd` with pointers into `buf`; the name is copied out first.
-    let name = unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut found: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut found);
-        (rc == 0 && !found.is_null() && !pwd.pw_name.is_null())
-            .then(|| std::ffi::CStr::from_ptr(pwd.pw_name).to_string_lossy().into_owned())
-    };
-    name.unwrap_or_else(|| format!("uid {uid}"))
+/// Whose tunnels a request may see and end.
+#[derive(Debug, Clone, Copy)]
+pub enum Who<'a> {
+    /// root, SYSTEM, an elevated administrator, or the service itself at shutdown.
+    Everyone,
+    Only(&'a Owner),
+}
+
+impl Who<'_> {
+    pub fn sees(&self, owner: &Owner) -> bool {
+        match self {
+            Who::Everyone => true,
+            Who::Only(o) => *o == owner,
+        }
+    }
+}
+
+/// An allowed caller, as the transport identified it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub owner: Owner,
+    /// root / SYSTEM / an elevated administrator: sees and ends every tunnel.
+    pub admin: bool,
+    /// For `hello`: the uid (Windows: the SID's last part, its RID).
+    pub uid: u32,
+    /// For `hello` on Windows: the caller's user SID.
+    pub sid: Option<String>,
+}
+
+impl Caller {
+    fn who(&self) -> Who<'_> {
+        if self.admin {
+            Who::Everyone
+        } else {
+            Who::Only(&self.owner)
+        }
+    }
+}
+
+pub type Failure = (ErrorCode, String);
+
+/// The fields applied to an interface: validated, with the endpoint resolved. A connect
+/// whose `Applied` equals the live one changes nothing.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub valid: ValidTunnel,
+    pub endpoint: SocketAddr,
+}
+
+/// Checks a connect request and resolves its endpoint (no interface touched yet).
+pub fn prepare(cfg: &TunnelConfig) -> Result<Applied, Failure> {
+    let valid = cfg.validate().map_err(|e| match e {
+        crate::ipc::Invalid::NoGateway(_) => (ErrorCode::NoGateway, e.to_string()),
+        crate::ipc::Invalid::Field(m) => (ErrorCode::Invalid, format!("location {:?}: {m}", cfg.name)),
+    })?;
+    let endpoint = (valid.endpoint_host.as_str(), valid.endpoint_port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| (ErrorCode::Failed, format!("cannot resolve the endpoint {:?}", cfg.endpoint)))?;
+    Ok(Applied { valid, endpoint })
 }
 
 /// 1 to 9 ASCII letters and digits, starting with a letter: with the 6-character suffix the
@@ -102,98 +152,25 @@ pub fn check_prefix(p: &str) -> Result<(), String> {
     }
 }
 
-/// Removes a stale socket file; refuses when a service answers on it or it is not a socket.
-fn free_socket_path(path: &Path) -> Result<(), String> {
-    let Ok(meta) = std::fs::symlink_metadata(path) else { return Ok(()) };
-    if !meta.file_type().is_socket() {
-        return Err(format!("{} exists and is not a socket; remove it or choose another --socket", path.display()));
-    }
-    if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(format!("another Onramp client service is already running on {}", path.display()));
-    }
-    std::fs::remove_file(path).map_err(|e| format!("cannot remove the stale socket {}: {e}", path.display()))?;
-    tracing::info!(socket = %path.display(), "removed a stale socket");
-    Ok(())
+struct Shared {
+    manager: Mutex<tunnels::Manager>,
+    userspace: bool,
 }
 
-fn bind(path: &Path, gid: Option<u32>) -> Result<UnixListener, String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+impl Shared {
+    fn new(manager: tunnels::Manager, userspace: bool) -> Arc<Shared> {
+        Arc::new(Shared { manager: Mutex::new(manager), userspace })
     }
-    // Created owner-only, then opened to the group: never briefly wider than 0660.
-    // SAFETY: umask only changes this process's file creation mask.
-    let old = unsafe { libc::umask(0o177) };
-    let listener = UnixListener::bind(path);
-    // SAFETY: as above, restoring the previous mask.
-    unsafe { libc::umask(old) };
-    let listener = listener.map_err(|e| format!("cannot listen on {}: {e}", path.display()))?;
-    std::os::unix::fs::chown(path, Some(0), Some(gid.unwrap_or(0)))
-        .map_err(|e| format!("cannot set the group of {}: {e}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
-        .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
-    Ok(listener)
-}
 
-/// Runs the service until SIGTERM or SIGINT, then takes every tunnel down.
-pub async fn run(opts: Options) -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "onramp-client service must run as root (it creates network interfaces): sudo onramp-client service".into(),
-        );
-    }
-    check_prefix(&opts.interface_prefix)?;
-    let userspace = opts.userspace || !Path::new("/sys/module/wireguard").exists();
-    if userspace && !Path::new("/dev/net/tun").exists() {
-        return Err("/dev/net/tun is missing (userspace WireGuard needs it): modprobe tun".into());
-    }
-    let group = match &opts.group {
-        Some(name) => Some((name.clone(), gid_of(name).ok_or_else(|| format!("group {name:?} does not exist"))?)),
-        None => gid_of(ipc::DEFAULT_GROUP).map(|gid| (ipc::DEFAULT_GROUP.to_owned(), gid)),
-    };
-    free_socket_path(&opts.socket)?;
-    let manager = tunnels::Manager::new(opts.interface_prefix.clone(), userspace);
-    // Nothing else runs yet: blocking here is harmless.
-    let removed = manager.cleanup_leftovers();
-    if !removed.is_empty() {
-        tracing::info!("removed leftovers of an earlier run: {}", removed.join(", "));
-    }
-    let listener = bind(&opts.socket, group.as_ref().map(|g| g.1))?;
-    match &group {
-        Some((name, _)) => {
-            tracing::info!(socket = %opts.socket.display(), group = %name, userspace, "listening; root and group members may connect")
-        }
-        None => tracing::info!(
-            socket = %opts.socket.display(),
-            userspace,
-            "listening for root only; to allow users: groupadd {0}, usermod -aG {0} USER, restart the service (or set ONRAMP_CLIENT_GROUP)",
-            ipc::DEFAULT_GROUP
-        ),
-    }
-    let shared = Arc::new(Shared { manager: Mutex::new(manager), group, userspace });
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(|e| format!("cannot watch SIGTERM: {e}"))?;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let shared = shared.clone();
-                    tokio::spawn(async move { serve_connection(stream, shared).await });
-                }
-                Err(e) => tracing::warn!("accept: {e}"),
-            },
-            _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+    /// At shutdown: every tunnel down.
+    async fn shutdown(self: &Arc<Shared>) {
+        tracing::info!("stopping: taking every tunnel down");
+        let s = self.clone();
+        let gone = tokio::task::spawn_blocking(move || lock(&s).disconnect_all()).await.unwrap_or_default();
+        if !gone.is_empty() {
+            tracing::info!("removed {}", gone.join(", "));
         }
     }
-    tracing::info!("stopping: taking every tunnel down");
-    let s = shared.clone();
-    let gone = tokio::task::spawn_blocking(move || lock(&s).disconnect_all()).await.unwrap_or_default();
-    if !gone.is_empty() {
-        tracing::info!("removed {}", gone.join(", "));
-    }
-    let _ = std::fs::remove_file(&opts.socket);
-    Ok(())
 }
 
 fn lock(s: &Shared) -> std::sync::MutexGuard<'_, tunnels::Manager> {
@@ -206,59 +183,65 @@ async fn write_reply(stream: &mut (impl AsyncWriteExt + Unpin), reply: &Reply) -
     stream.write_all(&line).await
 }
 
-async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
-    let cred = match stream.peer_cred() {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!("cannot read the caller's credentials: {e}");
-            return;
+/// One request line as read from a connection.
+enum Line {
+    Data(Vec<u8>),
+    TooLong,
+    /// Closed, idle too long, or a read error: the connection ends without a reply.
+    End,
+}
+
+async fn read_line(rd: &mut (impl AsyncBufRead + Unpin)) -> Line {
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(IDLE, rd.take(ipc::MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)).await;
+    match read {
+        Ok(Ok(0)) | Err(_) => Line::End,
+        Ok(Err(e)) => {
+            tracing::debug!("read: {e}");
+            Line::End
         }
-    };
-    let (uid, gid) = (cred.uid(), cred.gid());
-    let allowed = uid == 0 || shared.group.as_ref().is_some_and(|(_, g)| gid == *g || peer_groups(&stream).contains(g));
-    let (rd, mut wr) = stream.into_split();
-    if !allowed {
-        let who = user_name(uid);
-        tracing::warn!(uid, "refused a caller outside the allowed group");
-        let message = match &shared.group {
-            Some((g, _)) => format!(
-                "{who} may not use the Onramp client service: only root and members of group {g:?} may; \
-                 ask your administrator to add you (usermod -aG {g} {who}, then log in again)"
-            ),
-            None => format!(
-                "{who} may not use the Onramp client service: it allows only root; ask your administrator to create \
-                 group {:?}, add you to it and restart the service",
-                ipc::DEFAULT_GROUP
-            ),
-        };
-        let _ = write_reply(&mut wr, &Reply::error(ErrorCode::Forbidden, message)).await;
-        return;
+        Ok(Ok(_)) if buf.len() > ipc::MAX_LINE => Line::TooLong,
+        Ok(Ok(_)) => Line::Data(buf),
     }
-    let mut rd = tokio::io::BufReader::new(rd);
+}
+
+/// Answers a refused caller once, with why.
+async fn refuse(wr: &mut (impl AsyncWriteExt + Unpin), message: String) {
+    let _ = write_reply(wr, &Reply::error(ErrorCode::Forbidden, message)).await;
+}
+
+/// Serves an allowed caller's requests, one line each way, until it closes or idles;
+/// `first` is a line the transport already read (Windows reads one before it can identify
+/// the caller).
+async fn serve(
+    mut rd: impl AsyncBufRead + Unpin,
+    mut wr: impl AsyncWriteExt + Unpin,
+    caller: Caller,
+    first: Option<Line>,
+    shared: Arc<Shared>,
+) {
+    let mut next = first;
     loop {
-        let mut buf = Vec::new();
-        let read =
-            tokio::time::timeout(IDLE, (&mut rd).take(ipc::MAX_LINE as u64 + 1).read_until(b'\n', &mut buf)).await;
-        match read {
-            Ok(Ok(0)) | Err(_) => return,
-            Ok(Err(e)) => {
-                tracing::debug!("read: {e}");
+        let line = match next.take() {
+            Some(l) => l,
+            None => read_line(&mut rd).await,
+        };
+        let buf = match line {
+            Line::End => return,
+            Line::TooLong => {
+                let too_long = format!("request longer than {} bytes", ipc::MAX_LINE);
+                let _ = write_reply(&mut wr, &Reply::error(ErrorCode::BadRequest, too_long)).await;
                 return;
             }
-            Ok(Ok(_)) => {}
-        }
-        if buf.len() > ipc::MAX_LINE {
-            let too_long = format!("request longer than {} bytes", ipc::MAX_LINE);
-            let _ = write_reply(&mut wr, &Reply::error(ErrorCode::BadRequest, too_long)).await;
-            return;
-        }
+            Line::Data(buf) => buf,
+        };
         let reply = match serde_json::from_slice::<serde_json::Value>(&buf) {
             Ok(v) if v["v"] != serde_json::json!(ipc::VERSION) => Reply::error(
                 ErrorCode::BadRequest,
                 format!("protocol version {} is not supported (this service speaks {})", v["v"], ipc::VERSION),
             ),
             Ok(v) => match serde_json::from_value::<Request>(v) {
-                Ok(req) => handle(uid, req.op, &shared).await,
+                Ok(req) => handle(&caller, req.op, &shared).await,
                 Err(e) => Reply::error(ErrorCode::BadRequest, format!("not a request: {e}")),
             },
             Err(e) => Reply::error(ErrorCode::BadRequest, format!("not JSON: {e}")),
@@ -269,22 +252,24 @@ async fn serve_connection(stream: UnixStream, shared: Arc<Shared>) {
     }
 }
 
-async fn handle(uid: u32, op: Op, shared: &Arc<Shared>) -> Reply {
+async fn handle(caller: &Caller, op: Op, shared: &Arc<Shared>) -> Reply {
     let s = shared.clone();
+    let caller = caller.clone();
     let work = tokio::task::spawn_blocking(move || -> Reply {
+        let owner = &caller.owner;
         match op {
-            Op::Hello => Reply::new(Body::Hello { uid, userspace: s.userspace }),
-            Op::Status => Reply::new(Body::Status { tunnels: lock(&s).status(uid) }),
+            Op::Hello => Reply::new(Body::Hello { uid: caller.uid, userspace: s.userspace, sid: caller.sid.clone() }),
+            Op::Status => Reply::new(Body::Status { tunnels: lock(&s).status(caller.who()) }),
             Op::Disconnect { instance_id, network_id } => Reply::new(Body::Disconnected {
-                interfaces: lock(&s).disconnect(uid, instance_id.as_deref(), network_id),
+                interfaces: lock(&s).disconnect(caller.who(), instance_id.as_deref(), network_id),
             }),
             Op::Connect { tunnel } => {
                 // Validation and the endpoint lookup happen before the lock.
-                let result = tunnels::prepare(&tunnel).and_then(|want| lock(&s).connect(uid, &tunnel, want));
+                let result = prepare(&tunnel).and_then(|want| lock(&s).connect(owner, &tunnel, want));
                 match result {
                     Ok((interface, change, warnings)) => Reply::new(Body::Connected { interface, change, warnings }),
                     Err((code, message)) => {
-                        tracing::warn!(uid, location = %tunnel.name, "connect failed: {message}");
+                        tracing::warn!(%owner, location = %tunnel.name, "connect failed: {message}");
                         Reply::error(code, message)
                     }
                 }
@@ -305,5 +290,14 @@ mod tests {
         for bad in ["", "1abc", "toolongname", "on-ramp", "on ramp"] {
             assert!(check_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn callers_see_their_own_tunnels_admins_all() {
+        let ann = Caller { owner: Owner::new("1000"), admin: false, uid: 1000, sid: None };
+        let root = Caller { owner: Owner::new("0"), admin: true, uid: 0, sid: None };
+        assert!(ann.who().sees(&Owner::new("1000")));
+        assert!(!ann.who().sees(&Owner::new("1001")));
+        assert!(root.who().sees(&Owner::new("1001")));
     }
 }

@@ -13,13 +13,14 @@
 //! which a userspace device does not have, so the rules are made here (the same way for
 //! both kinds of device, and identifiable for cleanup by their priorities).
 
-use crate::ipc::{Change, Cidr, ErrorCode, TunnelConfig, TunnelStatus, ValidTunnel};
+use super::{Applied, Failure, Owner, Who};
+use crate::ipc::{Change, Cidr, ErrorCode, TunnelConfig, TunnelStatus};
 use defguard_wireguard_rs::{
     dns::detect_dns_backend, key::Key, net::IpAddrMask, peer::Peer, InterfaceConfiguration, Kernel, Userspace, WGApi,
     WireguardInterfaceApi,
 };
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::path::Path;
 use std::process::Command;
 
@@ -32,30 +33,6 @@ pub const PRIORITY_MARK: u32 = 30951;
 const TABLE_BASE: u32 = 0x4f00_0000;
 const USERSPACE_SOCKET_DIR: &str = "/var/run/wireguard";
 const MAX_TUNNELS_PER_USER: usize = 16;
-
-pub type Failure = (ErrorCode, String);
-
-/// The fields applied to an interface: validated, with the endpoint resolved. A connect
-/// whose `Applied` equals the live one changes nothing.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Applied {
-    pub valid: ValidTunnel,
-    pub endpoint: SocketAddr,
-}
-
-/// Checks a connect request and resolves its endpoint (no interface touched yet).
-pub fn prepare(cfg: &TunnelConfig) -> Result<Applied, Failure> {
-    let valid = cfg.validate().map_err(|e| match e {
-        crate::ipc::Invalid::NoGateway(_) => (ErrorCode::NoGateway, e.to_string()),
-        crate::ipc::Invalid::Field(m) => (ErrorCode::Invalid, format!("location {:?}: {m}", cfg.name)),
-    })?;
-    let endpoint = (valid.endpoint_host.as_str(), valid.endpoint_port)
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(|| (ErrorCode::Failed, format!("cannot resolve the endpoint {:?}", cfg.endpoint)))?;
-    Ok(Applied { valid, endpoint })
-}
 
 enum Api {
     Kernel(WGApi<Kernel>),
@@ -167,8 +144,8 @@ impl Tunnel {
     }
 }
 
-/// Key of a tunnel: the calling uid, the instance, the location.
-type TunnelKey = (u32, String, i64);
+/// Key of a tunnel: its owner (the calling uid), the instance, the location.
+type TunnelKey = (Owner, String, i64);
 
 pub struct Manager {
     prefix: String,
@@ -286,11 +263,11 @@ impl Manager {
     /// Brings a location's tunnel up, or brings a live one in line with `want`.
     pub fn connect(
         &mut self,
-        uid: u32,
+        owner: &Owner,
         cfg: &TunnelConfig,
         want: Applied,
     ) -> Result<(String, Change, Vec<String>), Failure> {
-        let key: TunnelKey = (uid, cfg.instance_id.clone(), cfg.network_id);
+        let key: TunnelKey = (owner.clone(), cfg.instance_id.clone(), cfg.network_id);
         // A tunnel whose device died is removed here and made again below.
         self.reap();
         if let Some(t) = self.tunnels.get_mut(&key) {
@@ -302,7 +279,7 @@ impl Manager {
             let iface = t.iface.clone();
             return match apply(t, want, true) {
                 Ok(warnings) => {
-                    tracing::info!(uid, iface, location = %cfg.name, "tunnel reconfigured");
+                    tracing::info!(%owner, iface, location = %cfg.name, "tunnel reconfigured");
                     Ok((iface, Change::Reconfigured, warnings))
                 }
                 Err(e) => {
@@ -315,7 +292,7 @@ impl Manager {
             };
         }
         // Each tunnel is an interface (and a process in userspace mode): bounded per user.
-        if self.tunnels.keys().filter(|(owner, _, _)| *owner == uid).count() >= MAX_TUNNELS_PER_USER {
+        if self.tunnels.keys().filter(|(o, _, _)| o == owner).count() >= MAX_TUNNELS_PER_USER {
             return Err((ErrorCode::Failed, format!("at most {MAX_TUNNELS_PER_USER} tunnels per user")));
         }
         let mut suffix = suffix_for(&key);
@@ -340,7 +317,7 @@ impl Manager {
         };
         match apply(&mut t, want, false) {
             Ok(warnings) => {
-                tracing::info!(uid, iface, location = %cfg.name, userspace = self.userspace, "tunnel up");
+                tracing::info!(%owner, iface, location = %cfg.name, userspace = self.userspace, "tunnel up");
                 self.tunnels.insert(key, t);
                 Ok((iface, Change::Created, warnings))
             }
@@ -371,27 +348,27 @@ impl Manager {
             self.tunnels.iter_mut().filter_map(|(k, t)| (!t.alive()).then(|| k.clone())).collect();
         for k in dead {
             if let Some(t) = self.tunnels.remove(&k) {
-                tracing::warn!(uid = k.0, iface = %t.iface, location = %t.name, "tunnel device gone; tunnel removed");
+                tracing::warn!(owner = %k.0, iface = %t.iface, location = %t.name, "tunnel device gone; tunnel removed");
                 self.teardown(t);
             }
         }
     }
 
     /// Takes the caller's tunnels down (root: anyone's), all or the one location.
-    pub fn disconnect(&mut self, uid: u32, instance_id: Option<&str>, network_id: Option<i64>) -> Vec<String> {
+    pub fn disconnect(&mut self, who: Who, instance_id: Option<&str>, network_id: Option<i64>) -> Vec<String> {
         self.reap();
         let keys: Vec<TunnelKey> = self
             .tunnels
             .keys()
             .filter(|(owner, i, n)| {
-                (uid == 0 || *owner == uid) && instance_id.is_none_or(|w| w == i) && network_id.is_none_or(|w| w == *n)
+                who.sees(owner) && instance_id.is_none_or(|w| w == i) && network_id.is_none_or(|w| w == *n)
             })
             .cloned()
             .collect();
         let mut gone = vec![];
         for k in keys {
             if let Some(t) = self.tunnels.remove(&k) {
-                tracing::info!(uid, iface = %t.iface, location = %t.name, "tunnel down");
+                tracing::info!(owner = %k.0, iface = %t.iface, location = %t.name, "tunnel down");
                 gone.push(t.iface.clone());
                 self.teardown(t);
             }
@@ -400,15 +377,15 @@ impl Manager {
     }
 
     pub fn disconnect_all(&mut self) -> Vec<String> {
-        self.disconnect(0, None, None)
+        self.disconnect(Who::Everyone, None, None)
     }
 
     /// The caller's tunnels (root: all) with handshake and traffic counters.
-    pub fn status(&mut self, uid: u32) -> Vec<TunnelStatus> {
+    pub fn status(&mut self, who: Who) -> Vec<TunnelStatus> {
         self.reap();
         self.tunnels
             .iter()
-            .filter(|((owner, _, _), _)| uid == 0 || *owner == uid)
+            .filter(|((owner, _, _), _)| who.sees(owner))
             .map(|((_, instance_id, network_id), t)| {
                 let peer = t.api.get().read_interface_data().ok().and_then(|h| {
                     let gateway = Key::new(t.applied.valid.gateway_key);
@@ -651,10 +628,10 @@ mod tests {
 
     #[test]
     fn interface_names_fit_and_are_recognised() {
-        let k = (1000, "inst".to_owned(), 7);
+        let k = (Owner::new("1000"), "inst".to_owned(), 7);
         let s = suffix_for(&k);
         assert_eq!(s, suffix_for(&k), "stable");
-        assert_ne!(s, suffix_for(&(1001, "inst".to_owned(), 7)));
+        assert_ne!(s, suffix_for(&(Owner::new("1001"), "inst".to_owned(), 7)));
         let name = format!("onramp{s:06x}");
         assert!(name.len() <= 15);
         assert!(is_ours("onramp", &name));
