@@ -41,11 +41,15 @@ async fn upgrade(kind: DatabaseKind) {
     let earlier = dir.path().join("earlier");
     std::fs::create_dir(&earlier).unwrap();
     let tree = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(tree);
+    // 0009 and every later migration are still to run.
+    let mut pending = 0;
     for f in std::fs::read_dir(tree).unwrap() {
         let f = f.unwrap();
         let name = f.file_name().into_string().unwrap();
         if name.as_str() < "0009" {
             std::fs::copy(f.path(), earlier.join(&name)).unwrap();
+        } else {
+            pending += 1;
         }
     }
     sqlx::migrate::Migrator::new(earlier.as_path()).await.unwrap().run(&pool).await.unwrap();
@@ -56,7 +60,7 @@ async fn upgrade(kind: DatabaseKind) {
     pool.close().await;
 
     let store = Store::connect(&url, false).await.unwrap();
-    assert_eq!(store.migrate().await.unwrap(), 1, "0009 is the one pending migration");
+    assert_eq!(store.migrate().await.unwrap(), pending, "0009 and the later migrations ran");
     let device = store.device_by_id(1).await.unwrap();
     assert_eq!((device.user_id, device.pubkey.as_str(), device.location_id), (Some(1), "k1", None));
     assert_eq!(store.device_addresses(1).await.unwrap().len(), 1, "addresses kept");
@@ -77,6 +81,9 @@ async fn upgrade(kind: DatabaseKind) {
     assert_eq!(router.id, 3, "ids are not handed out twice");
     assert_eq!(addresses[0].address, "10.9.0.3");
     assert!(store.peer_epoch().await.unwrap() > epoch, "device writes bump the gateway counter");
+    // And record what they touched (0010), on data that predates the change log.
+    let (_, touched) = store.peer_changes_since(epoch, 100).await.unwrap();
+    assert!(touched.contains(&(Some(router.id), None)), "{touched:?}");
     assert!(epoch >= epoch_before);
     store.close().await;
 }

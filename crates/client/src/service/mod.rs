@@ -279,6 +279,44 @@ async fn handle(caller: &Caller, op: Op, shared: &Arc<Shared>) -> Reply {
     work.await.unwrap_or_else(|e| Reply::error(ErrorCode::Failed, format!("internal error: {e}")))
 }
 
+/// What a tunnel reports about itself, filled in from its interface.
+struct TunnelStatusOf<'a> {
+    name: &'a str,
+    interface: &'a str,
+    endpoint: &'a str,
+}
+
+impl TunnelStatusOf<'_> {
+    /// The gateway peer's handshake and counters as the interface (`None`: unreadable)
+    /// reports them.
+    fn read_from(
+        &self,
+        instance_id: &str,
+        network_id: i64,
+        host: Option<defguard_wireguard_rs::host::Host>,
+        gateway_key: [u8; 32],
+    ) -> ipc::TunnelStatus {
+        let gateway = defguard_wireguard_rs::key::Key::new(gateway_key);
+        let peer = host.and_then(|h| h.peers.get(&gateway).cloned());
+        let handshake = peer
+            .as_ref()
+            .and_then(|p| p.last_handshake)
+            .and_then(|s| s.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs() as i64)
+            .filter(|s| *s > 0);
+        ipc::TunnelStatus {
+            instance_id: instance_id.to_owned(),
+            network_id,
+            name: self.name.to_owned(),
+            interface: self.interface.to_owned(),
+            endpoint: self.endpoint.to_owned(),
+            latest_handshake: handshake,
+            rx_bytes: peer.as_ref().map(|p| p.rx_bytes).unwrap_or(0),
+            tx_bytes: peer.as_ref().map(|p| p.tx_bytes).unwrap_or(0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

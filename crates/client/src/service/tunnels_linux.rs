@@ -387,26 +387,13 @@ impl Manager {
             .iter()
             .filter(|((owner, _, _), _)| who.sees(owner))
             .map(|((_, instance_id, network_id), t)| {
-                let peer = t.api.get().read_interface_data().ok().and_then(|h| {
-                    let gateway = Key::new(t.applied.valid.gateway_key);
-                    h.peers.get(&gateway).cloned()
-                });
-                let handshake = peer
-                    .as_ref()
-                    .and_then(|p| p.last_handshake)
-                    .and_then(|s| s.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map(|d| d.as_secs() as i64)
-                    .filter(|s| *s > 0);
-                TunnelStatus {
-                    instance_id: instance_id.clone(),
-                    network_id: *network_id,
-                    name: t.name.clone(),
-                    interface: t.iface.clone(),
-                    endpoint: t.endpoint.clone(),
-                    latest_handshake: handshake,
-                    rx_bytes: peer.as_ref().map(|p| p.rx_bytes).unwrap_or(0),
-                    tx_bytes: peer.as_ref().map(|p| p.tx_bytes).unwrap_or(0),
-                }
+                let status = super::TunnelStatusOf { name: &t.name, interface: &t.iface, endpoint: &t.endpoint };
+                status.read_from(
+                    instance_id,
+                    *network_id,
+                    t.api.get().read_interface_data().ok(),
+                    t.applied.valid.gateway_key,
+                )
             })
             .collect()
     }
