@@ -517,6 +517,17 @@ impl Core {
         }
     }
 
+    /// The directories that are set up (a URL, or a tenant), in [`DirectorySource::ALL`]'s order.
+    pub async fn configured_directory_sources(&self) -> Vec<DirectorySource> {
+        let mut out = Vec::new();
+        for source in DirectorySource::ALL {
+            if self.directory_job(source).await.configured {
+                out.push(source);
+            }
+        }
+        out
+    }
+
     /// The directory a request that names none means: the first configured (LDAP before
     /// Entra ID), or LDAP when none is.
     pub async fn default_directory_source(&self) -> DirectorySource {

@@ -76,9 +76,12 @@ async fn directory_page_saves_dry_runs_and_syncs() {
     app.create_user("cat").await;
     c.goto(&app.url("/users/cat")).await.unwrap();
     assert!(text(&c, "#directory-link").await.contains("leaves this user alone"));
-    click(&c, "#directory-link-button").await;
+    // Only LDAP is set up: one button, naming it.
+    assert_eq!(text(&c, "#directory-link-ldap").await, "Link to LDAP / Active Directory");
+    assert!(c.find(fantoccini::Locator::Css("#directory-link-entra")).await.is_err(), "no Entra ID button");
+    click(&c, "#directory-link-ldap").await;
     assert_eq!(text(&c, "p.notice").await, "Changes saved.");
-    assert!(text(&c, "#directory-link").await.contains("Managed by the directory sync"));
+    assert!(text(&c, "#directory-link").await.contains("Managed by the directory sync (LDAP / Active Directory)"));
     c.execute("document.getElementById('directory-link').scrollIntoView()", vec![]).await.unwrap();
     screenshot(&c, "directory-user-linked").await;
     assert_eq!(app.call("GET", "/api/v1/user/cat", None).await.1["source"], "ldap");
@@ -128,6 +131,15 @@ async fn entra_page_saves_dry_runs_and_syncs() {
     let c = open(&driver).await;
     sign_in(&c, &app, "admin", ADMIN_PASSWORD).await;
 
+    // Nothing set up yet: a user's page says where to set a directory up, and the link goes there.
+    app.create_user("dan").await;
+    c.goto(&app.url("/users/dan")).await.unwrap();
+    assert!(text(&c, "#directory-none").await.contains("No directory is set up yet"));
+    c.execute("document.getElementById('directory-link').scrollIntoView()", vec![]).await.unwrap();
+    screenshot(&c, "user-no-directory").await;
+    assert!(c.find(fantoccini::Locator::Css("#directory-link-ldap")).await.is_err());
+    click(&c, "#directory-none a[href='/settings/entra']").await;
+    assert_eq!(text(&c, "main h1").await, "Entra ID sync");
     c.goto(&app.url("/users")).await.unwrap();
     click(&c, "nav a[href='/settings/entra']").await;
     assert_eq!(text(&c, "main h1").await, "Entra ID sync");
@@ -170,4 +182,15 @@ async fn entra_page_saves_dry_runs_and_syncs() {
     // The LDAP page's status is its own.
     c.goto(&app.url("/settings/directory")).await.unwrap();
     assert!(text(&c, "#directory-status").await.contains("never"));
+
+    // A user created in Onramp is handed to Entra ID, the one directory set up here.
+    c.goto(&app.url("/users/dan")).await.unwrap();
+    assert!(c.find(fantoccini::Locator::Css("#directory-link-ldap")).await.is_err(), "LDAP is not set up");
+    assert_eq!(text(&c, "#directory-link-entra").await, "Link to Entra ID");
+    click(&c, "#directory-link-entra").await;
+    assert_eq!(text(&c, "p.notice").await, "Changes saved.");
+    assert!(text(&c, "#directory-link").await.contains("Managed by the directory sync (Entra ID)"));
+    assert_eq!(app.call("GET", "/api/v1/user/dan", None).await.1["source"], "entra");
+    click(&c, "#directory-unlink").await;
+    assert_eq!(app.call("GET", "/api/v1/user/dan", None).await.1["source"], "local");
 }

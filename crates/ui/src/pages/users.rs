@@ -281,6 +281,7 @@ pub async fn edit_form(
         Ok(u) => u,
         Err(e) => return layout::core_error_page(Some(&me), &e),
     };
+    let sources = ui.core.configured_directory_sources().await;
     let f = UserForm {
         username: u.username.clone(),
         first_name: u.first_name.clone(),
@@ -298,15 +299,30 @@ pub async fn edit_form(
             @if u.source == "local" {
                 p.hint { "Created in Onramp: the directory sync leaves this user alone. Link them to hand them over "
                     "to the directory entry with the same username (from the next sync it updates and disables them)." }
+                @if sources.is_empty() {
+                    p.hint #directory-none { "No directory is set up yet: configure "
+                        a href="/settings/directory" { "LDAP / Active Directory" } " or "
+                        a href="/settings/entra" { "Entra ID" } " first." }
+                } @else {
+                    form method="post" action={ "/users/" (u.username) "/directory-link" } {
+                        (csrf(&me))
+                        input type="hidden" name="link" value="true";
+                        // One button per directory that is set up: with both, the admin picks.
+                        @for s in &sources {
+                            button id={ "directory-link-" (s.as_str()) } type="submit" name="source" value=(s.as_str()) {
+                                "Link to " (s.title())
+                            }
+                            " "
+                        }
+                    }
+                }
             } @else {
-                p.hint { "Managed by the directory sync: changes made here are overwritten by the next sync. "
-                    "Unlink to make this user Onramp's own again." }
-            }
-            form method="post" action={ "/users/" (u.username) "/directory-link" } {
-                (csrf(&me))
-                input type="hidden" name="link" value=(if u.source == "local" { "true" } else { "false" });
-                button #directory-link-button type="submit" {
-                    @if u.source == "local" { "Link to the directory" } @else { "Unlink from the directory" }
+                p.hint { "Managed by the directory sync (" (source_title(&u.source)) "): changes made here are overwritten "
+                    "by the next sync. Unlink to make this user Onramp's own again." }
+                form method="post" action={ "/users/" (u.username) "/directory-link" } {
+                    (csrf(&me))
+                    input type="hidden" name="link" value="false";
+                    button #directory-unlink type="submit" { "Unlink from the directory" }
                 }
             }
         }
@@ -395,6 +411,13 @@ pub async fn set_active(
 #[derive(Deserialize)]
 pub struct LinkForm {
     link: String,
+    /// Which directory (`ldap`, `entra`); none: the configured one.
+    source: Option<String>,
+}
+
+/// A user's `source` as people call it.
+fn source_title(source: &str) -> &str {
+    source.parse::<onramp_core::DirectorySource>().map(|s| s.title()).unwrap_or(source)
 }
 
 pub async fn directory_link(
@@ -403,8 +426,10 @@ pub async fn directory_link(
     Path(username): Path<String>,
     Form(f): Form<LinkForm>,
 ) -> Response {
-    let link = match f.link.as_str() {
-        "true" => Some(ui.core.default_directory_source().await),
+    let link = match (f.link.as_str(), f.source.as_deref().map(str::parse::<onramp_core::DirectorySource>)) {
+        ("true", Some(Ok(source))) => Some(source),
+        ("true", None) => Some(ui.core.default_directory_source().await),
+        ("true", Some(Err(why))) => return layout::error_page(StatusCode::BAD_REQUEST, "Unknown directory", &why),
         _ => None,
     };
     match ui.core.set_directory_link(&me.actor, &username, link).await {
