@@ -310,7 +310,9 @@ impl Interface {
             addresses: spec.addresses.clone(),
             port: spec.listen_port,
             peers: vec![],
-            mtu: None,
+            // WireGuard's usual 1420: a full-size tunnel packet plus its 80 bytes of outer
+            // headers still fits a 1500-byte link (a userspace device would start at 1500).
+            mtu: Some(1420),
             fwmark: None,
         };
         if let Err(e) = api.get().configure_interface(&config) {

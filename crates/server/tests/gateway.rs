@@ -248,6 +248,13 @@ fn gateway_serves_peers_fails_static_and_cleans_up() {
     });
 
     wait_until("ping across the tunnel", Duration::from_secs(30), || ns_peer.ping("10.231.0.1"));
+    // WireGuard's MTU, so that tunnel packets and their outer headers fit the 1500-byte link.
+    let link = run(&["ip", "-n", &ns_gw.name, "link", "show", &wg_gw]);
+    assert!(String::from_utf8_lossy(&link.stdout).contains("mtu 1420"), "{}", String::from_utf8_lossy(&link.stdout));
+    // A ping of a full 1420-byte packet crosses the tunnel.
+    let big =
+        ns_peer.command("ping").args(["-c", "1", "-W", "2", "-M", "do", "-s", "1392", "10.231.0.1"]).output().unwrap();
+    assert!(big.status.success(), "a 1420-byte packet: {}", String::from_utf8_lossy(&big.stdout));
     wait_until("a handshake and bytes in the stats", Duration::from_secs(30), || {
         control.seen().stats.iter().any(|s| s.pubkey == peer_pub && s.latest_handshake.is_some() && s.rx_bytes > 0)
     });
