@@ -45,8 +45,10 @@ const TICK: Duration = Duration::from_millis(250);
 const WAKE: Duration = Duration::from_millis(500);
 /// The largest datagram or tunnel packet, and room for the encryption overhead.
 const BUF: usize = 65_536 + 64;
-/// How long one configuration client may take to send a request.
-const UAPI_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one configuration client may stay silent. Connections are served one at a
+/// time (changes are serialized anyway), so a client that connects and says nothing holds
+/// up the others this long; local tools send their request at once.
+const UAPI_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where the configuration socket of `iface` is.
 pub fn socket_path(iface: &str) -> PathBuf {
