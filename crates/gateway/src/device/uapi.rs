@@ -94,7 +94,8 @@ pub fn parse_allowed_ip(v: &str) -> Result<(IpAddr, u8), Refused> {
 pub fn parse_set<'a>(lines: impl IntoIterator<Item = &'a str>) -> Result<SetRequest, Refused> {
     let mut req = SetRequest::default();
     for line in lines {
-        let (k, v) = line.split_once('=').ok_or_else(|| invalid(format!("line {line:?} is not KEY=VALUE")))?;
+        // The line itself is not quoted back: it could hold key material.
+        let (k, v) = line.split_once('=').ok_or_else(|| invalid("a line is not KEY=VALUE".into()))?;
         if k == "public_key" {
             req.peers.push(PeerChange::new(parse_key(k, v)?));
             continue;
