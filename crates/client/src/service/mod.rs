@@ -91,7 +91,25 @@ impl Who<'_> {
             Who::Only(o) => *o == owner,
         }
     }
+
+    /// Of the tunnels keyed (owner, instance, location), those this caller may end: all
+    /// it sees, or the one instance's / location's.
+    pub fn select<'k>(
+        &self,
+        keys: impl Iterator<Item = &'k TunnelKey>,
+        instance_id: Option<&str>,
+        network_id: Option<i64>,
+    ) -> Vec<TunnelKey> {
+        keys.filter(|(owner, i, n)| {
+            self.sees(owner) && instance_id.is_none_or(|w| w == i) && network_id.is_none_or(|w| w == *n)
+        })
+        .cloned()
+        .collect()
+    }
 }
+
+/// A tunnel: its owner, the instance and the location it belongs to.
+pub type TunnelKey = (Owner, String, i64);
 
 /// An allowed caller, as the transport identified it.
 #[derive(Debug, Clone, PartialEq, Eq)]

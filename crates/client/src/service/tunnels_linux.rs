@@ -13,6 +13,7 @@
 //! which a userspace device does not have, so the rules are made here (the same way for
 //! both kinds of device, and identifiable for cleanup by their priorities).
 
+use super::TunnelKey;
 use super::{Applied, Failure, Owner, Who};
 use crate::ipc::{Change, Cidr, ErrorCode, TunnelConfig, TunnelStatus};
 use defguard_wireguard_rs::{
@@ -143,9 +144,6 @@ impl Tunnel {
         link_exists(&self.iface)
     }
 }
-
-/// Key of a tunnel: its owner (the calling uid), the instance, the location.
-type TunnelKey = (Owner, String, i64);
 
 pub struct Manager {
     prefix: String,
@@ -357,14 +355,7 @@ impl Manager {
     /// Takes the caller's tunnels down (root: anyone's), all or the one location.
     pub fn disconnect(&mut self, who: Who, instance_id: Option<&str>, network_id: Option<i64>) -> Vec<String> {
         self.reap();
-        let keys: Vec<TunnelKey> = self
-            .tunnels
-            .keys()
-            .filter(|(owner, i, n)| {
-                who.sees(owner) && instance_id.is_none_or(|w| w == i) && network_id.is_none_or(|w| w == *n)
-            })
-            .cloned()
-            .collect();
+        let keys = who.select(self.tunnels.keys(), instance_id, network_id);
         let mut gone = vec![];
         for k in keys {
             if let Some(t) = self.tunnels.remove(&k) {

@@ -7,6 +7,7 @@
 //! adapter behind (and the library sweeps the DNS rules of adapters that are gone when it
 //! creates the next one), so there is nothing of ours to clean up at start.
 
+use super::TunnelKey;
 use super::{Applied, Failure, Owner, Who};
 use crate::ipc::{Change, ErrorCode, TunnelConfig, TunnelStatus};
 use defguard_wireguard_rs::{
@@ -19,8 +20,6 @@ use std::path::{Path, PathBuf};
 /// current directory, which the service sets to its own folder.
 pub const WIREGUARD_DLL: &str = r"resources-windows\binaries\wireguard-amd64.dll";
 const MAX_TUNNELS_PER_USER: usize = 16;
-
-type TunnelKey = (Owner, String, i64);
 
 struct Tunnel {
     name: String,
@@ -160,14 +159,7 @@ impl Manager {
 
     /// Takes the caller's tunnels down (administrators: anyone's), all or the one location.
     pub fn disconnect(&mut self, who: Who, instance_id: Option<&str>, network_id: Option<i64>) -> Vec<String> {
-        let keys: Vec<TunnelKey> = self
-            .tunnels
-            .keys()
-            .filter(|(owner, i, n)| {
-                who.sees(owner) && instance_id.is_none_or(|w| w == i) && network_id.is_none_or(|w| w == *n)
-            })
-            .cloned()
-            .collect();
+        let keys = who.select(self.tunnels.keys(), instance_id, network_id);
         let mut gone = vec![];
         for k in keys {
             if let Some(t) = self.tunnels.remove(&k) {
