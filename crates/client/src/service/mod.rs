@@ -143,6 +143,44 @@ pub struct Applied {
     pub endpoint: SocketAddr,
 }
 
+impl Applied {
+    /// The allowed networks with host bits cleared, sorted, each once.
+    fn networks(&self) -> Vec<ipc::Cidr> {
+        let mut networks: Vec<ipc::Cidr> = self.valid.allowed_ips.iter().map(|c| c.network()).collect();
+        networks.sort();
+        networks.dedup();
+        networks
+    }
+
+    /// The WireGuard settings of the tunnel's interface: its key and addresses, and the
+    /// gateway as its one peer, routed `networks`.
+    fn interface(
+        &self,
+        name: &str,
+        networks: &[ipc::Cidr],
+        port: u16,
+        fwmark: Option<u32>,
+    ) -> defguard_wireguard_rs::InterfaceConfiguration {
+        use base64::Engine;
+        use defguard_wireguard_rs::{key::Key, net::IpAddrMask, peer::Peer};
+        let mask = |c: &ipc::Cidr| IpAddrMask::new(c.addr, c.prefix);
+        let v = &self.valid;
+        let mut peer = Peer::new(Key::new(v.gateway_key));
+        peer.endpoint = Some(self.endpoint);
+        peer.persistent_keepalive_interval = (v.keepalive > 0).then_some(v.keepalive);
+        peer.allowed_ips = networks.iter().map(mask).collect();
+        defguard_wireguard_rs::InterfaceConfiguration {
+            name: name.to_owned(),
+            prvkey: base64::engine::general_purpose::STANDARD.encode(v.private_key),
+            addresses: v.addresses.iter().map(mask).collect(),
+            port,
+            peers: vec![peer],
+            mtu: None,
+            fwmark,
+        }
+    }
+}
+
 /// Checks a connect request and resolves its endpoint (no interface touched yet).
 pub fn prepare(cfg: &TunnelConfig) -> Result<Applied, Failure> {
     let valid = cfg.validate().map_err(|e| match e {

@@ -16,10 +16,7 @@
 use super::TunnelKey;
 use super::{Applied, Failure, Owner, Who};
 use crate::ipc::{Change, Cidr, ErrorCode, TunnelConfig, TunnelStatus};
-use defguard_wireguard_rs::{
-    dns::detect_dns_backend, key::Key, net::IpAddrMask, peer::Peer, InterfaceConfiguration, Kernel, Userspace, WGApi,
-    WireguardInterfaceApi,
-};
+use defguard_wireguard_rs::{dns::detect_dns_backend, Kernel, Userspace, WGApi, WireguardInterfaceApi};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
@@ -475,17 +472,11 @@ fn remove_mark_rules(table: u32) {
     }
 }
 
-fn mask(c: &Cidr) -> IpAddrMask {
-    IpAddrMask::new(c.addr, c.prefix)
-}
-
 /// Applies `want` to the tunnel's interface: addresses, key, peer, routes, rules, DNS.
 /// Returns warnings (DNS not set) that do not stop the tunnel.
 fn apply(t: &mut Tunnel, want: Applied, reconfigure: bool) -> Result<Vec<String>, String> {
     let v = &want.valid;
-    let mut networks: Vec<Cidr> = v.allowed_ips.iter().map(|c| c.network()).collect();
-    networks.sort();
-    networks.dedup();
+    let networks = want.networks();
     let full = networks.iter().any(|c| c.is_default());
     let table = full.then_some(TABLE_BASE | t.suffix);
     let api = t.api.get();
@@ -513,22 +504,7 @@ fn apply(t: &mut Tunnel, want: Applied, reconfigure: bool) -> Result<Vec<String>
             }
         }
     }
-    let mut peer = Peer::new(Key::new(v.gateway_key));
-    peer.endpoint = Some(want.endpoint);
-    peer.persistent_keepalive_interval = (v.keepalive > 0).then_some(v.keepalive);
-    peer.allowed_ips = networks.iter().map(mask).collect();
-    let config = InterfaceConfiguration {
-        name: t.iface.clone(),
-        prvkey: {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(v.private_key)
-        },
-        addresses: v.addresses.iter().map(mask).collect(),
-        port,
-        peers: vec![peer],
-        mtu: None,
-        fwmark: table,
-    };
+    let config = want.interface(&t.iface, &networks, port, table);
     api.configure_interface(&config).map_err(|e| format!("configuring the interface: {e}"))?;
     t.table = table;
     let iface = t.iface.clone();

@@ -10,9 +10,7 @@
 use super::TunnelKey;
 use super::{Applied, Failure, Owner, Who};
 use crate::ipc::{Change, ErrorCode, TunnelConfig, TunnelStatus};
-use defguard_wireguard_rs::{
-    key::Key, net::IpAddrMask, peer::Peer, InterfaceConfiguration, Kernel, WGApi, WireguardInterfaceApi,
-};
+use defguard_wireguard_rs::{Kernel, WGApi, WireguardInterfaceApi};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -193,10 +191,6 @@ impl Manager {
     }
 }
 
-fn mask(c: &crate::ipc::Cidr) -> IpAddrMask {
-    IpAddrMask::new(c.addr, c.prefix)
-}
-
 /// A new adapter with `want` applied, or nothing (the adapter removed) and why.
 fn create(iface: &str, want: &Applied, port: u16) -> Result<(WGApi<Kernel>, Vec<String>), String> {
     let mut api = WGApi::<Kernel>::new(iface).map_err(|e| e.to_string())?;
@@ -214,25 +208,8 @@ fn create(iface: &str, want: &Applied, port: u16) -> Result<(WGApi<Kernel>, Vec<
 /// warning, not a failed connect (as on Linux).
 fn apply(api: &WGApi<Kernel>, iface: &str, want: &Applied, port: u16) -> Result<Vec<String>, String> {
     let v = &want.valid;
-    let mut networks: Vec<crate::ipc::Cidr> = v.allowed_ips.iter().map(|c| c.network()).collect();
-    networks.sort();
-    networks.dedup();
-    let mut peer = Peer::new(Key::new(v.gateway_key));
-    peer.endpoint = Some(want.endpoint);
-    peer.persistent_keepalive_interval = (v.keepalive > 0).then_some(v.keepalive);
-    peer.allowed_ips = networks.iter().map(mask).collect();
-    let config = InterfaceConfiguration {
-        name: iface.to_owned(),
-        prvkey: {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD.encode(v.private_key)
-        },
-        addresses: v.addresses.iter().map(mask).collect(),
-        port,
-        peers: vec![peer],
-        mtu: None,
-        fwmark: None,
-    };
+    let networks = want.networks();
+    let config = want.interface(iface, &networks, port, None);
     api.configure_interface(&config).map_err(|e| format!("configuring the adapter: {e}"))?;
     let mut warnings = vec![];
     if !v.dns.is_empty() {
